@@ -1,0 +1,160 @@
+"""One source of truth for plugin configuration: the JSON Schemas in ``schemas/``.
+
+* ``kong_fields(name)`` converts ``schemas/<name>.json`` into the Kong schema
+  field list a kong-pdk plugin module exports as ``Schema`` (and that
+  ``--dump-all-plugins`` / ``aigw-plugin-info`` print for Kong).
+* ``validate(name, config)`` checks a config with jsonschema, fills the
+  JSON Schema defaults, and raises ``ConfigInvalid`` naming the field path.
+
+Conversion rules (Kong schema vocabulary: kong/db/schema/init.lua):
+object+properties -> record, object+additionalProperties -> map(string -> ...),
+array -> array(elements), enum -> one_of, minimum+maximum -> between,
+minLength -> len_min, ``x-referenceable`` -> referenceable (Kong resolves
+``{vault://...}`` references in those fields before the plugin sees them).
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+from jsonschema import Draft202012Validator, validators
+
+_HERE = Path(__file__).resolve().parent
+
+
+class ConfigInvalid(ValueError):
+    """A plugin config failed validation; ``str()`` names the field path."""
+
+    def __init__(self, plugin: str, path: str, message: str):
+        super().__init__(f"{plugin}: config.{path}: {message}" if path else f"{plugin}: config: {message}")
+        self.plugin = plugin
+        self.path = path
+
+
+def schemas_dir() -> Path:
+    env = os.environ.get("AIGW_SCHEMAS_DIR")
+    if env:
+        return Path(env)
+    for cand in (_HERE.parent / "schemas", _HERE / "schemas"):
+        if cand.is_dir():
+            return cand
+    raise FileNotFoundError("schemas/ directory not found; set AIGW_SCHEMAS_DIR")
+
+
+@functools.lru_cache(maxsize=None)
+def load(name: str) -> dict[str, Any]:
+    return orjson.loads((schemas_dir() / f"{name}.json").read_bytes())
+
+
+def _convert(node: dict[str, Any], required: bool = False) -> dict[str, Any]:
+    t = node.get("type")
+    out: dict[str, Any]
+    if t == "object" and "properties" in node:
+        req = set(node.get("required", ()))
+        out = {"type": "record",
+               "fields": [{k: _convert(v, k in req)} for k, v in node["properties"].items()]}
+    elif t == "object":
+        vals = node.get("additionalProperties")
+        out = {"type": "map", "keys": {"type": "string"},
+               "values": _convert(vals) if isinstance(vals, dict) else {"type": "string"}}
+    elif t == "array":
+        out = {"type": "array", "elements": _convert(node.get("items", {"type": "string"}))}
+    elif t in ("string", "integer", "number", "boolean"):
+        out = {"type": t}
+        if "enum" in node:
+            out["one_of"] = list(node["enum"])
+        if "minimum" in node and "maximum" in node:
+            out["between"] = [node["minimum"], node["maximum"]]
+        if "minLength" in node:
+            out["len_min"] = node["minLength"]
+    else:
+        raise ValueError(f"unsupported JSON Schema node for Kong conversion: {node!r:.80}")
+    if "default" in node:
+        out["default"] = node["default"]
+    if node.get("x-referenceable"):
+        out["referenceable"] = True
+    if node.get("x-encrypted"):
+        out["encrypted"] = True
+    if required:
+        out["required"] = True
+    return out
+
+
+def kong_fields(name: str) -> list[dict[str, Any]]:
+    """The ``Schema`` list for a kong-pdk plugin module (the config record's fields)."""
+    root = load(name)
+    return _convert(root)["fields"]
+
+
+def _with_defaults(cls):
+    validate_props = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, sub in properties.items():
+                if "default" in sub and prop not in instance:
+                    instance[prop] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_DefaultingValidator = _with_defaults(Draft202012Validator)
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(name: str):
+    return _DefaultingValidator(load(name))
+
+
+def _path(err) -> str:
+    parts = []
+    for p in err.absolute_path:
+        parts.append(f"[{p}]" if isinstance(p, int) else ("." + str(p) if parts else str(p)))
+    return "".join(parts)
+
+
+def validate(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
+    """Validate and default a config (a copy; Kong's own keys ``__*`` are kept)."""
+    cfg = copy.deepcopy(config or {})
+    internal = {k: cfg.pop(k) for k in list(cfg) if k.startswith("__")}
+    # Kong sends null for unset optional fields: drop them so defaults apply
+    _drop_nulls(cfg)
+    errors = sorted(_validator(name).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        e = errors[0]
+        raise ConfigInvalid(name, _path(e), _safe_message(e))
+    cfg.update(internal)
+    return cfg
+
+
+def _safe_message(err) -> str:
+    # never echo a (possibly secret) value back: describe the rule that failed
+    v = err.validator
+    if v == "required":
+        return err.message.replace("'", '"')
+    if v == "additionalProperties":
+        return err.message
+    if v == "enum":
+        return f"must be one of {err.validator_value}"
+    if v == "type":
+        return f"must be of type {err.validator_value}"
+    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength",
+             "maxLength", "minItems", "maxItems", "pattern", "uniqueItems"):
+        return f"violates {v}={err.validator_value}"
+    return f"invalid ({v})"
+
+
+def _drop_nulls(node: Any) -> None:
+    if isinstance(node, dict):
+        for k in [k for k, v in node.items() if v is None]:
+            del node[k]
+        for v in node.values():
+            _drop_nulls(v)
+    elif isinstance(node, list):
+        for v in node:
+            _drop_nulls(v)
