@@ -1,0 +1,228 @@
+"""The adapter interface, its errors, and helpers shared by the adapters.
+
+An adapter turns a canonical request (OpenAI Chat Completions / Embeddings)
+into one provider request, and the provider's answer back into the canonical
+shape.  Adapters are pure: no I/O, no clock except :func:`now`, no logging.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import orjson
+
+from aigw.errors import GatewayError
+from aigw.types import ProviderConfig, UpstreamRequest, Usage
+
+__all__ = [
+    "Adapter", "StreamDecoder", "ProviderProtocolError", "UpstreamStreamError",
+    "NotSupported", "now", "new_id", "loads", "dumps", "summarize_error",
+    "parse_data_url", "json_headers", "chunk", "usage_chunk", "has_version_path", "api_root",
+]
+
+
+class Adapter(Protocol):
+    type: str
+
+    def chat_request(self, body: dict, model: str, provider: ProviderConfig, *,
+                     stream: bool) -> UpstreamRequest: ...
+
+    def chat_response(self, data: bytes, model: str) -> dict: ...
+
+    def chat_stream(self, model: str) -> "StreamDecoder": ...
+
+    def embeddings_request(self, body: dict, model: str,
+                           provider: ProviderConfig) -> UpstreamRequest: ...
+
+    def embeddings_response(self, data: bytes, model: str) -> dict: ...
+
+    def error_summary(self, status: int, data: bytes) -> str: ...
+
+
+class StreamDecoder(Protocol):
+    usage: Usage | None
+    finish_reason: str | None
+    done: bool
+
+    def feed(self, chunk: bytes) -> list[dict]: ...
+
+    def close(self) -> list[dict]: ...
+
+
+# -- errors ---------------------------------------------------------------
+
+class ProviderProtocolError(GatewayError):
+    """The provider answered 2xx with a body we cannot understand (-> 502)."""
+
+    def __init__(self, message: str = "invalid response from provider"):
+        super().__init__(502, message, code="provider_protocol_error")
+
+
+class UpstreamStreamError(GatewayError):
+    """The provider sent an error event inside a stream (-> 502).
+
+    ``chunks`` holds the canonical chunks decoded in the same ``feed`` call
+    before the error event, so the relay can still forward them.
+    """
+
+    def __init__(self, message: str, chunks: list[dict] | None = None):
+        super().__init__(502, message, code="provider_stream_error")
+        self.chunks = list(chunks or [])
+
+
+class NotSupported(GatewayError):
+    """The provider has no equivalent for this request (-> 400)."""
+
+    def __init__(self, message: str, param: str | None = None):
+        super().__init__(400, message, code="not_supported", param=param)
+
+
+# -- small helpers ---------------------------------------------------------
+
+def now() -> int:
+    """Unix seconds for ``created`` (tests replace this)."""
+    return int(time.time())
+
+
+def new_id(prefix: str) -> str:
+    """A fresh opaque id such as ``chatcmpl-…`` or ``call_…`` (tests replace this)."""
+    return prefix + secrets.token_hex(12)
+
+
+def loads(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProviderProtocolError() from None
+
+
+def dumps(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+def json_headers(provider: ProviderConfig, auth: dict[str, str]) -> dict[str, str]:
+    """Static provider headers, then content type and auth (which always win)."""
+    headers = {k.lower(): v for k, v in provider.headers.items()}
+    headers["content-type"] = "application/json"
+    headers.update(auth)
+    return headers
+
+
+_VERSION_TAIL = re.compile(r"/v\d+[a-z0-9]*$")
+
+
+def has_version_path(base_url: str) -> bool:
+    """True when ``base_url``'s path ends with a version segment (/v1, /v1beta…)."""
+    return bool(_VERSION_TAIL.search(urlsplit(base_url).path.rstrip("/")))
+
+
+def api_root(base_url: str, version: str = "/v1") -> str:
+    """``base_url`` without a trailing slash; a bare origin gets ``version`` appended.
+
+    ``http://vllm:8000`` -> ``http://vllm:8000/v1``; ``http://vllm:8000/v1`` and
+    custom paths such as ``https://api.groq.com/openai/v1`` are kept as given.
+    """
+    root = base_url.rstrip("/")
+    if urlsplit(root).path in ("", "/"):
+        root += version
+    return root
+
+
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w-]+=[^;,]*)*);base64,(.*)$", re.S)
+
+
+def parse_data_url(url: str) -> tuple[str, str] | None:
+    """``data:image/png;base64,AAAA`` -> ("image/png", "AAAA"); None if not base64 data."""
+    m = _DATA_URL.match(url)
+    if not m:
+        return None
+    return m.group(1) or "application/octet-stream", m.group(3)
+
+
+def text_of(content: Any) -> str:
+    """Text of an OpenAI message ``content`` (string or list of parts)."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(p.get("text", "") for p in content
+                       if isinstance(p, dict) and p.get("type") in ("text", None))
+    return ""
+
+
+def chunk(id_: str, created: int, model: str, index: int, delta: dict,
+          finish_reason: str | None = None) -> dict:
+    """One canonical ``chat.completion.chunk`` with a single choice."""
+    return {"id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]}
+
+
+def usage_chunk(id_: str, created: int, model: str, usage: Usage) -> dict:
+    return {"id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": [], "usage": usage.to_openai()}
+
+
+# -- error summaries ------------------------------------------------------
+
+_URL = re.compile(r"\b(?:https?|wss?)://\S+", re.I)
+_SECRETS = [
+    re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_*\-.]{6,}"),     # OpenAI / Anthropic style keys
+    re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"),                # Google API keys
+    re.compile(r"(?i)\b(bearer|api[-_ ]?key|key|token)\b([\s:=]+)\S+"),
+    re.compile(r"\b[A-Za-z0-9_\-]{32,}\b"),                  # long opaque tokens
+]
+
+
+def scrub(text: str, limit: int = 200) -> str:
+    """Remove URLs and anything that looks like a credential; cap the length."""
+    text = _URL.sub("<url>", text)
+    for pat in _SECRETS:
+        if pat.groups == 2:
+            text = pat.sub(lambda m: f"{m.group(1)}{m.group(2)}<redacted>", text)
+        else:
+            text = pat.sub("<redacted>", text)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _message_of(obj: Any) -> str | None:
+    if isinstance(obj, list) and obj:
+        return _message_of(obj[0])  # Gemini sometimes wraps the error in a list
+    if not isinstance(obj, dict):
+        return None
+    err = obj.get("error")
+    if isinstance(err, dict):
+        msg = err.get("message")
+        if isinstance(msg, str) and msg:
+            return msg
+        for key in ("type", "status", "code"):
+            if isinstance(err.get(key), str):
+                return err[key]
+    if isinstance(err, str) and err:
+        return err
+    if isinstance(obj.get("message"), str):
+        return obj["message"]
+    detail = obj.get("detail")
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):  # pydantic-style: name the fields, never echo "input"
+        parts = []
+        for d in detail[:3]:
+            if isinstance(d, dict):
+                loc = ".".join(str(x) for x in d.get("loc", []) if x != "body")
+                parts.append(f"{loc}: {d.get('msg', 'invalid')}" if loc else str(d.get("msg")))
+        return "; ".join(parts) or None
+    return None
+
+
+def summarize_error(status: int, data: bytes) -> str:
+    """Short, credential-free message from a provider error body."""
+    try:
+        msg = _message_of(orjson.loads(data)) if data else None
+    except orjson.JSONDecodeError:
+        msg = None
+    return scrub(msg) if msg else f"provider returned HTTP {status}"
