@@ -1,0 +1,8 @@
+"""Deterministic mock of the LLM provider APIs the gateway speaks to.
+
+See docs/mock.md.  ``python -m aigw.mock`` runs it; ``aigw.mock.testing.MockProvider``
+starts it inside a test.
+"""
+from .server import DEFAULT_API_KEY, MockServer, MockState, make_server
+
+__all__ = ["DEFAULT_API_KEY", "MockServer", "MockState", "make_server"]
