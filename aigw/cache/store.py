@@ -9,7 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import orjson
@@ -32,7 +32,10 @@ class Entry:
     usage: dict[str, Any] = field(default_factory=dict)
 
     def dumps(self) -> bytes:
-        return orjson.dumps(asdict(self))
+        # not dataclasses.asdict: it deep-copies the whole response first
+        return orjson.dumps({"response": self.response, "created": self.created,
+                             "model": self.model, "provider": self.provider,
+                             "usage": self.usage})
 
     @classmethod
     def loads(cls, raw: bytes | str) -> "Entry | None":
