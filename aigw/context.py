@@ -1,0 +1,197 @@
+"""Per-request state shared by the plugins and the relay, in memory.
+
+Kong runs our plugins' access handlers and then proxies the request to the
+relay; all of them live in the one plugin-server process, so the request's
+state (parsed body, redaction map, routing plan, reservations) stays here and
+only a signed ticket travels with the request.
+
+The first AI plugin to run for a request creates the context and sets the
+ticket as an upstream header with ``kong.service.request.set_header``; in
+Kong that call changes the request headers that later plugins read through
+``kong.request.get_headers`` (kong/pdk/service/request.lua uses
+``ngx.req.set_header``), so each later plugin finds the context with the
+single ``get_headers`` call it needs anyway.  The relay accepts a request
+only with a valid, unexpired, unclaimed ticket.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import gevent
+
+log = logging.getLogger("aigw")
+
+TICKET_HEADER = "x-aigw-ticket"
+TICKET_TTL = float(os.environ.get("AIGW_TICKET_TTL", "60"))
+
+_SECRET = secrets.token_bytes(32)  # never leaves this process
+
+
+@dataclass
+class Outcome:
+    """How a request ended, handed to every finish hook exactly once."""
+
+    status: int = 0
+    usage: Any = None             # aigw.types.Usage | None
+    target: Any = None            # aigw.routing.Target | None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    cache_status: str | None = None
+    cost_usd: float | None = None
+    ttft: float | None = None
+    duration: float = 0.0
+    error: str | None = None
+    response: dict[str, Any] | None = None   # canonical response (for the cache), not logged
+    reached_provider: bool = False
+
+
+@dataclass
+class RequestContext:
+    id: str
+    api: str                       # chat | embeddings | models | anthropic
+    path: str
+    headers: dict[str, str]
+    raw_body: bytes
+    consumer: dict[str, Any] | None
+    created: float = field(default_factory=time.time)
+    started: float = field(default_factory=time.perf_counter)
+    body: Any = None               # parsed client body; redaction rewrites it in place
+    canonical: dict[str, Any] | None = None  # OpenAI-shaped request sent to adapters
+    groups: list[str] | None = None
+    # routing
+    model: Any = None              # aigw.routing.ModelSpec
+    plan: list[Any] = field(default_factory=list)
+    router: Any = None             # the RouterRuntime that planned this request
+    stream: bool = False
+    include_usage: bool = False    # the client asked for stream usage
+    prompt_count: Any = None       # aigw.tokens.counting.Count
+    max_output: int | None = None
+    # redaction
+    data_classes: set[str] = field(default_factory=set)
+    redaction_counts: dict[str, int] = field(default_factory=dict)
+    restore_map: dict[str, str] = field(default_factory=dict)
+    # cache
+    cache_entry: Any = None        # aigw.cache.Entry on a hit
+    cache_status: str | None = None
+    # response decoration
+    token_headers: bool = False
+    cost_fn: Callable[[Any, Any], float | None] | None = None  # (usage, target) -> USD
+    extra_headers: dict[str, str] = field(default_factory=dict)
+    log_fields: dict[str, Any] = field(default_factory=dict)
+    hooks: list[Callable[[Outcome], None]] = field(default_factory=list)
+    state: str = "open"            # open -> claimed -> finished
+    ticket: str = ""
+
+    @property
+    def consumer_name(self) -> str | None:
+        c = self.consumer
+        if not c:
+            return None
+        return c.get("username") or c.get("custom_id") or c.get("id")
+
+    def on_finish(self, fn: Callable[[Outcome], None]) -> None:
+        self.hooks.append(fn)
+
+    def finish(self, outcome: Outcome) -> None:
+        """Run every finish hook once; a failing hook never stops the others."""
+        if self.state == "finished":
+            return
+        self.state = "finished"
+        STORE.drop(self.id)
+        for fn in self.hooks:
+            try:
+                fn(outcome)
+            except Exception as exc:  # logged without request content
+                log.error("aigw finish hook failed: %s", type(exc).__name__)
+        self.hooks.clear()
+        self.restore_map = {}
+        if _observer is not None:
+            try:
+                _observer(self, outcome)
+            except Exception as exc:
+                log.error("aigw observer failed: %s", type(exc).__name__)
+
+
+_observer: Callable[["RequestContext", Outcome], None] | None = None
+
+
+def set_observer(fn: Callable[["RequestContext", Outcome], None]) -> None:
+    """Install the function that logs and meters every finished request."""
+    global _observer
+    _observer = fn
+
+
+def _sign(payload: str) -> str:
+    return hmac.new(_SECRET, payload.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+class ContextStore:
+    def __init__(self) -> None:
+        self._items: dict[str, RequestContext] = {}
+        self._sweeper: gevent.Greenlet | None = None
+
+    def create(self, **kw: Any) -> RequestContext:
+        cid = secrets.token_hex(16)
+        ctx = RequestContext(id=cid, **kw)
+        exp = int(time.time() + TICKET_TTL)
+        payload = f"{cid}.{exp}"
+        ctx.ticket = f"{payload}.{_sign(payload)}"
+        self._items[cid] = ctx
+        if self._sweeper is None:
+            self._sweeper = gevent.spawn(self._sweep_forever)
+        return ctx
+
+    def _verify(self, ticket: str | None) -> RequestContext | None:
+        if not ticket or ticket.count(".") != 2:
+            return None
+        cid, exp, sig = ticket.split(".")
+        if not hmac.compare_digest(sig, _sign(f"{cid}.{exp}")):
+            return None
+        try:
+            if int(exp) < time.time():
+                return None
+        except ValueError:
+            return None
+        return self._items.get(cid)
+
+    def lookup(self, ticket: str | None) -> RequestContext | None:
+        """For plugins in access/log: the open or claimed context of a ticket."""
+        ctx = self._verify(ticket)
+        return ctx if ctx is not None and ctx.state != "finished" else None
+
+    def claim(self, ticket: str | None) -> RequestContext | None:
+        """For the relay: each ticket serves exactly one proxied request."""
+        ctx = self._verify(ticket)
+        if ctx is None or ctx.state != "open":
+            return None
+        ctx.state = "claimed"
+        return ctx
+
+    def drop(self, cid: str) -> None:
+        self._items.pop(cid, None)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _sweep_forever(self) -> None:
+        while True:
+            gevent.sleep(max(1.0, TICKET_TTL / 4))
+            self.sweep()
+
+    def sweep(self, now: float | None = None) -> int:
+        """Finish contexts whose request never reached the relay (releases reservations)."""
+        now = now or time.time()
+        stale = [c for c in list(self._items.values())
+                 if c.state == "open" and now - c.created > TICKET_TTL]
+        for c in stale:
+            c.finish(Outcome(status=0, error="not proxied"))
+        return len(stale)
+
+
+STORE = ContextStore()

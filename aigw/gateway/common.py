@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from ..context import RequestContext
+from ..errors import GatewayError
+
+
+class Respond(Exception):
+    """Answer the client directly from the access phase (e.g. GET /v1/models)."""
+
+    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
+        super().__init__(status)
+        self.status = status
+        self.body = body if isinstance(body, bytes) else orjson.dumps(body)
+        self.headers = {"Content-Type": "application/json", **(headers or {})}
+
+
+def parse_body(ctx: RequestContext) -> Any:
+    """The client's JSON body, parsed once per request whichever plugin asks first."""
+    if ctx.body is None:
+        if not ctx.raw_body:
+            raise GatewayError(400, "The request body is empty; a JSON object is required.",
+                               code="invalid_json")
+        try:
+            ctx.body = orjson.loads(ctx.raw_body)
+        except orjson.JSONDecodeError:
+            raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json")
+        if not isinstance(ctx.body, dict):
+            raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+    return ctx.body
+
+
+def require_router(ctx: RequestContext, plugin: str) -> None:
+    if ctx.router is None and ctx.api != "models":
+        raise GatewayError(500, f"{plugin} needs the ai-router plugin on the same route.",
+                           code="gateway_misconfigured")

@@ -1,0 +1,63 @@
+"""ai-cost: cost on every response and USD budgets reserved from the worst case."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import Outcome, RequestContext
+from ..cost.pricing import PriceTable, usd_to_micros
+from ..errors import GatewayError
+from .common import require_router
+from .limits import Reserver, ScopedLimit, retry_after
+
+
+class CostRuntime:
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.prices = PriceTable.default().with_overrides(cfg.get("prices") or {})
+        limits = [ScopedLimit(b["scope"], usd_to_micros(float(b["usd"])), b["period"],
+                              frozenset(b.get("match") or ()))
+                  for b in cfg.get("budgets") or ()]
+        self.reserver = Reserver("usd", limits, cfg)
+        self.needs_groups = self.reserver.needs_groups
+        self.default_max_output = int(cfg.get("default_max_output", 1024))
+
+    def price_of(self, usage, target) -> float | None:
+        if target is None or usage is None:
+            return None
+        return self.prices.cost(target.model, usage)
+
+    def access(self, ctx: RequestContext) -> None:
+        require_router(ctx, "ai-cost")
+        if ctx.api == "models":
+            return
+        ctx.cost_fn = self.price_of
+        if ctx.cache_entry is not None or not self.reserver.limits:
+            return  # hits cost nothing; unbudgeted routes only price
+        prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
+        max_out = 0 if ctx.api == "embeddings" else (ctx.max_output or self.default_max_output)
+        worst = []
+        for t in ctx.plan:
+            w = self.prices.worst_case(t.model, prompt, max_out)
+            if w is None and self.cfg.get("unpriced", "reject") == "reject":
+                raise GatewayError(402, f"The model '{ctx.model.name}' has no price on this gateway, and this "
+                                        "route enforces spend budgets; ask the operator to price it.",
+                                   code="model_not_priced")
+            worst.append(w or 0.0)
+        amount = usd_to_micros(max(worst) if worst else 0.0)
+
+        def denied(decision) -> GatewayError:
+            return GatewayError(429, "Spend budget exhausted for this "
+                                     f"{decision.rule.key.split(':')[1]} (period "
+                                     f"{decision.rule.key.rsplit(':', 1)[1]}).",
+                                code="budget_exceeded", type_="insufficient_quota",
+                                headers={"Retry-After": retry_after(decision)})
+
+        def actual(o: Outcome) -> int | None:
+            if o.status == 200 and o.cost_usd is not None:
+                return usd_to_micros(o.cost_usd)
+            if o.status == 200 and o.usage is not None and o.target is not None:
+                c = self.price_of(o.usage, o.target)
+                return usd_to_micros(c) if c is not None else amount
+            return None
+
+        self.reserver.reserve(ctx, amount, denied, actual)

@@ -1,0 +1,66 @@
+"""ai-redact: scan everything the model will see before any upstream connection.
+
+Fails closed: a detector error, an over-size body or a scan that overruns its
+time budget refuses the request (503) unless ``fail_open`` is set.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..context import RequestContext
+from ..errors import GatewayError
+from ..redact.engine import RedactConfig, scan_request
+from .common import parse_body
+
+log = logging.getLogger("aigw")
+
+_SCAN_API = {"chat": "chat", "embeddings": "embeddings", "anthropic": "anthropic"}
+
+
+class RedactRuntime:
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.rcfg = RedactConfig.from_dict(cfg)
+        self.fail_open = bool(cfg.get("fail_open", False))
+        self.timeout = cfg.get("timeout_ms", 2000) / 1000.0
+        self.max_bytes = int(cfg.get("max_scan_bytes", 4 * 1024 * 1024))
+
+    def access(self, ctx: RequestContext) -> None:
+        api = _SCAN_API.get(ctx.api)
+        if api is None:
+            return
+        if len(ctx.raw_body) > self.max_bytes:
+            raise GatewayError(413, f"The request is larger than the redaction limit of {self.max_bytes} bytes.",
+                               code="request_too_large")
+        body = parse_body(ctx)
+        t0 = time.perf_counter()
+        try:
+            result = scan_request(self.rcfg, api, body)
+        except GatewayError:
+            raise
+        except Exception as exc:
+            return self._failed(ctx, type(exc).__name__)
+        if time.perf_counter() - t0 > self.timeout:
+            return self._failed(ctx, "timeout")
+        ctx.redaction_counts = dict(result.counts)
+        ctx.data_classes |= set(result.data_classes)
+        if result.guard_denied:
+            raise GatewayError(400, "The prompt was refused by the gateway's prompt guard.",
+                               code="prompt_guard_denied")
+        if result.blocked:
+            raise GatewayError(400, "The request contains sensitive data that this gateway does not "
+                                    f"forward: {', '.join(result.blocked)}.", code="sensitive_data_blocked")
+        if self.rcfg.restore:
+            ctx.restore_map.update(result.restore_map)
+
+    def _failed(self, ctx: RequestContext, why: str) -> None:
+        log.error("aigw ai-redact detection failed (%s)", why)
+        if self.fail_open:
+            # the body may be half-rewritten: forward the original rather than guess
+            ctx.body = None
+            ctx.log_fields["aigw.redaction.failed_open"] = True
+            return
+        raise GatewayError(503, "Sensitive-data detection failed, so the request was not sent to any model.",
+                           code="redaction_unavailable")

@@ -1,0 +1,122 @@
+"""ai-router's access decision: parse, translate ingress, resolve, allow, plan."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..context import RequestContext
+from ..errors import GatewayError
+from ..routing import CircuitBreaker, Needs, RouterConfig
+from .common import Respond, parse_body
+
+
+class RouterRuntime:
+    def __init__(self, cfg: dict[str, Any]):
+        from ..cost.pricing import PriceTable
+        self.config = RouterConfig.from_dict(cfg)
+        cb = cfg.get("circuit_breaker") or {}
+        self.breaker = CircuitBreaker(cb.get("failures", 5), float(cb.get("cooldown", 30)))
+        fo = cfg.get("failover") or {}
+        self.failover_status = set(fo.get("on_status", [429, 500, 502, 503, 504]))
+        self.max_body = int(cfg.get("max_body_bytes", 1048576))
+        self.prices = PriceTable.default()
+        self.needs_groups = any(m.allow_groups for m in self.config.models.values())
+
+    # ------------------------------------------------------------------
+    def access(self, ctx: RequestContext) -> None:
+        consumer = ctx.consumer_name
+        groups = ctx.groups or []
+        if ctx.api == "models":
+            raise Respond(200, self.models_list(consumer, groups))
+        if len(ctx.raw_body) > self.max_body:
+            raise GatewayError(413, f"The request body exceeds the limit of {self.max_body} bytes.",
+                               code="request_too_large")
+        body = parse_body(ctx)
+        if ctx.api == "anthropic":
+            from ..ingress.anthropic import to_openai_request
+            canonical = to_openai_request(body)
+        elif ctx.api == "embeddings":
+            from ..ingress.openai import validate_embeddings
+            validate_embeddings(body)
+            canonical = body
+        else:
+            from ..ingress.openai import validate_chat
+            validate_chat(body)
+            canonical = body
+        requested = canonical.get("model")
+        if requested is not None and not isinstance(requested, str):
+            raise GatewayError(400, "'model' must be a string.", code="invalid_model", param="model")
+        spec = self.config.resolve(requested)
+        if spec is None:
+            if requested:
+                raise GatewayError(404, f"The model '{_clip(requested)}' does not exist or is not "
+                                        "served by this gateway.", code="model_not_found", param="model")
+            raise GatewayError(400, "'model' is required.", code="missing_model", param="model")
+        if not self.config.allowed(spec, consumer, groups):
+            raise GatewayError(403, f"You are not allowed to use the model '{spec.name}'.",
+                               code="model_not_allowed", param="model")
+        capability = "embeddings" if ctx.api == "embeddings" else "chat"
+        stream = bool(canonical.get("stream")) and capability == "chat"
+        so = canonical.get("stream_options")
+        include_usage = stream and ctx.api != "anthropic" and isinstance(so, dict) and so.get("include_usage") is True
+        count = self._count(canonical, spec, capability)
+        max_out = canonical.get("max_completion_tokens") or canonical.get("max_tokens")
+        max_out = max_out if isinstance(max_out, int) and max_out > 0 else None
+        needs = Needs(capability=capability, stream=stream, tools=bool(canonical.get("tools")),
+                      vision=_has_images(canonical), prompt_tokens=count.tokens, max_output=max_out)
+        plan = self.config.plan(spec, needs, sticky_key=self._sticky(spec, ctx),
+                                data_classes=ctx.data_classes, prices=self.prices, breaker=self.breaker)
+        if not plan.targets:
+            reasons = set(plan.rejected.values())
+            if "data_class" in reasons:
+                raise GatewayError(403, "This request contains data of class(es) "
+                                        f"{', '.join(sorted(ctx.data_classes))} that no target of model "
+                                        f"'{spec.name}' is allowed to receive.", code="data_class_not_allowed")
+            if "context_window" in reasons:
+                raise GatewayError(400, f"The request needs more tokens than the context window of "
+                                        f"'{spec.name}' allows.", code="context_length_exceeded")
+            raise GatewayError(400, f"The model '{spec.name}' does not support this request "
+                                    f"({', '.join(sorted(reasons)) or 'no target'}).", code="unsupported_request")
+        ctx.model = spec
+        ctx.plan = plan.targets
+        ctx.canonical = canonical
+        ctx.stream = stream
+        ctx.include_usage = include_usage
+        ctx.prompt_count = count
+        ctx.max_output = max_out
+        ctx.router = self
+
+    def _count(self, canonical: dict[str, Any], spec, capability: str):
+        from ..tokens import counting
+        model = spec.targets[0].model
+        if capability == "embeddings":
+            return counting.count_embeddings(canonical.get("input", ""), model)
+        return counting.count_chat(canonical, model)
+
+    def _sticky(self, spec, ctx: RequestContext) -> str | None:
+        how = spec.sticky or "consumer"
+        if how == "none":
+            return None
+        if how.startswith("header:"):
+            return ctx.headers.get(how[7:].strip().lower()) or ctx.consumer_name
+        return ctx.consumer_name
+
+    def models_list(self, consumer: str | None, groups: list[str]) -> dict[str, Any]:
+        now = int(time.time())
+        data = []
+        for spec in self.config.visible_models(consumer, groups):
+            for name in (spec.name, *spec.aliases):
+                data.append({"id": name, "object": "model", "created": now, "owned_by": "aigw"})
+        return {"object": "list", "data": data}
+
+
+def _clip(s: str) -> str:
+    return s if len(s) <= 64 else s[:61] + "..."
+
+
+def _has_images(body: dict[str, Any]) -> bool:
+    for m in body.get("messages") or ():
+        c = m.get("content") if isinstance(m, dict) else None
+        if isinstance(c, list) and any(isinstance(p, dict) and p.get("type") == "image_url" for p in c):
+            return True
+    return False

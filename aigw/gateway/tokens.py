@@ -1,0 +1,43 @@
+"""ai-tokens: token limits reserved before the call, reconciled to provider usage after it."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..context import Outcome, RequestContext
+from ..errors import GatewayError
+from .common import require_router
+from .limits import Reserver, ScopedLimit, ratelimit_headers, retry_after
+
+
+class TokensRuntime:
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        limits = [ScopedLimit(l["scope"], int(l["tokens"]), l["window"], frozenset(l.get("match") or ()))
+                  for l in cfg.get("limits") or ()]
+        self.reserver = Reserver("tok", limits, cfg)
+        self.needs_groups = self.reserver.needs_groups
+        self.default_max_output = int(cfg.get("default_max_output", 1024))
+
+    def access(self, ctx: RequestContext) -> None:
+        require_router(ctx, "ai-tokens")
+        ctx.token_headers = bool(self.cfg.get("headers", True))
+        if ctx.api == "models" or ctx.cache_entry is not None:
+            return  # a cache hit is not charged
+        prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
+        max_out = 0 if ctx.api == "embeddings" else (ctx.max_output or self.default_max_output)
+        amount = prompt + max_out
+
+        def denied(decision) -> GatewayError:
+            return GatewayError(429, f"Token rate limit reached for this consumer ({decision.rule.key.split(':', 1)[1]}); "
+                                     f"this request needs up to {amount} tokens.",
+                                code="rate_limit_exceeded", type_="tokens",
+                                headers={"Retry-After": retry_after(decision), **ratelimit_headers(decision)})
+
+        def actual(o: Outcome) -> int | None:
+            if o.usage is not None and o.status == 200:
+                return o.usage.total_tokens
+            return None  # failed call or cache hit: release
+
+        decision = self.reserver.reserve(ctx, amount, denied, actual)
+        if decision is not None:
+            ctx.extra_headers.update(ratelimit_headers(decision))

@@ -1,0 +1,178 @@
+"""The thin edge between Kong's PDK and the core: one base class for our plugins.
+
+Every phase handler is wrapped so that nothing escapes it: in kong-pdk 0.36
+an exception that leaves a handler means the event is never answered and
+Kong's request hangs (kong_pdk/server.py ``_handler_event_func`` only answers
+"ret" after a normal return).  On any error the request is ended with a clean
+error in the client API's format (fail closed) and the failure is logged
+with its type and location only, never the request content.
+
+After ``kong.response.exit`` kong-pdk has already dropped the event, and a
+handler that returned normally would block forever on ``ch.put("ret")``;
+so after an exit the handler greenlet ends with ``GreenletExit``.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from typing import Any
+
+import orjson
+from gevent import GreenletExit
+
+from . import schema
+from .context import STORE, TICKET_HEADER, Outcome, RequestContext
+from .errors import ANTHROPIC, OPENAI, GatewayError
+from .gateway.common import Respond
+
+log = logging.getLogger("aigw")
+
+_API_BY_SUFFIX = (
+    ("/chat/completions", "chat"),
+    ("/embeddings", "embeddings"),
+    ("/models", "models"),
+    ("/messages", "anthropic"),
+)
+
+
+def api_for_path(path: str) -> str | None:
+    p = path.rstrip("/")
+    for suffix, api in _API_BY_SUFFIX:
+        if p.endswith(suffix):
+            return api
+    return None
+
+
+def client_api(ctx: RequestContext | None) -> str:
+    return ANTHROPIC if ctx is not None and ctx.api == "anthropic" else OPENAI
+
+
+def flatten_headers(headers: dict[str, Any] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in (headers or {}).items():
+        if isinstance(v, list):
+            v = v[0] if v else ""
+        out[k.lower()] = v if isinstance(v, str) else str(v)
+    return out
+
+
+def get_context(kong) -> RequestContext:
+    """Find this request's context, or create it (first AI plugin of the request).
+
+    PDK calls: 1 for every later plugin (get_headers); 5 for the first.
+    """
+    headers = flatten_headers(kong.request.get_headers())
+    ctx = STORE.lookup(headers.get(TICKET_HEADER))
+    if ctx is not None:
+        return ctx
+    path = kong.request.get_path() or "/"
+    api = api_for_path(path)
+    if api is None:
+        raise GatewayError(404, "Unknown AI endpoint: the route must end in /chat/completions, "
+                                "/embeddings, /models or /messages.", code="unknown_endpoint")
+    raw = kong.request.get_raw_body() if api != "models" else b""
+    if isinstance(raw, str):
+        raw = raw.encode()
+    consumer = kong.client.get_consumer()
+    headers.pop(TICKET_HEADER, None)
+    ctx = STORE.create(api=api, path=path, headers=headers, raw_body=raw or b"",
+                       consumer=consumer if isinstance(consumer, dict) else None)
+    kong.service.request.set_header(TICKET_HEADER, ctx.ticket)
+    return ctx
+
+
+def error_response(kong, err: GatewayError, api: str) -> None:
+    headers = {"Content-Type": "application/json", **err.headers}
+    kong.response.exit(err.status, err.encode(api), headers)
+
+
+class AIPlugin:
+    """Base for the Kong plugin classes in ``plugins/``.  Subclasses set NAME
+    and implement ``on_access(kong, ctx)``; ``self.config`` is validated
+    against ``schemas/<NAME>.json`` with defaults filled."""
+
+    NAME = ""
+
+    def __init__(self, config: dict[str, Any]):
+        self.config = schema.validate(self.NAME, config)
+        self.setup(self.config)
+        from .relay.server import ensure_started
+        ensure_started()
+
+    def setup(self, config: dict[str, Any]) -> None:
+        """Build the core objects for this config once per plugin instance."""
+
+    def on_access(self, kong, ctx: RequestContext) -> None:
+        raise NotImplementedError
+
+    def access(self, kong) -> None:
+        ctx: RequestContext | None = None
+        try:
+            ctx = get_context(kong)
+            self.on_access(kong, ctx)
+            return
+        except GreenletExit:
+            raise
+        except Respond as r:
+            try:
+                kong.response.exit(r.status, r.body, r.headers)
+            except Exception as exc:
+                log_failure(self.NAME, "exit", exc)
+            if ctx is not None:
+                ctx.finish(Outcome(status=r.status))
+        except GatewayError as err:
+            self._fail(kong, ctx, err)
+        except Exception as exc:
+            log_failure(self.NAME, "access", exc)
+            self._fail(kong, ctx, GatewayError(
+                500, f"The gateway could not process this request ({self.NAME} failed); "
+                     "it was not sent to any model.", code="gateway_error"))
+        raise GreenletExit  # the event was answered by exit; see module docstring
+
+    def _fail(self, kong, ctx: RequestContext | None, err: GatewayError) -> None:
+        if ctx is not None:
+            ctx.finish(Outcome(status=err.status, error=err.code or "denied"))
+        try:
+            error_response(kong, err, client_api(ctx))
+        except Exception as exc:  # the PDK itself failed: nothing else we can do
+            log_failure(self.NAME, "exit", exc)
+
+    def load_groups(self, kong, ctx: RequestContext, needed: bool) -> None:
+        """Consumer groups cost one PDK call: made only when a config uses groups."""
+        if needed and ctx.groups is None and ctx.consumer:
+            groups = kong.client.get_consumer_groups() or []
+            ctx.groups = [g.get("name") for g in groups if isinstance(g, dict) and g.get("name")]
+
+    def finish_unproxied(self, kong) -> None:
+        """Log phase: settle a request that never reached the relay (1 PDK call)."""
+        try:
+            headers = flatten_headers(kong.request.get_headers())
+            ctx = STORE.lookup(headers.get(TICKET_HEADER))
+            if ctx is not None and ctx.state == "open":
+                ctx.finish(Outcome(status=0, error="not_proxied"))
+        except Exception as exc:
+            log_failure(self.NAME, "log", exc)
+
+
+def log_failure(plugin: str, phase: str, exc: BaseException) -> None:
+    """Log an internal failure by type and code location only (no values)."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in reversed(tb[-4:]))
+    log.error("aigw plugin=%s phase=%s error=%s at %s", plugin, phase, type(exc).__name__, where)
+
+
+def setup_logging() -> None:
+    if getattr(setup_logging, "_done", False):
+        return
+    setup_logging._done = True  # type: ignore[attr-defined]
+    h = logging.StreamHandler(sys.stderr)
+    h.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("aigw")
+    root.addHandler(h)
+    root.setLevel(logging.INFO)
+    root.propagate = False
+
+
+def log_json(event: dict[str, Any]) -> None:
+    logging.getLogger("aigw.access").info(orjson.dumps(event).decode())

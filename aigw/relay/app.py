@@ -1,0 +1,534 @@
+"""The relay's WSGI application: provider calls, failover, streaming, decoration.
+
+Kong proxies to this app with the request's ticket; ``STORE.claim`` turns the
+ticket into the context built in the access phase (one use only).  Anything
+without a valid ticket gets 403 and never reaches a provider.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import gevent
+import orjson
+import urllib3
+
+from .. import sse
+from ..context import STORE, Outcome, RequestContext, set_observer
+from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
+from ..types import Usage
+from .observe import observe
+
+log = logging.getLogger("aigw")
+
+POOL = urllib3.PoolManager(num_pools=64, maxsize=64, block=False, retries=False)
+
+_REASONS = {200: "OK", 400: "Bad Request", 402: "Payment Required", 403: "Forbidden",
+            404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests",
+            500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
+            504: "Gateway Timeout"}
+
+set_observer(observe)
+
+
+def _status_line(code: int) -> str:
+    return f"{code} {_REASONS.get(code, 'Status')}"
+
+
+class Retryable(Exception):
+    """A target failed before any byte reached the client: try the next one."""
+
+    def __init__(self, kind: str, status: int | None = None, summary: str = ""):
+        super().__init__(kind)
+        self.kind = kind          # connect | timeout | first_token_timeout | status | protocol
+        self.status = status
+        self.summary = summary
+
+
+def application(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+    ctx = STORE.claim(environ.get("HTTP_X_AIGW_TICKET"))
+    _drain(environ)
+    if ctx is None:
+        body = orjson.dumps(error_body(OPENAI, 403, "Forbidden: the relay serves only requests "
+                                                    "authorised by the gateway.", "relay_forbidden"))
+        start_response(_status_line(403), [("Content-Type", "application/json"),
+                                           ("Content-Length", str(len(body)))])
+        return [body]
+    return Relay(ctx).run(start_response)
+
+
+def _drain(environ: dict[str, Any]) -> None:
+    # Kong forwards the client's body; the relay uses the (redacted) context copy.
+    inp = environ.get("wsgi.input")
+    if inp is not None:
+        while inp.read(65536):
+            pass
+
+
+class Relay:
+    def __init__(self, ctx: RequestContext):
+        self.ctx = ctx
+        self.api = ANTHROPIC if ctx.api == "anthropic" else OPENAI
+        self.outcome = Outcome(cache_status=ctx.cache_status)
+        self.t0 = time.perf_counter()
+
+    # ------------------------------------------------------------------ entry
+    def run(self, start_response: Callable) -> Iterable[bytes]:
+        ctx = self.ctx
+        try:
+            if ctx.cache_entry is not None:
+                return self._replay(start_response)
+            return self._call_targets(start_response)
+        except GatewayError as err:
+            return self._error(start_response, err)
+        except Exception as exc:
+            from ..plugin_base import log_failure
+            log_failure("relay", "response", exc)
+            return self._error(start_response, GatewayError(
+                500, "The gateway failed while relaying this request.", code="gateway_error"))
+
+    def _error(self, start_response: Callable, err: GatewayError) -> list[bytes]:
+        body = err.encode(self.api)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers += self._served_headers()
+        headers += list(err.headers.items())
+        self.outcome.status = err.status
+        self.outcome.error = self.outcome.error or err.code or "error"
+        start_response(_status_line(err.status), headers)
+        return _Closing(body, self._finish)
+
+    def _finish(self) -> None:
+        self.outcome.duration = time.perf_counter() - self.t0
+        self.ctx.finish(self.outcome)
+
+    # -------------------------------------------------------------- upstreams
+    def _call_targets(self, start_response: Callable) -> Iterable[bytes]:
+        from ..providers import get_adapter
+        ctx = self.ctx
+        router = ctx.router
+        breaker = router.breaker if router is not None else None
+        failover_status = router.failover_status if router is not None else {429, 500, 502, 503, 504}
+        last: Retryable | None = None
+        for target in ctx.plan:
+            adapter = get_adapter(target.provider.type)
+            attempt: dict[str, Any] = {"provider": target.provider.name, "model": target.model}
+            self.outcome.attempts.append(attempt)
+            self.outcome.target = target
+            try:
+                result = self._attempt(adapter, target, failover_status, start_response)
+            except Retryable as r:
+                attempt.update(result=r.kind, status=r.status)
+                if breaker is not None:
+                    breaker.record_failure(target.key)
+                last = r
+                continue
+            if breaker is not None:
+                breaker.record_success(target.key)
+            attempt["result"] = "ok"
+            return result
+        raise self._exhausted(last)
+
+    def _exhausted(self, last: Retryable | None) -> GatewayError:
+        n = len(self.outcome.attempts)
+        if last is None:
+            return GatewayError(503, "No provider target is available for this model.",
+                                code="no_target")
+        tgt = self.outcome.attempts[-1]["provider"]
+        detail = {"connect": "connection failed", "timeout": "timed out",
+                  "first_token_timeout": "first token did not arrive in time",
+                  "protocol": "sent an invalid response"}.get(last.kind, f"answered {last.status}")
+        msg = f"All {n} upstream attempt(s) failed; last: provider '{tgt}' {detail}"
+        if last.summary:
+            msg += f": {last.summary}"
+        self.outcome.error = "upstream_failed"
+        if last.kind in ("timeout", "first_token_timeout"):
+            return GatewayError(504, msg, code="upstream_timeout")
+        if last.status in (429, 503):
+            headers = {"Retry-After": "1"} if last.status == 429 else {}
+            return GatewayError(503, msg, code="upstream_unavailable", headers=headers)
+        return GatewayError(502, msg, code="upstream_failed")
+
+    def _attempt(self, adapter, target, failover_status: set[int],
+                 start_response: Callable) -> Iterable[bytes]:
+        ctx = self.ctx
+        p = target.provider
+        if ctx.api == "embeddings":
+            up = adapter.embeddings_request(ctx.canonical, target.model, p)
+        else:
+            up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
+        timeout = urllib3.Timeout(connect=p.connect_timeout, read=p.first_byte_timeout)
+        try:
+            resp = POOL.urlopen(up.method, up.url, body=up.body, headers=up.headers,
+                                timeout=timeout, retries=False, redirect=False,
+                                preload_content=False, decode_content=True)
+        except urllib3.exceptions.ReadTimeoutError:
+            raise Retryable("timeout")
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise Retryable("connect")
+        self.outcome.reached_provider = True
+        if resp.status >= 400:
+            data = _read_all(resp, p.total_timeout)
+            summary = _safe_summary(adapter, resp.status, data)
+            if resp.status in failover_status:
+                raise Retryable("status", resp.status, summary)
+            self.outcome.error = "provider_error"
+            status = 502 if resp.status in (401, 403, 407) else resp.status
+            raise GatewayError(status, f"Provider '{p.name}' rejected the request ({resp.status}): {summary}",
+                               code="provider_error")
+        if ctx.stream and ctx.api != "embeddings":
+            return self._stream(adapter, target, resp, start_response)
+        try:
+            data = _read_all(resp, p.total_timeout)
+        except gevent.Timeout:
+            raise Retryable("timeout")
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise Retryable("protocol")
+        try:
+            if ctx.api == "embeddings":
+                out = adapter.embeddings_response(data, target.model)
+            else:
+                out = adapter.chat_response(data, target.model)
+        except Exception:
+            raise Retryable("protocol")
+        return self._respond(start_response, out, target)
+
+    # ------------------------------------------------------------ non-stream
+    def _respond(self, start_response: Callable, resp: dict[str, Any], target,
+                 cached: bool = False) -> list[bytes]:
+        ctx = self.ctx
+        usage = Usage.from_openai(resp.get("usage"))
+        if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0 and ctx.api != "embeddings"):
+            usage = self._counted_usage(_response_text(resp))
+        if not cached:
+            self.outcome.response = copy.deepcopy(resp) if ctx.api != "embeddings" else None
+        if ctx.restore_map and ctx.api != "embeddings":
+            _restore_response(resp, ctx.restore_map)
+        self.outcome.usage = usage
+        self.outcome.status = 200
+        cost = 0.0 if cached else self._cost(usage, target)
+        self.outcome.cost_usd = cost
+        if self.api == ANTHROPIC:
+            from ..ingress.anthropic import from_openai_response
+            body = orjson.dumps(from_openai_response(resp, ctx.model.name if ctx.model else resp.get("model", "")))
+        else:
+            body = orjson.dumps(resp)
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers += self._served_headers()
+        headers += self._usage_headers(usage, cost, cached)
+        start_response("200 OK", headers)
+        return _Closing(body, self._finish)
+
+    # ---------------------------------------------------------------- stream
+    def _stream(self, adapter, target, resp, start_response: Callable) -> Iterator[bytes]:
+        """Wait for the first token (failover is still possible), then stream."""
+        p = target.provider
+        decoder = adapter.chat_stream(target.model)
+        first: list[dict[str, Any]] = []
+        try:
+            with gevent.Timeout(p.first_byte_timeout):
+                while not any(_has_token(c) for c in first) and not decoder.done:
+                    raw = resp.read1(65536)
+                    if not raw:
+                        first.extend(decoder.close())
+                        break
+                    first.extend(decoder.feed(raw))
+        except gevent.Timeout:
+            resp.release_conn() if False else resp.close()
+            raise Retryable("first_token_timeout")
+        except (urllib3.exceptions.HTTPError, OSError):
+            raise Retryable("protocol")
+        except Exception:
+            raise Retryable("protocol")
+        if not first and decoder.done is False:
+            raise Retryable("protocol")
+        self.outcome.ttft = time.perf_counter() - self.t0
+        headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+        headers += self._served_headers()
+        start_response("200 OK", headers)
+        return self._stream_body(first, decoder, resp, target)
+
+    def _stream_body(self, first: list[dict[str, Any]], decoder, resp, target) -> Iterator[bytes]:
+        ctx = self.ctx
+        out = StreamOut(self, target)
+        ok = False
+        try:
+            for c in first:
+                yield from out.chunk(c)
+            deadline = target.provider.total_timeout
+            with gevent.Timeout(deadline):
+                while not decoder.done:
+                    raw = resp.read1(65536)
+                    if not raw:
+                        for c in decoder.close():
+                            yield from out.chunk(c)
+                        break
+                    for c in decoder.feed(raw):
+                        yield from out.chunk(c)
+            ok = decoder.done
+            if decoder.usage is not None:
+                out.provider_usage = decoder.usage
+            yield from out.end(ok)
+        except gevent.Timeout:
+            self.outcome.error = "stream_timeout"
+            yield from out.abort("The provider stream timed out.")
+        except GeneratorExit:  # client went away
+            self.outcome.error = self.outcome.error or "client_disconnected"
+            raise
+        except Exception as exc:
+            from ..plugin_base import log_failure
+            log_failure("relay", "stream", exc)
+            self.outcome.error = "stream_broken"
+            yield from out.abort("The provider stream ended unexpectedly.")
+        finally:
+            resp.release_conn() if ok else resp.close()
+            if ctx.state != "finished":
+                self.outcome.status = 200
+                self._finish()
+
+    # ------------------------------------------------------------------ cache
+    def _replay(self, start_response: Callable) -> Iterable[bytes]:
+        from ..cache import replay_stream
+        ctx = self.ctx
+        entry = ctx.cache_entry
+        self.outcome.cache_status = "Hit"
+        target = ctx.plan[0] if ctx.plan else None
+        self.outcome.target = target
+        if not ctx.stream:
+            return self._respond(start_response, copy.deepcopy(entry.response), target, cached=True)
+        self.outcome.ttft = time.perf_counter() - self.t0
+        headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+        headers += self._served_headers()
+        start_response("200 OK", headers)
+
+        def body() -> Iterator[bytes]:
+            out = StreamOut(self, target, cached=True)
+            for c in replay_stream(entry):
+                if "usage" in c and not c.get("choices"):
+                    out.provider_usage = Usage.from_openai(c["usage"])
+                    continue
+                yield from out.chunk(c)
+            yield from out.end(True)
+            if ctx.state != "finished":
+                self.outcome.status = 200
+                self._finish()
+        return body()
+
+    # ------------------------------------------------------------- decoration
+    def _served_headers(self) -> list[tuple[str, str]]:
+        ctx = self.ctx
+        h: list[tuple[str, str]] = []
+        t = self.outcome.target
+        if t is not None:
+            h.append(("X-AI-Model", t.model))
+            h.append(("X-AI-Provider", t.provider.name))
+            if t.variant:
+                h.append(("X-AI-Variant", t.variant))
+        if self.outcome.attempts:
+            h.append(("X-AI-Attempts", str(len(self.outcome.attempts))))
+            h.append(("X-AI-Attempt-Log", ", ".join(
+                f"{a['provider']}/{a['model']}={a.get('result', '?')}"
+                + (f":{a['status']}" if a.get("status") else "") for a in self.outcome.attempts)))
+        h += list(ctx.extra_headers.items())
+        return h
+
+    def _usage_headers(self, usage: Usage, cost: float | None, cached: bool) -> list[tuple[str, str]]:
+        ctx = self.ctx
+        h: list[tuple[str, str]] = []
+        if ctx.token_headers:
+            h += [("X-AI-Prompt-Tokens", str(usage.input_tokens)),
+                  ("X-AI-Completion-Tokens", str(usage.output_tokens)),
+                  ("X-AI-Total-Tokens", str(usage.total_tokens))]
+            if usage.cache_read_tokens:
+                h.append(("X-AI-Cached-Tokens", str(usage.cache_read_tokens)))
+            if usage.estimated:
+                h.append(("X-AI-Prompt-Tokens-Estimated", "true"))
+            if cached:
+                h.append(("X-AI-Tokens-Cached", "true"))
+        if ctx.cost_fn is not None and cost is not None:
+            h.append(("X-AI-Cost-USD", f"{cost:.8f}".rstrip("0").rstrip(".") if cost else "0"))
+        return h
+
+    def _cost(self, usage: Usage, target) -> float | None:
+        if self.ctx.cost_fn is None or target is None:
+            return None
+        return self.ctx.cost_fn(usage, target)
+
+    def _counted_usage(self, completion_text: str) -> Usage:
+        """Usage when the provider reported none: our own counts, flagged estimated."""
+        from ..tokens.counting import count_completion_text
+        ctx = self.ctx
+        model = self.outcome.target.model if self.outcome.target is not None else ""
+        prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
+        out = count_completion_text(completion_text, model).tokens if completion_text else 0
+        return Usage(input_tokens=prompt, output_tokens=out, estimated=True)
+
+
+class StreamOut:
+    """Turns canonical chunks into the client's stream: restore, usage, cost, egress."""
+
+    def __init__(self, relay: Relay, target, cached: bool = False):
+        self.relay = relay
+        self.ctx = relay.ctx
+        self.target = target
+        self.cached = cached
+        self.provider_usage: Usage | None = None
+        self.text: list[str] = []
+        self.raw_chunks: list[dict[str, Any]] = []  # un-restored, for the cache
+        self.restorers: dict[tuple, Any] = {}
+        self.template: dict[str, Any] = {}
+        self.encoder = None
+        if relay.api == ANTHROPIC:
+            from ..ingress.anthropic import StreamEncoder
+            pc = self.ctx.prompt_count.tokens if self.ctx.prompt_count is not None else None
+            self.encoder = StreamEncoder(self.ctx.model.name if self.ctx.model else "", pc)
+
+    def _restorer(self, key: tuple):
+        r = self.restorers.get(key)
+        if r is None:
+            from ..redact.restore import StreamRestorer
+            r = self.restorers[key] = StreamRestorer(self.ctx.restore_map)
+        return r
+
+    def chunk(self, c: dict[str, Any]) -> Iterator[bytes]:
+        if "usage" in c and c.get("usage") and not c.get("choices"):
+            self.provider_usage = Usage.from_openai(c["usage"])
+            return
+        if not self.template:
+            self.template = {k: c.get(k) for k in ("id", "object", "created", "model")}
+        if not self.cached and self.ctx.cache_status is not None:
+            self.raw_chunks.append(copy.deepcopy(c))
+        for ch in c.get("choices") or ():
+            delta = ch.get("delta") or {}
+            idx = ch.get("index", 0)
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                self.text.append(text)
+                if self.ctx.restore_map:
+                    delta["content"] = self._restorer((idx, "c")).feed(text)
+            for tc in delta.get("tool_calls") or ():
+                fn = tc.get("function") or {}
+                args = fn.get("arguments")
+                if isinstance(args, str) and args:
+                    self.text.append(args)
+                    if self.ctx.restore_map:
+                        fn["arguments"] = self._restorer((idx, "t", tc.get("index", 0))).feed(args)
+            if ch.get("finish_reason") and self.ctx.restore_map:
+                tail = self._flush_choice(idx)
+                if tail:
+                    yield self._emit(self._text_chunk(idx, tail))
+        yield self._emit(c)
+
+    def _flush_choice(self, idx: int) -> str:
+        out = []
+        for key in sorted(k for k in self.restorers if k[0] == idx and k[1] == "c"):
+            out.append(self.restorers.pop(key).flush())
+        return "".join(out)
+
+    def _text_chunk(self, idx: int, text: str) -> dict[str, Any]:
+        return {**self.template, "choices": [{"index": idx, "delta": {"content": text},
+                                               "finish_reason": None}]}
+
+    def _emit(self, c: dict[str, Any]) -> bytes:
+        if self.encoder is not None:
+            return b"".join(self.encoder.feed(c))
+        return sse.encode(c)
+
+    def end(self, complete: bool) -> Iterator[bytes]:
+        ctx = self.ctx
+        relay = self.relay
+        # text still held back by restorers (stream ended without finish_reason)
+        for key in sorted(self.restorers):
+            tail = self.restorers.pop(key).flush()
+            if tail and key[1] == "c":
+                yield self._emit(self._text_chunk(key[0], tail))
+        usage = self.provider_usage or relay._counted_usage("".join(self.text))
+        relay.outcome.usage = usage
+        cost = 0.0 if self.cached else relay._cost(usage, self.target)
+        relay.outcome.cost_usd = cost
+        if complete and not self.cached and self.raw_chunks:
+            from ..cache import assemble_stream
+            try:
+                relay.outcome.response = assemble_stream(self.raw_chunks)
+            except Exception:
+                relay.outcome.response = None
+        if self.encoder is not None:
+            yield b"".join(self.encoder.close(usage))
+            return
+        if ctx.include_usage:
+            u = usage.to_openai()
+            final: dict[str, Any] = {**self.template, "choices": [], "usage": u}
+            if ctx.cost_fn is not None and cost is not None:
+                final["cost"] = cost
+                u["cost"] = cost
+            if self.cached:
+                final["cached"] = True
+            yield sse.encode(final)
+        yield sse.DONE
+
+    def abort(self, message: str) -> Iterator[bytes]:
+        err = error_body(self.relay.api, 502, message, "stream_error")
+        if self.encoder is not None:
+            yield sse.encode(err, event="error")
+        else:
+            yield sse.encode(err)
+
+
+# --------------------------------------------------------------------- helpers
+class _Closing:
+    """A one-chunk WSGI body whose ``close`` (called by the server after the
+    body was sent) runs the finish hooks, so reconciling never delays the client."""
+
+    def __init__(self, body: bytes, on_close: Callable[[], None]):
+        self.body = body
+        self.on_close = on_close
+
+    def __iter__(self) -> Iterator[bytes]:
+        yield self.body
+
+    def close(self) -> None:
+        self.on_close()
+
+
+def _read_all(resp, total_timeout: float) -> bytes:
+    with gevent.Timeout(total_timeout):
+        return resp.read()
+
+
+def _safe_summary(adapter, status: int, data: bytes) -> str:
+    try:
+        return adapter.error_summary(status, data)[:200]
+    except Exception:
+        return f"HTTP {status}"
+
+
+def _has_token(c: dict[str, Any]) -> bool:
+    for ch in c.get("choices") or ():
+        d = ch.get("delta") or {}
+        if d.get("content") or d.get("tool_calls") or ch.get("finish_reason"):
+            return True
+    return False
+
+
+def _response_text(resp: dict[str, Any]) -> str:
+    parts = []
+    for ch in resp.get("choices") or ():
+        msg = ch.get("message") or {}
+        if isinstance(msg.get("content"), str):
+            parts.append(msg["content"])
+        for tc in msg.get("tool_calls") or ():
+            parts.append((tc.get("function") or {}).get("arguments") or "")
+    return "".join(parts)
+
+
+def _restore_response(resp: dict[str, Any], restore_map: dict[str, str]) -> None:
+    from ..redact.restore import restore_text
+    for ch in resp.get("choices") or ():
+        msg = ch.get("message") or {}
+        if isinstance(msg.get("content"), str):
+            msg["content"] = restore_text(msg["content"], restore_map)
+        for tc in msg.get("tool_calls") or ():
+            fn = tc.get("function") or {}
+            if isinstance(fn.get("arguments"), str):
+                fn["arguments"] = restore_text(fn["arguments"], restore_map)

@@ -1,0 +1,65 @@
+"""One structured log line and the metrics for every finished request.
+
+Field names follow the OpenTelemetry GenAI semantic conventions
+(``gen_ai.*``); our own fields are namespaced ``aigw.*``.  Only counts,
+names and numbers are logged: never prompt or answer text, never keys.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+
+from ..context import Outcome, RequestContext
+
+log = logging.getLogger("aigw.access")
+
+# OpenTelemetry gen_ai.provider.name well-known values
+_OTEL_PROVIDER = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic",
+                  "gemini": "gcp.gemini", "mistral": "mistral_ai", "openai_compatible": "openai"}
+
+
+def observe(ctx: RequestContext, outcome: Outcome) -> None:
+    target = outcome.target
+    event: dict[str, Any] = {
+        "event": "aigw.request",
+        "aigw.request_id": ctx.id,
+        "aigw.api": ctx.api,
+        "aigw.consumer": ctx.consumer_name,
+        "http.response.status_code": outcome.status,
+        "gen_ai.operation.name": "embeddings" if ctx.api == "embeddings" else "chat",
+        "gen_ai.request.model": ctx.model.name if ctx.model is not None else None,
+        "gen_ai.response.model": target.model if target is not None else None,
+        "gen_ai.provider.name": _OTEL_PROVIDER.get(target.provider.type) if target is not None else None,
+        "aigw.provider": target.provider.name if target is not None else None,
+        "aigw.variant": target.variant if target is not None else None,
+        "aigw.stream": ctx.stream,
+        "aigw.attempts": outcome.attempts,
+        "aigw.duration_ms": round(outcome.duration * 1000, 2),
+        "aigw.ttft_ms": round(outcome.ttft * 1000, 2) if outcome.ttft is not None else None,
+        "aigw.cache.status": outcome.cache_status,
+        "aigw.cost_usd": outcome.cost_usd,
+        "aigw.error": outcome.error,
+    }
+    if outcome.usage is not None:
+        event.update(outcome.usage.otel_fields())
+        event["aigw.usage.estimated"] = outcome.usage.estimated
+    if ctx.prompt_count is not None:
+        event["aigw.prompt_tokens.counted"] = ctx.prompt_count.tokens
+    if ctx.redaction_counts:
+        event["aigw.redaction.counts"] = ctx.redaction_counts
+        event["aigw.data_classes"] = sorted(ctx.data_classes)
+    event.update(ctx.log_fields)
+    log.info(orjson.dumps(event, default=str).decode())
+    try:
+        from .. import metrics
+        metrics.record_request(
+            model=event["gen_ai.request.model"] or "", response_model=event["gen_ai.response.model"] or "",
+            provider=event["aigw.provider"] or "", consumer=ctx.consumer_name or "",
+            status=outcome.status, duration_s=outcome.duration, ttft_s=outcome.ttft,
+            usage=outcome.usage, cost=outcome.cost_usd)
+        if outcome.cache_status:
+            metrics.record_cache(outcome.cache_status)
+    except ImportError:
+        pass
