@@ -1,0 +1,392 @@
+"""Anthropic Messages API on the client side (``/v1/messages``).
+
+``to_openai_request`` turns a Messages request into the canonical OpenAI chat
+request; ``from_openai_response`` and ``StreamEncoder`` turn the canonical
+answer back into a Message / Messages SSE events, whatever provider served it.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from aigw.errors import GatewayError
+from aigw.sse import encode
+from aigw.types import Usage
+
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def _bad(message: str, param: str) -> GatewayError:
+    return GatewayError(400, message, code="invalid_request", param=param)
+
+
+# -- request ------------------------------------------------------------------
+
+def _text_of_blocks(blocks: Any, param: str) -> str:
+    if isinstance(blocks, str):
+        return blocks
+    if not isinstance(blocks, list):
+        raise _bad(f"{param} must be a string or a list of text blocks", param)
+    texts = []
+    for b in blocks:
+        if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
+            raise _bad(f"{param} blocks must be text blocks", param)
+        texts.append(b["text"])
+    return "\n\n".join(texts) if param == "system" else "".join(texts)
+
+
+def _image_part(block: dict, param: str) -> dict:
+    src = block.get("source")
+    if not isinstance(src, dict):
+        raise _bad("image block without a source", param)
+    if src.get("type") == "base64" and isinstance(src.get("data"), str):
+        url = f"data:{src.get('media_type', 'image/png')};base64,{src['data']}"
+    elif src.get("type") == "url" and isinstance(src.get("url"), str):
+        url = src["url"]
+    else:
+        raise _bad("image source must be base64 or url", param)
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def _tool_result(block: dict, param: str) -> tuple[dict, list[dict]]:
+    """tool_result -> (OpenAI tool message, image parts to pass in a user turn)."""
+    content = block.get("content")
+    images: list[dict] = []
+    if content is None:
+        text = ""
+    elif isinstance(content, str):
+        text = content
+    elif isinstance(content, list):
+        texts = []
+        for b in content:
+            kind = b.get("type") if isinstance(b, dict) else None
+            if kind == "text":
+                texts.append(b.get("text", ""))
+            elif kind == "image":
+                images.append(_image_part(b, param))
+            else:
+                raise _bad(f"tool_result block type {kind!r} is not supported", param)
+        text = "".join(texts)
+    else:
+        raise _bad("tool_result content must be a string or a list", param)
+    if not isinstance(block.get("tool_use_id"), str):
+        raise _bad("tool_result needs tool_use_id", param)
+    return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": text}, images
+
+
+def _user_messages(content: Any, param: str) -> list[dict]:
+    if isinstance(content, str):
+        return [{"role": "user", "content": content}]
+    if not isinstance(content, list):
+        raise _bad("message content must be a string or a list of blocks", param)
+    tools: list[dict] = []
+    parts: list[dict] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            if not isinstance(block.get("text"), str):
+                raise _bad("text block needs text", param)
+            parts.append({"type": "text", "text": block["text"]})
+        elif kind == "image":
+            parts.append(_image_part(block, param))
+        elif kind == "tool_result":
+            msg, images = _tool_result(block, param)
+            tools.append(msg)
+            parts.extend(images)
+        else:
+            raise _bad(f"content block type {kind!r} is not supported", param)
+    out = list(tools)  # tool answers must directly follow the assistant's tool calls
+    if parts:
+        if all(p["type"] == "text" for p in parts):
+            out.append({"role": "user", "content": "".join(p["text"] for p in parts)})
+        else:
+            out.append({"role": "user", "content": parts})
+    return out
+
+
+def _assistant_message(content: Any, param: str) -> dict:
+    if isinstance(content, str):
+        return {"role": "assistant", "content": content}
+    if not isinstance(content, list):
+        raise _bad("message content must be a string or a list of blocks", param)
+    text: list[str] = []
+    calls: list[dict] = []
+    for block in content:
+        kind = block.get("type") if isinstance(block, dict) else None
+        if kind == "text":
+            text.append(block.get("text", ""))
+        elif kind == "tool_use":
+            if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
+                raise _bad("tool_use block needs id and name", param)
+            calls.append({"id": block["id"], "type": "function",
+                          "function": {"name": block["name"],
+                                       "arguments": orjson.dumps(block.get("input") or {})
+                                       .decode()}})
+        elif kind in ("thinking", "redacted_thinking"):
+            continue  # provider-specific reasoning is not replayed to other providers
+        else:
+            raise _bad(f"content block type {kind!r} is not supported", param)
+    msg: dict[str, Any] = {"role": "assistant",
+                           "content": "".join(text) if text or not calls else None}
+    if calls:
+        msg["tool_calls"] = calls
+    return msg
+
+
+def _tools(tools: Any) -> list[dict]:
+    if not isinstance(tools, list):
+        raise _bad("tools must be a list", "tools")
+    out = []
+    for tool in tools:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            raise _bad("each tool needs a name", "tools")
+        if tool.get("type") not in (None, "custom"):
+            raise _bad(f"tool type {tool['type']!r} is not supported", "tools")
+        fn: dict[str, Any] = {"name": tool["name"],
+                              "parameters": tool.get("input_schema") or {"type": "object",
+                                                                        "properties": {}}}
+        if tool.get("description"):
+            fn["description"] = tool["description"]
+        out.append({"type": "function", "function": fn})
+    return out
+
+
+def _tool_choice(choice: Any) -> tuple[Any, bool | None]:
+    if not isinstance(choice, dict):
+        raise _bad("tool_choice must be an object", "tool_choice")
+    kind = choice.get("type")
+    parallel = False if choice.get("disable_parallel_tool_use") else None
+    if kind == "auto":
+        return "auto", parallel
+    if kind == "any":
+        return "required", parallel
+    if kind == "none":
+        return "none", None
+    if kind == "tool" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}, parallel
+    raise _bad("tool_choice type is invalid", "tool_choice")
+
+
+def to_openai_request(body: dict) -> dict:
+    """Anthropic Messages request -> canonical OpenAI chat request."""
+    if not isinstance(body, dict):
+        raise _bad("request body must be a JSON object", "body")
+    if not isinstance(body.get("model"), str) or not body["model"]:
+        raise _bad("model is required", "model")
+    max_tokens = body.get("max_tokens")
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise _bad("max_tokens must be a positive integer", "max_tokens")
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages must be a non-empty list", "messages")
+
+    out_msgs: list[dict] = []
+    if body.get("system") is not None:
+        system = _text_of_blocks(body["system"], "system")
+        if system:
+            out_msgs.append({"role": "system", "content": system})
+    for i, msg in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise _bad("each message must be an object", param)
+        role = msg.get("role")
+        if role == "user":
+            out_msgs.extend(_user_messages(msg.get("content"), param))
+        elif role == "assistant":
+            out_msgs.append(_assistant_message(msg.get("content"), param))
+        else:
+            raise _bad("message role must be user or assistant", f"{param}.role")
+
+    out: dict[str, Any] = {"model": body["model"], "messages": out_msgs,
+                           "max_tokens": max_tokens}
+    for key in ("temperature", "top_p"):
+        if body.get(key) is not None:
+            if not isinstance(body[key], (int, float)) or isinstance(body[key], bool):
+                raise _bad(f"{key} must be a number", key)
+            out[key] = body[key]
+    stops = body.get("stop_sequences")
+    if stops is not None:
+        if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+            raise _bad("stop_sequences must be a list of strings", "stop_sequences")
+        if stops:
+            out["stop"] = stops
+    if body.get("tools"):
+        out["tools"] = _tools(body["tools"])
+    if body.get("tool_choice") is not None:
+        choice, parallel = _tool_choice(body["tool_choice"])
+        if out.get("tools"):
+            out["tool_choice"] = choice
+            if parallel is False:
+                out["parallel_tool_calls"] = False
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool):
+        raise _bad("stream must be a boolean", "stream")
+    if stream:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
+# -- response -----------------------------------------------------------------
+
+def message_id(openai_id: Any) -> str:
+    """A ``msg_…`` id derived from the canonical completion id."""
+    raw = str(openai_id or "")
+    if raw.startswith("msg_"):
+        return raw
+    return "msg_" + (raw.removeprefix("chatcmpl-") or "gateway")
+
+
+def anthropic_usage(usage: Usage) -> dict[str, int]:
+    """OpenAI-semantics usage -> Anthropic's (input excludes cache reads/writes)."""
+    return {"input_tokens": max(usage.input_tokens - usage.cache_read_tokens
+                                - usage.cache_write_tokens, 0),
+            "output_tokens": usage.output_tokens,
+            "cache_creation_input_tokens": usage.cache_write_tokens,
+            "cache_read_input_tokens": usage.cache_read_tokens}
+
+
+def _tool_input(arguments: Any) -> Any:
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        value = orjson.loads(arguments or "{}")
+    except orjson.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def from_openai_response(resp: dict, model: str) -> dict:
+    """Canonical chat.completion -> Anthropic Message."""
+    choices = resp.get("choices") or [{}]
+    choice = choices[0] if isinstance(choices[0], dict) else {}
+    message = choice.get("message") or {}
+    content: list[dict] = []
+    text = message.get("content")
+    if isinstance(text, list):
+        text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
+    if text:
+        content.append({"type": "text", "text": text})
+    for call in message.get("tool_calls") or []:
+        fn = call.get("function") or {}
+        content.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
+                        "input": _tool_input(fn.get("arguments"))})
+    usage = Usage.from_openai(resp.get("usage")) or Usage()
+    return {"id": message_id(resp.get("id")), "type": "message", "role": "assistant",
+            "model": model, "content": content,
+            "stop_reason": STOP_REASONS.get(choice.get("finish_reason"), "end_turn"),
+            "stop_sequence": None, "usage": anthropic_usage(usage)}
+
+
+class StreamEncoder:
+    """Canonical chunks -> Anthropic Messages SSE events, incrementally.
+
+    Only choice 0 is translated (Anthropic has no ``n``).  Blocks are opened
+    and closed in order: a text block, then one tool_use block per tool call.
+    ``message_delta`` (stop reason, final usage) and ``message_stop`` are sent
+    by ``close``, since usage arrives after the finish reason.
+    """
+
+    def __init__(self, model: str, input_tokens: int | None = None):
+        self.model = model
+        self.input_tokens = input_tokens
+        self._started = False
+        self._closed = False
+        self._block = -1            # index of the open content block, -1 if none
+        self._block_kind: str | None = None
+        self._next_block = 0
+        self._tool_blocks: dict[int, int] = {}  # OpenAI tool index -> block index
+        self._finish: str | None = None
+        self._usage: Usage | None = None
+
+    def _start(self, chunk_id: Any) -> list[bytes]:
+        self._started = True
+        msg = {"id": message_id(chunk_id), "type": "message", "role": "assistant",
+               "model": self.model, "content": [], "stop_reason": None, "stop_sequence": None,
+               "usage": {"input_tokens": self.input_tokens or 0, "output_tokens": 0}}
+        return [encode({"type": "message_start", "message": msg}, event="message_start")]
+
+    def _stop_block(self) -> list[bytes]:
+        if self._block < 0:
+            return []
+        ev = encode({"type": "content_block_stop", "index": self._block},
+                    event="content_block_stop")
+        self._block, self._block_kind = -1, None
+        return [ev]
+
+    def _open_block(self, kind: str, block: dict) -> list[bytes]:
+        out = self._stop_block()
+        self._block, self._block_kind = self._next_block, kind
+        self._next_block += 1
+        out.append(encode({"type": "content_block_start", "index": self._block,
+                           "content_block": block}, event="content_block_start"))
+        return out
+
+    def _delta(self, index: int, delta: dict) -> bytes:
+        return encode({"type": "content_block_delta", "index": index, "delta": delta},
+                      event="content_block_delta")
+
+    def feed(self, chunk: dict) -> list[bytes]:
+        out: list[bytes] = []
+        if self._closed:
+            return out
+        if not self._started:
+            out += self._start(chunk.get("id"))
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = Usage.from_openai(chunk["usage"])
+        for choice in chunk.get("choices") or []:
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            delta = choice.get("delta") or {}
+            text = delta.get("content")
+            if isinstance(text, str) and text:
+                if self._block_kind != "text":
+                    out += self._open_block("text", {"type": "text", "text": ""})
+                out.append(self._delta(self._block, {"type": "text_delta", "text": text}))
+            for call in delta.get("tool_calls") or []:
+                out += self._tool_delta(call)
+            if choice.get("finish_reason"):
+                self._finish = choice["finish_reason"]
+                out += self._stop_block()
+        return out
+
+    def _tool_delta(self, call: dict) -> list[bytes]:
+        out: list[bytes] = []
+        idx = call.get("index", 0)
+        fn = call.get("function") or {}
+        if idx not in self._tool_blocks:
+            out += self._open_block("tool", {"type": "tool_use", "id": call.get("id") or "",
+                                             "name": fn.get("name") or "", "input": {}})
+            self._tool_blocks[idx] = self._block
+        args = fn.get("arguments")
+        if args:
+            out.append(self._delta(self._tool_blocks[idx],
+                                   {"type": "input_json_delta", "partial_json": args}))
+        return out
+
+    def close(self, usage: Usage | None) -> list[bytes]:
+        """End of stream: close blocks, send stop reason and usage, then message_stop."""
+        if self._closed:
+            return []
+        self._closed = True
+        out: list[bytes] = [] if self._started else self._start(None)
+        out += self._stop_block()
+        final = usage or self._usage
+        if final is None:
+            delta_usage: dict[str, int] = {"output_tokens": 0}
+        else:
+            delta_usage = anthropic_usage(final)
+        out.append(encode({"type": "message_delta",
+                           "delta": {"stop_reason": STOP_REASONS.get(self._finish or "stop",
+                                                                     "end_turn"),
+                                     "stop_sequence": None},
+                           "usage": delta_usage}, event="message_delta"))
+        out.append(encode({"type": "message_stop"}, event="message_stop"))
+        return out
