@@ -1,0 +1,430 @@
+"""PII and secret detection: linear-time candidates (RE2) plus validators.
+
+Every detector scans the text on its own, so candidates from different
+detectors may overlap and each is validated by its own validator (a digit run
+that fails Luhn is still seen by the phone detector).  Valid spans are then
+resolved: the longest span wins, ties go to the detector listed first in
+``BUILTIN_ENTITIES``.  Scanning works on the UTF-8 bytes of the text; the
+returned offsets are ``str`` offsets.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import ipaddress
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import orjson
+import phonenumbers
+import re2
+from stdnum import iban as _iban
+from stdnum import luhn as _luhn
+from stdnum.us import ssn as _ssn
+
+# Detector order doubles as the tie-break priority (earlier wins).
+SECRET_ENTITIES = (
+    "private_key", "jwt", "anthropic_key", "openai_key", "aws_access_key",
+    "github_token", "slack_token",
+)
+BUILTIN_ENTITIES = SECRET_ENTITIES + (
+    "credit_card", "iban", "us_ssn", "email", "ipv6", "ipv4", "phone",
+)
+
+_CLASSES: dict[str, frozenset[str]] = {
+    **{e: frozenset({"secret"}) for e in SECRET_ENTITIES},
+    "credit_card": frozenset({"financial", "pii"}),
+    "iban": frozenset({"financial", "pii"}),
+    "us_ssn": frozenset({"pii"}),
+    "email": frozenset({"pii"}),
+    "phone": frozenset({"pii"}),
+    "ipv4": frozenset({"pii"}),
+    "ipv6": frozenset({"pii"}),
+}
+
+_NAME_RE = re2.compile(r"^[a-z][a-z0-9_]{0,39}$")
+
+Span = tuple[int, int]
+# A validator gets the candidate text and returns the valid sub-spans
+# (relative to the candidate); [] rejects it.
+Validator = Callable[[str], list[Span]]
+
+
+@dataclass(frozen=True)
+class Found:
+    entity: str
+    start: int  # str offsets into the scanned text
+    end: int
+    value: str
+
+
+@dataclass(frozen=True)
+class CustomPattern:
+    name: str
+    pattern: str
+    data_class: str = "custom"
+
+
+# ---------------------------------------------------------------- validators
+
+def _whole(ok: bool, value: str) -> list[Span]:
+    return [(0, len(value))] if ok else []
+
+
+def _email(value: str) -> list[Span]:
+    # trim punctuation the loose candidate may have taken at the start
+    start = 0
+    while start < len(value) and value[start] in "._%+-":
+        start += 1
+    local, _, domain = value[start:].rpartition("@")
+    if not local or len(local) > 64 or len(value) - start > 254:
+        return []
+    if local.endswith(".") or ".." in local:
+        return []
+    labels = domain.split(".")
+    if any(not lab or len(lab) > 63 or lab[0] == "-" or lab[-1] == "-" for lab in labels):
+        return []
+    return [(start, len(value))]
+
+
+_CARD_PREFIXES: tuple[tuple[str, str, frozenset[int]], ...] = (
+    # (low, high) IIN range compared on the same number of leading digits, lengths
+    ("4", "4", frozenset({13, 16, 19})),                    # Visa
+    ("51", "55", frozenset({16})),                          # Mastercard
+    ("2221", "2720", frozenset({16})),                      # Mastercard 2-series
+    ("34", "34", frozenset({15})), ("37", "37", frozenset({15})),  # Amex
+    ("6011", "6011", frozenset({16, 17, 18, 19})),          # Discover
+    ("644", "649", frozenset({16, 17, 18, 19})),
+    ("65", "65", frozenset({16, 17, 18, 19})),
+    ("3528", "3589", frozenset({16, 17, 18, 19})),          # JCB
+    ("300", "305", frozenset({14, 15, 16, 17, 18, 19})),    # Diners
+    ("36", "36", frozenset({14, 15, 16, 17, 18, 19})),
+    ("38", "39", frozenset({16, 17, 18, 19})),
+    ("62", "62", frozenset({16, 17, 18, 19})),              # UnionPay
+    ("50", "50", frozenset(range(12, 20))),                 # Maestro
+    ("56", "58", frozenset(range(12, 20))),
+    ("63", "63", frozenset(range(12, 20))), ("67", "67", frozenset(range(12, 20))),
+    ("2200", "2204", frozenset({16, 17, 18, 19})),          # Mir
+)
+
+
+def card_number_ok(digits: str) -> bool:
+    """Known issuer prefix and length, and a valid Luhn check digit."""
+    n = len(digits)
+    if not 12 <= n <= 19:
+        return False
+    for low, high, lengths in _CARD_PREFIXES:
+        if n in lengths and low <= digits[: len(low)] <= high:
+            return _luhn.is_valid(digits)
+    return False
+
+
+def _groups(value: str) -> list[Span]:
+    """Spans of the digit groups of ``value``."""
+    out, i, n = [], 0, len(value)
+    while i < n:
+        if value[i].isdigit():
+            j = i
+            while j < n and value[j].isdigit():
+                j += 1
+            out.append((i, j))
+            i = j
+        else:
+            i += 1
+    return out
+
+
+def _card(value: str) -> list[Span]:
+    digits = "".join(ch for ch in value if ch.isdigit())
+    if card_number_ok(digits):
+        return [(0, len(value))]
+    groups = _groups(value)
+    if len(groups) < 2:
+        return []  # one plain digit run: do not carve a card out of a longer id
+    best: Span | None = None
+    for i in range(len(groups)):
+        for j in range(len(groups) - 1, i - 1, -1):
+            s, e = groups[i][0], groups[j][1]
+            if best and e - s <= best[1] - best[0]:
+                break
+            if card_number_ok("".join(ch for ch in value[s:e] if ch.isdigit())):
+                best = (s, e)
+                break
+    return [best] if best else []
+
+
+def _iban_value(value: str) -> list[Span]:
+    if _iban.is_valid(value):
+        return [(0, len(value))]
+    # the loose candidate may have taken following upper-case words: trim groups
+    cut = len(value)
+    while True:
+        cut = value.rfind(" ", 0, cut)
+        if cut < 0:
+            return []
+        if _iban.is_valid(value[:cut]):
+            return [(0, cut)]
+
+
+def _ssn_value(value: str) -> list[Span]:
+    seps = {ch for ch in value if not ch.isdigit()}
+    return _whole(len(seps) == 1 and _ssn.is_valid(value.replace(next(iter(seps)), "")), value)
+
+
+def _ipv4(value: str) -> list[Span]:
+    try:
+        ipaddress.IPv4Address(value)
+    except ValueError:
+        return []
+    return [(0, len(value))]
+
+
+def _ipv6(value: str) -> list[Span]:
+    if sum(ch not in ":." for ch in value) < 3:
+        return []  # "::", "::1", "a::b": too little to be worth flagging
+    try:
+        ipaddress.IPv6Address(value)
+    except ValueError:
+        return []
+    return [(0, len(value))]
+
+
+def _b64json(part: str) -> object:
+    raw = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    return orjson.loads(raw)
+
+
+def _jwt(value: str) -> list[Span]:
+    try:
+        header = _b64json(value.split(".", 1)[0])
+    except (binascii.Error, ValueError, orjson.JSONDecodeError):
+        return []
+    return _whole(isinstance(header, dict) and ("alg" in header or "typ" in header), value)
+
+
+def _openai(value: str) -> list[Span]:
+    body = value[3:]
+    if value.startswith("sk-ant-"):
+        return []
+    return _whole(any(c.isdigit() for c in body) and any(c.isalpha() for c in body), value)
+
+
+def _phone_ok(text: str, region: str) -> bool:
+    digits = sum(ch.isdigit() for ch in text)
+    if not 7 <= digits <= 15 or text.count("(") != text.count(")"):
+        return False
+    try:
+        num = phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return False
+    return phonenumbers.is_valid_number(num)
+
+
+def _phone(region: str) -> Validator:
+    def check(value: str) -> list[Span]:
+        s, e = 0, len(value)
+        if value.endswith(")") and value.count(")") > value.count("("):
+            e -= 1
+        if _phone_ok(value[s:e], region):
+            return [(s, e)]
+        # a run of numbers: try windows of whole digit groups, longest first
+        groups = _groups(value)
+        windows: list[Span] = []
+        for i in range(len(groups)):
+            for j in range(i, len(groups)):
+                ws, we = groups[i][0], groups[j][1]
+                if ws > 0 and value[ws - 1] in "+(":
+                    ws -= 1
+                if we < len(value) and value[we] == ")" and "(" in value[ws:we]:
+                    we += 1
+                if (ws, we) != (s, e) and 7 <= sum(c.isdigit() for c in value[ws:we]) <= 15:
+                    windows.append((ws, we))
+        windows.sort(key=lambda sp: sp[0] - sp[1])
+        for ws, we in windows:
+            if _phone_ok(value[ws:we], region):
+                return [(ws, we)]
+        return []
+    return check
+
+
+# ---------------------------------------------------------------- detectors
+
+_ALNUM = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_DIGITS = frozenset(b"0123456789")
+
+
+@dataclass(frozen=True)
+class _Spec:
+    entity: str
+    pattern: str
+    hints: tuple[bytes, ...] = ()           # scan only if one of these occurs
+    validate: Validator | None = None
+    bad_before: frozenset[int] = frozenset()  # bytes that may not precede the span
+    bad_after: frozenset[int] = frozenset()   # bytes that may not follow it
+    joiners: frozenset[int] = frozenset()     # byte + digit after the span: part of a longer token
+
+
+def _b(chars: str) -> frozenset[int]:
+    return frozenset(chars.encode())
+
+
+_WORD = _ALNUM | _b("_")
+
+
+def _builtin_specs(region: str) -> dict[str, _Spec]:
+    key_edge = _WORD | _b("-")
+    specs = [
+        _Spec("private_key",
+              r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----(?:[\s\S]*?-----END [A-Z0-9 ]{0,40}"
+              r"PRIVATE KEY( BLOCK)?-----|[A-Za-z0-9+/=\s\\:,\-]*)",
+              hints=(b"PRIVATE KEY",)),
+        _Spec("jwt", r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{8,}",
+              hints=(b"eyJ",), validate=_jwt, bad_before=key_edge, bad_after=key_edge),
+        _Spec("anthropic_key", r"sk-ant-[A-Za-z0-9_\-]{20,}",
+              hints=(b"sk-ant-",), bad_before=key_edge),
+        _Spec("openai_key", r"sk-[A-Za-z0-9_\-]{20,}",
+              hints=(b"sk-",), validate=_openai, bad_before=key_edge),
+        _Spec("aws_access_key", r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}",
+              hints=(b"A",), bad_before=_WORD, bad_after=_WORD),
+        _Spec("github_token", r"(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,246})",
+              hints=(b"gh", b"github_pat_"), bad_before=_WORD, bad_after=_WORD),
+        _Spec("slack_token",
+              r"(?:xox[abposre]-[A-Za-z0-9\-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/"
+              r"[A-Za-z0-9_/]{10,})",
+              hints=(b"xox", b"hooks.slack.com"), bad_before=_WORD),
+        _Spec("credit_card", r"\d(?:[ \-]?\d){11,18}", hints=(),
+              validate=_card, bad_before=_WORD | _b("-.,/+"), bad_after=_WORD,
+              joiners=_b(".,-/")),
+        _Spec("iban", r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,36}", validate=_iban_value,
+              bad_before=_WORD, bad_after=_WORD),
+        _Spec("us_ssn", r"\d{3}[ \-]\d{2}[ \-]\d{4}", validate=_ssn_value,
+              bad_before=_WORD | _b("-./+$"), bad_after=_WORD, joiners=_b(".,-/")),
+        _Spec("email", r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,63}",
+              hints=(b"@",), validate=_email, bad_after=_WORD | _b("-")),
+        _Spec("ipv6",
+              r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.\d{1,3}){3})?",
+              hints=(b":",), validate=_ipv6, bad_before=_WORD | _b(":."), bad_after=_WORD,
+              joiners=_b(":.")),
+        _Spec("ipv4", r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", hints=(b".",), validate=_ipv4,
+              bad_before=_WORD | _b("."), bad_after=_WORD, joiners=_b(".")),
+        _Spec("phone", r"(?:\+|\()?\d(?:[ .\-]?\(?\d\)?){6,17}", validate=_phone(region),
+              bad_before=_WORD | _b("-./:@#$,"), bad_after=_WORD | _b("@"), joiners=_b(".,-/:")),
+    ]
+    return {s.entity: s for s in specs}
+
+
+class _Compiled:
+    __slots__ = ("spec", "regex", "priority", "classes")
+
+    def __init__(self, spec: _Spec, priority: int, classes: frozenset[str]):
+        opts = re2.Options()
+        opts.never_capture = True
+        opts.max_mem = 64 << 20
+        self.spec = spec
+        self.regex = re2.compile(spec.pattern.encode(), opts)
+        self.priority = priority
+        self.classes = classes
+
+
+class Detector:
+    """A compiled set of detectors; thread-safe and reusable."""
+
+    def __init__(self, entities: Sequence[str] | None = None,
+                 custom_patterns: Iterable[CustomPattern] = (),
+                 phone_region: str = "US"):
+        region = phone_region.upper()
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"unknown phone region {phone_region!r}")
+        specs = _builtin_specs(region)
+        wanted = list(BUILTIN_ENTITIES) if entities is None else list(entities)
+        unknown = [e for e in wanted if e not in specs]
+        if unknown:
+            raise ValueError(f"unknown entity types: {', '.join(sorted(unknown))}")
+        self.classes: dict[str, frozenset[str]] = {}
+        self._detectors: list[_Compiled] = []
+        for entity in BUILTIN_ENTITIES:
+            if entity in wanted:
+                self._add(specs[entity], _CLASSES[entity])
+        for cp in custom_patterns:
+            if not _NAME_RE.search(cp.name) or cp.name in specs or cp.name in self.classes:
+                raise ValueError(f"invalid custom pattern name {cp.name!r}")
+            if not _NAME_RE.search(cp.data_class):
+                raise ValueError(f"invalid data class for custom pattern {cp.name!r}")
+            try:
+                self._add(_Spec(cp.name, cp.pattern), frozenset({cp.data_class}))
+            except re2.error:
+                raise ValueError(f"invalid custom pattern {cp.name!r}") from None
+
+    def _add(self, spec: _Spec, classes: frozenset[str]) -> None:
+        self._detectors.append(_Compiled(spec, len(self._detectors), classes))
+        self.classes[spec.entity] = classes
+
+    @property
+    def entities(self) -> list[str]:
+        return [d.spec.entity for d in self._detectors]
+
+    def candidates(self, text: str) -> list[tuple[int, Found]]:
+        """Every valid span of every detector, overlaps included: (priority, Found)."""
+        data = text.encode("utf-8")
+        ascii_only = len(data) == len(text)
+        out: list[tuple[int, Found]] = []
+        for det in self._detectors:
+            spec = det.spec
+            if spec.hints and not any(h in data for h in spec.hints):
+                continue
+            for m in det.regex.finditer(data):
+                s, e = m.span()
+                if s == e:
+                    continue
+                value = data[s:e].decode("utf-8", errors="replace")
+                spans = spec.validate(value) if spec.validate else [(0, len(value))]
+                for vs, ve in spans:
+                    # validators work on str: map their offsets back to bytes
+                    bs = s + len(value[:vs].encode())
+                    be = s + len(value[:ve].encode())
+                    if not _edges_ok(data, bs, be, spec):
+                        continue
+                    out.append((det.priority, Found(spec.entity, bs, be, value[vs:ve])))
+        if not ascii_only and out:
+            out = [(p, _to_str_offsets(data, f)) for p, f in out]
+        return out
+
+    def find(self, text: str) -> list[Found]:
+        """Non-overlapping findings sorted by position (longest span wins)."""
+        return resolve(self.candidates(text))
+
+
+def _edges_ok(data: bytes, s: int, e: int, spec: _Spec) -> bool:
+    if s > 0 and data[s - 1] in spec.bad_before:
+        return False
+    if e < len(data):
+        nxt = data[e]
+        if nxt in spec.bad_after:
+            return False
+        if nxt in spec.joiners and e + 1 < len(data) and data[e + 1] in _DIGITS:
+            return False
+    return True
+
+
+def _to_str_offsets(data: bytes, f: Found) -> Found:
+    s = len(data[: f.start].decode("utf-8", errors="replace"))
+    return Found(f.entity, s, s + len(f.value), f.value)
+
+
+def resolve(cands: list[tuple[int, Found]]) -> list[Found]:
+    """Keep the longest span among overlapping ones; ties: lower priority number."""
+    order = sorted(cands, key=lambda pf: (pf[1].start - pf[1].end, pf[0], pf[1].start))
+    taken: list[Found] = []
+    for _, f in order:
+        if all(f.end <= t.start or f.start >= t.end for t in taken):
+            taken.append(f)
+    taken.sort(key=lambda f: f.start)
+    return taken
+
+
+@functools.lru_cache(maxsize=64)
+def cached_detector(entities: tuple[str, ...] | None, custom: tuple[CustomPattern, ...],
+                    phone_region: str) -> Detector:
+    """One compiled Detector per distinct configuration."""
+    return Detector(entities, custom, phone_region)
