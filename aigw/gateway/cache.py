@@ -15,13 +15,15 @@ _STORES: dict[tuple, Any] = {}
 
 
 def _store(cfg: dict[str, Any]):
-    key = (cfg.get("policy", "memory"), cfg.get("redis_url"), cfg.get("redis_timeout_ms"))
+    max_entry = int(cfg.get("max_entry_bytes", 1048576))
+    key = (cfg.get("policy", "memory"), cfg.get("redis_url"), cfg.get("redis_timeout_ms"), max_entry)
     st = _STORES.get(key)
     if st is None:
         if key[0] == "redis":
-            st = RedisStore(cfg["redis_url"], timeout=cfg.get("redis_timeout_ms", 250) / 1000.0)
+            st = RedisStore(cfg["redis_url"], timeout=cfg.get("redis_timeout_ms", 250) / 1000.0,
+                            max_entry_bytes=max_entry)
         else:
-            st = MemoryStore()
+            st = MemoryStore(max_entries=4096, max_entry_bytes=max_entry)
         _STORES[key] = st
     return st
 
@@ -31,7 +33,6 @@ class CacheRuntime:
         self.cfg = cfg
         self.store = _store(cfg)
         self.ttl = int(cfg.get("ttl", 300))
-        self.max_entry = int(cfg.get("max_entry_bytes", 1048576))
         self.by_group = cfg.get("partition_by", "consumer") == "group"
         self.needs_groups = self.by_group
         self.route = cfg.get("route") or cfg.get("__plugin_id") or cfg.get("__key__") or "default"
@@ -51,7 +52,7 @@ class CacheRuntime:
             who = "group:" + (sorted(ctx.groups)[0] if ctx.groups else who)
         part = Partition(consumer=who, route=str(self.route), target=ctx.plan[0].key)
         key = cache_key(part, "chat", ctx.canonical)
-        ctx.extra_headers["X-Cache-Key"] = key[-32:]
+        ctx.extra_headers["X-Cache-Key"] = key.rsplit(":", 1)[-1][:32]
         if reason == "refresh":
             ctx.cache_status = "Refresh"
         else:

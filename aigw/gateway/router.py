@@ -1,6 +1,7 @@
 """ai-router's access decision: parse, translate ingress, resolve, allow, plan."""
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -10,9 +11,25 @@ from ..routing import CircuitBreaker, Needs, RouterConfig
 from .common import Respond, parse_body
 
 
+def provider_env_overrides(cfg: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Development/test override: ``AIGW_PROVIDER_<NAME>_BASE_URL`` (name upper-cased,
+    ``-`` → ``_``) replaces that provider's ``base_url``, so ``make dev`` and the
+    tests point the production-shaped kong.yml at local mock providers."""
+    env = os.environ if env is None else env
+    out = dict(cfg)
+    provs = []
+    for p in cfg.get("providers") or ():
+        name = str(p.get("name", "")).upper().replace("-", "_")
+        url = env.get(f"AIGW_PROVIDER_{name}_BASE_URL")
+        provs.append({**p, "base_url": url} if url else p)
+    out["providers"] = provs
+    return out
+
+
 class RouterRuntime:
     def __init__(self, cfg: dict[str, Any]):
         from ..cost.pricing import PriceTable
+        cfg = provider_env_overrides(cfg)
         self.config = RouterConfig.from_dict(cfg)
         cb = cfg.get("circuit_breaker") or {}
         self.breaker = CircuitBreaker(cb.get("failures", 5), float(cb.get("cooldown", 30)))
