@@ -1,0 +1,31 @@
+# Two commands: `make dev` (serve the gateway on :8000 with mock providers) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: install dev test bench validate clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+dev: install
+	$(PY) -m aigw.dev
+
+test: install
+	.ci/ensure-redis
+	$(PY) -m pytest
+
+bench: install
+	.ci/ensure-redis
+	$(PY) bench/run.py
+
+validate: install
+	$(VENV)/bin/aigw-validate kong/kong.yml
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache
