@@ -1,0 +1,290 @@
+"""Sliding-window limits for tokens and spend: reserve before a call, reconcile after it.
+
+One mechanism serves token limits (amounts in tokens) and budgets (amounts in
+micro-USD). A request *reserves* its estimated amount against every rule at
+once (all-or-nothing); when the real amount is known it is *reconciled*
+(keeping the original timestamp) or *released* if the upstream call failed.
+``RedisLimiter`` does each step in one Lua script with Redis server time, so all
+gateway nodes share exact, atomic counters; ``MemoryLimiter`` is the
+single-node equivalent. See docs/tokens-core.md.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Protocol
+
+import redis
+
+__all__ = [
+    "BackendUnavailable", "Decision", "LimitExceeded", "Limiter", "MemoryLimiter",
+    "RedisLimiter", "Reservation", "Rule", "make_limiter",
+]
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str  # e.g. "tokens:consumer:alice:minute"; one key = one counter
+    limit: int
+    window: int  # seconds
+
+
+@dataclass
+class Decision:
+    """For an allowed request: the tightest rule's numbers; for a denied one: the denying rule's."""
+
+    allowed: bool
+    rule: Rule | None
+    limit: int
+    remaining: int
+    reset_after: float  # seconds until the window holds none of the current entries
+    retry_after: float  # seconds until this amount would fit (0 when allowed)
+
+
+@dataclass
+class Reservation:
+    id: str
+    rules: tuple[Rule, ...]
+    amount: int
+
+
+class LimitExceeded(Exception):
+    def __init__(self, decision: Decision):
+        key = decision.rule.key if decision.rule else "?"
+        super().__init__(f"limit exceeded: {key}")
+        self.decision = decision
+
+
+class BackendUnavailable(Exception):
+    """The shared counter store could not be reached; the caller picks fail-open or closed."""
+
+
+class Limiter(Protocol):
+    def reserve(self, rules: Sequence[Rule], amount: int,
+                reservation_id: str) -> tuple[Reservation, Decision]: ...
+    def reconcile(self, reservation: Reservation, actual: int) -> None: ...
+    def release(self, reservation: Reservation) -> None: ...
+    def used(self, rule: Rule) -> int: ...
+
+
+def _check_rules(rules: Sequence[Rule], amount: int) -> tuple[Rule, ...]:
+    if amount < 0:
+        raise ValueError("amount must be >= 0")
+    keys = [r.key for r in rules]
+    if len(set(keys)) != len(keys):
+        raise ValueError("rules must have distinct keys")
+    for r in rules:
+        if r.window <= 0 or r.limit < 0:
+            raise ValueError(f"invalid rule {r.key}: window must be > 0 and limit >= 0")
+    return tuple(rules)
+
+
+def _tightest(rules: tuple[Rule, ...], remaining: list[int], resets: list[float]) -> Decision:
+    if not rules:
+        return Decision(True, None, 0, 0, 0.0, 0.0)
+    i = min(range(len(rules)),
+            key=lambda j: (remaining[j], remaining[j] / rules[j].limit if rules[j].limit else 0))
+    return Decision(True, rules[i], rules[i].limit, remaining[i], resets[i], 0.0)
+
+
+# --- single node -----------------------------------------------------------
+
+@dataclass
+class _Log:
+    window: float
+    entries: OrderedDict[str, list] = field(default_factory=OrderedDict)  # id -> [time, amount]
+    total: int = 0
+
+    def purge(self, now: float) -> None:
+        cutoff = now - self.window
+        while self.entries:
+            rid, (ts, amount) = next(iter(self.entries.items()))
+            if ts > cutoff:
+                break
+            del self.entries[rid]
+            self.total -= amount
+
+    def reset_after(self, now: float) -> float:
+        if not self.entries:
+            return 0.0
+        newest = next(reversed(self.entries.values()))[0]
+        return max(newest + self.window - now, 0.0)
+
+    def wait_for(self, now: float, need: int) -> float:
+        freed = 0
+        for ts, amount in self.entries.values():
+            freed += amount
+            if freed >= need:
+                return max(ts + self.window - now, 0.001)
+        return self.window
+
+
+class MemoryLimiter:
+    """Exact sliding log in process memory (one node). Thread- and greenlet-safe."""
+
+    SWEEP_EVERY = 1000
+
+    def __init__(self, clock=time.monotonic):
+        self._clock = clock
+        self._logs: dict[str, _Log] = {}
+        self._lock = threading.Lock()
+        self._calls = 0
+
+    def _log(self, rule: Rule, now: float) -> _Log:
+        log = self._logs.get(rule.key)
+        if log is None:
+            log = self._logs[rule.key] = _Log(float(rule.window))
+        log.window = float(rule.window)
+        log.purge(now)
+        return log
+
+    def _sweep(self, now: float) -> None:
+        for key, log in list(self._logs.items()):
+            log.purge(now)
+            if not log.entries:
+                del self._logs[key]
+
+    def reserve(self, rules: Sequence[Rule], amount: int,
+                reservation_id: str) -> tuple[Reservation, Decision]:
+        rules_t = _check_rules(rules, amount)
+        with self._lock:
+            now = self._clock()
+            self._calls += 1
+            if self._calls % self.SWEEP_EVERY == 0:
+                self._sweep(now)
+            logs = [self._log(r, now) for r in rules_t]
+            deny: Decision | None = None  # of the denying rules, the one that frees up last
+            for r, log in zip(rules_t, logs):
+                if reservation_id in log.entries or log.total + amount <= r.limit:
+                    continue
+                retry = float(r.window) if amount > r.limit else log.wait_for(
+                    now, log.total + amount - r.limit)
+                if deny is None or retry > deny.retry_after:
+                    deny = Decision(False, r, r.limit, max(r.limit - log.total, 0),
+                                    log.reset_after(now), retry)
+            if deny is not None:
+                raise LimitExceeded(deny)
+            for log in logs:
+                if reservation_id not in log.entries:
+                    log.entries[reservation_id] = [now, amount]
+                    log.total += amount
+            remaining = [max(r.limit - log.total, 0) for r, log in zip(rules_t, logs)]
+            resets = [log.reset_after(now) for log in logs]
+        return Reservation(reservation_id, rules_t, amount), _tightest(rules_t, remaining, resets)
+
+    def reconcile(self, reservation: Reservation, actual: int) -> None:
+        if actual < 0:
+            raise ValueError("actual must be >= 0")
+        with self._lock:
+            now = self._clock()
+            for r in reservation.rules:
+                log = self._logs.get(r.key)
+                if log is None:
+                    continue
+                log.purge(now)
+                entry = log.entries.get(reservation.id)
+                if entry is not None:
+                    log.total += actual - entry[1]
+                    entry[1] = actual
+
+    def release(self, reservation: Reservation) -> None:
+        with self._lock:
+            for r in reservation.rules:
+                log = self._logs.get(r.key)
+                entry = log.entries.pop(reservation.id, None) if log else None
+                if entry is not None:
+                    log.total -= entry[1]
+
+    def used(self, rule: Rule) -> int:
+        with self._lock:
+            log = self._logs.get(rule.key)
+            if log is None:
+                return 0
+            log.purge(self._clock())
+            return log.total
+
+
+# --- shared across nodes ---------------------------------------------------
+
+_LUA = (resources.files("aigw") / "data" / "limiter.lua").read_text(encoding="utf-8")
+
+
+class RedisLimiter:
+    """Exact sliding log in Redis, one Lua script per operation (EVALSHA, NOSCRIPT reload).
+
+    Keys per rule: ``{prefix}{key}:log`` (sorted set id→ms), ``:amt`` (hash id→amount),
+    ``:total`` (running sum); all expire one window after the last reservation.
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "aigw:",
+                 timeout: float = 0.5, *, client: redis.Redis | None = None):
+        self._redis = client or redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self.prefix = prefix
+        self._script = self._redis.register_script(_LUA)  # EVALSHA; loads on NOSCRIPT
+
+    def _call(self, op: str, rules: tuple[Rule, ...], rid: str, amount: int):
+        keys: list[str] = []
+        args: list[str | int] = [op, rid, amount]
+        for r in rules:
+            base = f"{self.prefix}{r.key}"
+            keys += [f"{base}:log", f"{base}:amt", f"{base}:total"]
+            args += [r.limit, r.window * 1000]
+        try:
+            return self._script(keys=keys, args=args)
+        except (redis.RedisError, OSError) as exc:
+            raise BackendUnavailable(f"limit store unavailable: {type(exc).__name__}") from exc
+
+    def reserve(self, rules: Sequence[Rule], amount: int,
+                reservation_id: str) -> tuple[Reservation, Decision]:
+        rules_t = _check_rules(rules, amount)
+        if not rules_t:
+            return Reservation(reservation_id, rules_t, amount), _tightest(rules_t, [], [])
+        out = self._call("reserve", rules_t, reservation_id, amount)
+        if out[0] == 0:
+            _, idx, remaining, retry_ms, reset_ms = out
+            r = rules_t[idx - 1]
+            raise LimitExceeded(Decision(False, r, r.limit, int(remaining),
+                                         reset_ms / 1000, retry_ms / 1000))
+        remaining = [int(v) for v in out[1::2]]
+        resets = [v / 1000 for v in out[2::2]]
+        return Reservation(reservation_id, rules_t, amount), _tightest(rules_t, remaining, resets)
+
+    def reconcile(self, reservation: Reservation, actual: int) -> None:
+        if actual < 0:
+            raise ValueError("actual must be >= 0")
+        if reservation.rules:
+            self._call("reconcile", reservation.rules, reservation.id, actual)
+
+    def release(self, reservation: Reservation) -> None:
+        if reservation.rules:
+            self._call("release", reservation.rules, reservation.id, 0)
+
+    def used(self, rule: Rule) -> int:
+        return int(self._call("used", (rule,), "", 0))
+
+
+_limiters: dict[tuple, Limiter] = {}
+_limiters_lock = threading.Lock()
+
+
+def make_limiter(policy: str, redis_url: str | None = None, *, prefix: str = "aigw:",
+                 timeout: float = 0.5) -> Limiter:
+    """Shared limiter per (policy, url, prefix): ``"local"`` (memory) or ``"redis"``."""
+    if policy not in ("local", "redis"):
+        raise ValueError(f"unknown limit policy {policy!r}")
+    key = (policy, redis_url if policy == "redis" else None,
+           prefix if policy == "redis" else None)
+    with _limiters_lock:
+        limiter = _limiters.get(key)
+        if limiter is None:
+            if policy == "local":
+                limiter = MemoryLimiter()
+            else:
+                limiter = RedisLimiter(redis_url or "redis://127.0.0.1:6379/0", prefix, timeout)
+            _limiters[key] = limiter
+    return limiter
