@@ -177,16 +177,19 @@ class Handler(BaseHTTPRequestHandler):
     def _stream(self, resp: Stream) -> None:
         head = self._head(200, resp.content_type, {"Cache-Control": "no-cache"})
         events = resp.events if resp.cut_at is None else resp.events[:resp.cut_at]
+        out = head + b"Transfer-Encoding: chunked\r\n\r\n"  # sent with the first event
         try:
-            self.wfile.write(head + b"Transfer-Encoding: chunked\r\n\r\n")
             for i, ev in enumerate(events):
                 if i and resp.delay_ms:
                     time.sleep(resp.delay_ms / 1000)
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(ev), ev))
+                self.wfile.write(out + b"%x\r\n%s\r\n" % (len(ev), ev))
+                out = b""
             if resp.cut_at is not None:
+                if out:
+                    self.wfile.write(out)  # nothing sent yet: at least the headers
                 self.close_connection = True  # drop the connection mid-stream
                 return
-            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.write(out + b"0\r\n\r\n")
         except OSError:
             self.close_connection = True
 
