@@ -1,0 +1,94 @@
+"""`aigw-validate FILE...`: check a declarative kong.yml the way the gateway will.
+
+For every ai-* plugin entity (global, service, route or consumer scope) the
+config is checked against ``schemas/<plugin>.json`` (the same schema Kong
+gets) and then built by the plugin's runtime, which checks what a schema
+cannot (unknown provider references, duplicate aliases, price units, invalid
+patterns).  Errors name the entity and the field.  Exit status 1 on any error.
+Run it in your own CI; when decK is installed, also run ``deck validate``.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import yaml
+
+from . import schema
+
+OUR_PLUGINS = ("ai-router", "ai-tokens", "ai-redact", "ai-cost", "ai-cache")
+_VAULT = re.compile(r"^\{vault://[^}]+\}$")
+
+
+def iter_plugins(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(where, plugin entity) for every plugin in a 3.0 declarative config."""
+    for p in doc.get("plugins") or ():
+        yield "global", p
+    for s in doc.get("services") or ():
+        sname = s.get("name") or s.get("id") or "?"
+        for p in s.get("plugins") or ():
+            yield f"service '{sname}'", p
+        for r in s.get("routes") or ():
+            for p in r.get("plugins") or ():
+                yield f"route '{r.get('name') or r.get('id') or '?'}' (service '{sname}')", p
+    for r in doc.get("routes") or ():
+        for p in r.get("plugins") or ():
+            yield f"route '{r.get('name') or r.get('id') or '?'}'", p
+    for c in doc.get("consumers") or ():
+        for p in c.get("plugins") or ():
+            yield f"consumer '{c.get('username') or c.get('id') or '?'}'", p
+
+
+def _runtime(name: str):
+    from .gateway import cache, cost, redact, router, tokens
+    return {"ai-router": router.RouterRuntime, "ai-tokens": tokens.TokensRuntime,
+            "ai-redact": redact.RedactRuntime, "ai-cost": cost.CostRuntime,
+            "ai-cache": cache.CacheRuntime}[name]
+
+
+def validate_doc(doc: Any) -> list[str]:
+    if not isinstance(doc, dict):
+        return ["the file is not a YAML mapping"]
+    errors: list[str] = []
+    if str(doc.get("_format_version", "")) not in ("3.0", "2.1"):
+        errors.append("_format_version: must be \"3.0\"")
+    for where, p in iter_plugins(doc):
+        name = p.get("name")
+        if name not in OUR_PLUGINS:
+            continue
+        try:
+            cfg = schema.validate(name, p.get("config") or {})
+            _runtime(name)(cfg)
+        except schema.ConfigInvalid as e:
+            errors.append(f"plugin {where}: {e}")
+        except Exception as e:  # semantic errors name their field in the message
+            errors.append(f"plugin {where}: {name}: config.{getattr(e, 'field', '')}{': ' if getattr(e, 'field', '') else ''}{e}")
+    return errors
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="aigw-validate", description=__doc__.splitlines()[0])
+    ap.add_argument("files", nargs="+", type=Path)
+    args = ap.parse_args(argv)
+    bad = 0
+    for f in args.files:
+        try:
+            doc = yaml.safe_load(f.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            print(f"{f}: cannot read: {type(e).__name__}: {e}", file=sys.stderr)
+            bad += 1
+            continue
+        errs = validate_doc(doc)
+        for e in errs:
+            print(f"{f}: {e}", file=sys.stderr)
+        bad += bool(errs)
+        if not errs:
+            print(f"{f}: ok")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
