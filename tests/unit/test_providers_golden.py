@@ -1,0 +1,160 @@
+"""Golden fixtures: every case dir under tests/fixtures/providers/<provider>/<case>/.
+
+Files (each optional; a check runs when its input and expected files exist):
+  provider.json (in the provider dir; a case may override keys)
+  canonical_request.json -> provider_request.json (stream=False), provider_request_stream.json
+  provider_response.json -> canonical_response.json
+  provider_stream.sse -> canonical_chunks.json (+ stream_state.json: usage/finish_reason/done)
+  canonical_embeddings_request.json -> provider_embeddings_request.json
+  provider_embeddings_response.json -> canonical_embeddings_response.json
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+
+import orjson
+import pytest
+
+from aigw.providers import base, get_adapter
+from aigw.types import ProviderConfig, UpstreamRequest
+
+ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
+PROVIDERS = ["openai", "azure", "anthropic", "gemini", "mistral", "openai_compatible"]
+CREATED = 1700000000
+
+
+def load(path: Path):
+    return orjson.loads(path.read_bytes())
+
+
+def cases(*needed: str) -> list:
+    out = []
+    for provider in PROVIDERS:
+        for case in sorted((ROOT / provider).glob("*/")):
+            if case.is_dir() and all((case / n).exists() for n in needed):
+                out.append(pytest.param(case, id=f"{provider}/{case.name}"))
+    return out
+
+
+def config(case: Path) -> tuple[ProviderConfig, str]:
+    raw = load(case.parent / "provider.json")
+    if (case / "provider.json").exists():
+        raw.update(load(case / "provider.json"))
+    model = raw.pop("model")
+    return ProviderConfig(**raw), model
+
+
+@pytest.fixture(autouse=True)
+def fixed_ids(monkeypatch):
+    """Deterministic ``created`` and generated ids (call_0001, …)."""
+    counter = itertools.count(1)
+    monkeypatch.setattr(base, "now", lambda: CREATED)
+    monkeypatch.setattr(base, "new_id", lambda prefix: f"{prefix}{next(counter):04d}")
+
+
+def as_dict(req: UpstreamRequest) -> dict:
+    out = dataclasses.asdict(req)
+    out["body"] = orjson.loads(req.body) if req.body else None
+    return out
+
+
+def test_every_provider_has_fixtures():
+    for provider in PROVIDERS:
+        names = {p.name for p in (ROOT / provider).rglob("*")}
+        assert "provider_stream.sse" in names, provider
+        assert "provider_request.json" in names, provider
+        assert "canonical_response.json" in names, provider
+
+
+@pytest.mark.parametrize("case", cases("canonical_request.json", "provider_request.json"))
+def test_chat_request(case):
+    provider, model = config(case)
+    adapter = get_adapter(provider.type)
+    req = adapter.chat_request(load(case / "canonical_request.json"), model, provider,
+                               stream=False)
+    assert as_dict(req) == load(case / "provider_request.json")
+
+
+@pytest.mark.parametrize("case", cases("canonical_request.json", "provider_request_stream.json"))
+def test_chat_request_stream(case):
+    provider, model = config(case)
+    adapter = get_adapter(provider.type)
+    req = adapter.chat_request(load(case / "canonical_request.json"), model, provider,
+                               stream=True)
+    assert as_dict(req) == load(case / "provider_request_stream.json")
+
+
+@pytest.mark.parametrize("case", cases("provider_response.json", "canonical_response.json"))
+def test_chat_response(case):
+    provider, model = config(case)
+    adapter = get_adapter(provider.type)
+    got = adapter.chat_response((case / "provider_response.json").read_bytes(), model)
+    assert got == load(case / "canonical_response.json")
+
+
+def decode(adapter, model: str, pieces: list[bytes]):
+    dec = adapter.chat_stream(model)
+    out = []
+    for p in pieces:
+        out += dec.feed(p)
+    out += dec.close()
+    return out, dec
+
+
+def check_state(dec, case: Path) -> None:
+    state_file = case / "stream_state.json"
+    if not state_file.exists():
+        return
+    state = load(state_file)
+    assert dec.finish_reason == state["finish_reason"]
+    assert dec.done == state["done"]
+    usage = dataclasses.asdict(dec.usage) if dec.usage else None
+    assert usage == state["usage"]
+
+
+@pytest.mark.parametrize("case", cases("provider_stream.sse", "canonical_chunks.json"))
+def test_chat_stream_whole(case):
+    provider, model = config(case)
+    raw = (case / "provider_stream.sse").read_bytes()
+    got, dec = decode(get_adapter(provider.type), model, [raw])
+    assert got == load(case / "canonical_chunks.json")
+    check_state(dec, case)
+
+
+@pytest.mark.parametrize("case", cases("provider_stream.sse", "canonical_chunks.json"))
+def test_chat_stream_every_split(case, monkeypatch):
+    """Two pieces, split at every byte offset; and one byte at a time."""
+    provider, model = config(case)
+    adapter = get_adapter(provider.type)
+    raw = (case / "provider_stream.sse").read_bytes()
+    expected = load(case / "canonical_chunks.json")
+    for i in range(1, len(raw)):
+        monkeypatch.setattr(base, "new_id",
+                            (lambda c: lambda prefix: f"{prefix}{next(c):04d}")(itertools.count(1)))
+        got, _ = decode(adapter, model, [raw[:i], raw[i:]])
+        assert got == expected, f"split at byte {i}"
+    monkeypatch.setattr(base, "new_id",
+                        (lambda c: lambda prefix: f"{prefix}{next(c):04d}")(itertools.count(1)))
+    got, dec = decode(adapter, model, [raw[i:i + 1] for i in range(len(raw))])
+    assert got == expected
+    check_state(dec, case)
+
+
+@pytest.mark.parametrize("case", cases("canonical_embeddings_request.json",
+                                       "provider_embeddings_request.json"))
+def test_embeddings_request(case):
+    provider, model = config(case)
+    req = get_adapter(provider.type).embeddings_request(
+        load(case / "canonical_embeddings_request.json"), model, provider)
+    assert as_dict(req) == load(case / "provider_embeddings_request.json")
+
+
+@pytest.mark.parametrize("case", cases("provider_embeddings_response.json",
+                                       "canonical_embeddings_response.json"))
+def test_embeddings_response(case):
+    provider, model = config(case)
+    got = get_adapter(provider.type).embeddings_response(
+        (case / "provider_embeddings_response.json").read_bytes(), model)
+    assert got == load(case / "canonical_embeddings_response.json")
