@@ -31,7 +31,7 @@ DEFAULT_BASE_URLS = {
     "mistral": "https://api.mistral.ai/v1",
 }
 STRATEGIES = ("weighted", "cost", "priority")
-CAPABILITIES = frozenset({"chat", "stream", "tools", "vision", "embeddings", "json", "audio", "reasoning"})
+CAPABILITIES = frozenset({"chat", "stream", "tools", "vision", "embeddings"})
 DEFAULT_CAPABILITIES = frozenset({"chat", "stream", "tools"})
 DEFAULT_TIMEOUTS_MS = {"connect": 5000, "first_byte": 30000, "total": 300000}
 DEFAULT_RETRY_STATUS = (429, 500, 502, 503, 504)
