@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import orjson
 
@@ -20,7 +20,7 @@ class Request:
     headers: dict[str, str]  # lower-case names
     body: Any  # parsed JSON, or text when not JSON, or None when empty
     api_key: str | None  # the key the mock expects (None: any)
-    next_id: Any  # () -> int, a per-server counter
+    next_id: Callable[[], int]  # per-server counter for response ids
 
 
 @dataclass
