@@ -1,0 +1,153 @@
+"""``python -m aigw.standin`` / ``aigw-kong``: run the Kong stand-in (NOT Kong; tests and dev only)."""
+from __future__ import annotations
+
+from gevent import monkey
+
+monkey.patch_all()
+
+import argparse  # noqa: E402
+import atexit  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gevent  # noqa: E402
+import orjson  # noqa: E402
+from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
+
+from .bundled import BUNDLED  # noqa: E402
+from .config import ConfigError, PluginInfo, load  # noqa: E402
+from .process import Supervisor, query_info, server_defs  # noqa: E402
+from .proxy import Gateway  # noqa: E402
+from .rpc import RpcClient  # noqa: E402
+
+
+class RawHeadersHandler(WSGIHandler):
+    """Keeps the request headers as received (order, case, repeats) for the PDK."""
+
+    def get_environ(self) -> dict[str, Any]:
+        env = super().get_environ()
+        env["standin.raw_headers"] = [(k, v) for k, v in self.headers.items()]
+        env["REQUEST_URI"] = self.path
+        return env
+
+
+def _package_env() -> dict[str, str]:
+    """Children must import ``aigw`` even when the package is not installed."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _wait_socket(path: str, timeout: float, sup: list[Supervisor]) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+            return
+        except OSError:
+            gevent.sleep(0.05)
+        finally:
+            s.close()
+    raise RuntimeError(f"plugin server socket {path} did not accept connections within {timeout}s")
+
+
+def admin_app(gw: Gateway, ready: dict[str, bool]) -> Any:
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
+        status, body = "404 Not Found", {"message": "Not found"}
+        if path == "/status" and method == "GET":
+            ok = ready["ok"]
+            status = "200 OK" if ok else "503 Service Unavailable"
+            body = {"ready": ok, "server": {"total_requests": gw.stats.requests}}
+        elif path == "/_standin/stats" and method == "GET":
+            status, body = "200 OK", gw.stats.snapshot()
+        elif path == "/_standin/stats/reset" and method == "POST":
+            with gw.stats.lock:
+                gw.stats.reset()
+            status, body = "200 OK", {"reset": True}
+        elif path == "/_standin/pluginserver" and method == "GET":
+            status, body = "200 OK", {"pids": ready.get("pids", {})}
+        data = orjson.dumps(body)
+        start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+        return [data]
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="aigw-kong", description="Kong stand-in for tests (NOT Kong).")
+    ap.add_argument("--config", required=True, help="declarative kong.yml (_format_version 3.0)")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--admin-port", type=int, default=None)
+    ap.add_argument("--plugins-dir", default="plugins")
+    ap.add_argument("--prefix", default=None, help="directory for the plugin server socket")
+    ap.add_argument("--strict-pdk", action="store_true", help="unimplemented PDK methods fail the request")
+    ap.add_argument("--pdk-timeout", type=float, default=60.0, help="seconds to wait for each plugin server answer")
+    args = ap.parse_args(argv)
+
+    prefix = args.prefix or tempfile.mkdtemp(prefix="aigw-standin-")
+    os.makedirs(prefix, exist_ok=True)
+    env = _package_env()
+    defs = server_defs(args.plugins_dir, prefix, env) if os.path.isdir(args.plugins_dir) else []
+    registry: dict[str, PluginInfo] = dict(BUNDLED)
+    for sd in defs:
+        info = query_info(sd, env)
+        registry[info.name] = info
+    try:
+        config = load(args.config, registry, dict(os.environ))
+    except ConfigError as exc:
+        sys.stderr.write(f"[standin] [crit] configuration error: {exc}\n")
+        raise SystemExit(2) from None
+
+    supervisors = [Supervisor(sd, env) for sd in defs if sd.start_cmd]
+    rpcs_by_socket: dict[str, RpcClient] = {}
+    rpcs: dict[str, RpcClient] = {}
+    for sd in defs:
+        rpcs[sd.name] = rpcs_by_socket.setdefault(sd.socket, RpcClient(sd.socket, timeout=args.pdk_timeout))
+    gw = Gateway(config, registry, rpcs, strict_pdk=args.strict_pdk)
+    ready: dict[str, Any] = {"ok": False, "pids": {}}
+
+    def shutdown(*_: Any) -> None:
+        for s in supervisors:
+            s.stop()
+        os._exit(0)
+
+    atexit.register(lambda: [s.stop() for s in supervisors])
+    gevent.signal_handler(signal.SIGTERM, lambda: gevent.spawn(shutdown))
+    gevent.signal_handler(signal.SIGINT, lambda: gevent.spawn(shutdown))
+
+    if args.admin_port is not None:
+        admin = WSGIServer(("127.0.0.1", args.admin_port), admin_app(gw, ready), log=None)
+        admin.start()
+    for s in supervisors:
+        s.start()
+    for sock in rpcs_by_socket:
+        _wait_socket(sock, 30, supervisors)
+    ready["pids"] = {s.sd.name: s.pid() for s in supervisors}
+    server = WSGIServer((args.host, args.port), gw, handler_class=RawHeadersHandler, log=None,
+                        error_log=sys.stderr)
+    server.start()
+    ready["ok"] = True
+    sys.stderr.write(f"[standin] proxy on http://{args.host}:{server.server_port} "
+                     f"({len(config.routes)} routes, {len(config.plugins)} plugins; this is NOT Kong)\n")
+    sys.stderr.flush()
+
+    def refresh_pids() -> None:
+        while True:
+            ready["pids"] = {s.sd.name: s.pid() for s in supervisors}
+            gevent.sleep(0.5)
+
+    gevent.spawn(refresh_pids)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
