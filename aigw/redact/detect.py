@@ -142,12 +142,17 @@ def _card(value: str) -> list[Span]:
     groups = _groups(value)
     if len(groups) < 2:
         return []  # one plain digit run: do not carve a card out of a longer id
+    # a card next to one more group (a CVV, a leading "1"): try dropping that group,
+    # but never carve a card out of the middle of a longer grouped id
     best: Span | None = None
-    for i in range(len(groups)):
-        for j in range(len(groups) - 1, i - 1, -1):
+    last = len(groups) - 1
+    for i in range(min(2, len(groups))):
+        for j in range(last, max(i, last - 1 + i) - 1, -1):
             s, e = groups[i][0], groups[j][1]
             if best and e - s <= best[1] - best[0]:
                 break
+            if i == 1 and groups[0][1] - groups[0][0] > 2 or j < last and groups[last][1] - groups[last][0] > 4:
+                continue  # only a short leading index or a trailing CVV/expiry may be dropped
             if card_number_ok("".join(ch for ch in value[s:e] if ch.isdigit())):
                 best = (s, e)
                 break
@@ -214,6 +219,10 @@ def _phone_ok(text: str, region: str) -> bool:
     digits = sum(ch.isdigit() for ch in text)
     if not 7 <= digits <= 15 or text.count("(") != text.count(")"):
         return False
+    if "." in text:  # dotted numbers: 415.555.0132 yes, 4.4.26269.296 (a build) no
+        groups = _groups(text)
+        if any(e - s < 2 for s, e in groups[1 if text[0] == "+" else 0:]):
+            return False
     try:
         num = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
@@ -226,6 +235,10 @@ def _phone(region: str) -> Validator:
         s, e = 0, len(value)
         if value.endswith(")") and value.count(")") > value.count("("):
             e -= 1
+        elif value.startswith("(") and value.endswith(")") and value.count("(") == 1:
+            s, e = 1, e - 1  # parentheses around the whole thing are prose, not the number
+        if value[s:e].count(".") == 3 and _ipv4(value[s:e]):
+            return []  # a dotted quad is an IPv4 address, not a phone number
         if _phone_ok(value[s:e], region):
             return [(s, e)]
         # a run of numbers: try windows of whole digit groups, longest first
@@ -263,6 +276,7 @@ class _Spec:
     bad_before: frozenset[int] = frozenset()  # bytes that may not precede the span
     bad_after: frozenset[int] = frozenset()   # bytes that may not follow it
     joiners: frozenset[int] = frozenset()     # byte + digit after the span: part of a longer token
+    not_after: tuple[bytes, ...] = ()         # words that make the span something else ("version")
 
 
 def _b(chars: str) -> frozenset[int]:
@@ -270,6 +284,7 @@ def _b(chars: str) -> frozenset[int]:
 
 
 _WORD = _ALNUM | _b("_")
+_VERSION_WORDS = (b"version", b"build", b"release", b"firmware", b"ver.", b"ver")
 
 
 def _builtin_specs(region: str) -> dict[str, _Spec]:
@@ -293,7 +308,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
               r"(?:xox[abposre]-[A-Za-z0-9\-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/"
               r"[A-Za-z0-9_/]{10,})",
               hints=(b"xox", b"hooks.slack.com"), bad_before=_WORD),
-        _Spec("credit_card", r"\d(?:[ \-]?\d){11,18}", hints=(),
+        _Spec("credit_card", r"\d(?:[ \-]?\d){11,29}", hints=(),
               validate=_card, bad_before=_WORD | _b("-.,/+"), bad_after=_WORD,
               joiners=_b(".,-/")),
         _Spec("iban", r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,36}", validate=_iban_value,
@@ -307,9 +322,10 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
               hints=(b":",), validate=_ipv6, bad_before=_WORD | _b(":."), bad_after=_WORD,
               joiners=_b(":.")),
         _Spec("ipv4", r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", hints=(b".",), validate=_ipv4,
-              bad_before=_WORD | _b("."), bad_after=_WORD, joiners=_b(".")),
+              bad_before=_WORD | _b("."), bad_after=_WORD, joiners=_b("."), not_after=_VERSION_WORDS),
         _Spec("phone", r"(?:\+|\()?\d(?:[ .\-]?\(?\d\)?){6,17}", validate=_phone(region),
-              bad_before=_WORD | _b("-./:@#$,"), bad_after=_WORD | _b("@"), joiners=_b(".,-/:")),
+              bad_before=_WORD | _b("-./:@#$,"), bad_after=_WORD | _b("@"), joiners=_b(".,-/:"),
+              not_after=_VERSION_WORDS),
     ]
     return {s.entity: s for s in specs}
 
@@ -397,6 +413,8 @@ class Detector:
 
 def _edges_ok(data: bytes, s: int, e: int, spec: _Spec) -> bool:
     if s > 0 and data[s - 1] in spec.bad_before:
+        return False
+    if spec.not_after and data[max(0, s - 16):s].rstrip(b" :=").lower().endswith(spec.not_after):
         return False
     if e < len(data):
         nxt = data[e]
