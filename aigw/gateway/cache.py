@@ -8,6 +8,7 @@ from typing import Any
 from ..cache import CacheUnavailable, Entry, MemoryStore, Partition, RedisStore, cache_key, cacheable
 from ..context import Outcome, RequestContext
 from .common import require_router
+from .limits import redis_prefix
 
 log = logging.getLogger("aigw")
 
@@ -20,8 +21,8 @@ def _store(cfg: dict[str, Any]):
     st = _STORES.get(key)
     if st is None:
         if key[0] == "redis":
-            st = RedisStore(cfg["redis_url"], timeout=cfg.get("redis_timeout_ms", 250) / 1000.0,
-                            max_entry_bytes=max_entry)
+            st = RedisStore(cfg["redis_url"], prefix=redis_prefix() + "cache:",
+                            timeout=cfg.get("redis_timeout_ms", 250) / 1000.0, max_entry_bytes=max_entry)
         else:
             st = MemoryStore(max_entries=4096, max_entry_bytes=max_entry)
         _STORES[key] = st

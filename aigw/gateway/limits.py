@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,6 +19,12 @@ from ..errors import GatewayError
 from ..limits import BackendUnavailable, LimitExceeded, Rule, make_limiter
 
 log = logging.getLogger("aigw")
+
+def redis_prefix() -> str:
+    """Key namespace in Redis (``AIGW_REDIS_PREFIX``, default ``aigw:``): gateways that
+    share limits must share it; separate environments on one Redis must not."""
+    return os.environ.get("AIGW_REDIS_PREFIX", "aigw:")
+
 
 WINDOWS = {"minute": 60, "hour": 3600, "day": 86400, "month": 30 * 86400}
 
@@ -53,6 +60,7 @@ class Reserver:
         self.limits = limits
         self.fail_open = bool(cfg.get("fail_open", False))
         self.limiter = make_limiter(cfg.get("policy", "local"), cfg.get("redis_url"),
+                                    prefix=redis_prefix(),
                                     timeout=cfg.get("redis_timeout_ms", 500) / 1000.0) if limits else None
         self.needs_groups = any(l.scope == "group" for l in limits)
 

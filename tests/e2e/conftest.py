@@ -1,0 +1,132 @@
+"""End-to-end fixtures: official SDK -> Kong stand-in -> real kong-python-pluginserver
+(our plugins + relay) -> mock provider.
+
+The gateway runs the reference ``kong/kong.yml``, changed only where a test
+machine needs it: the "ai" service points at this test's relay port, and
+per-test overrides (limits, cache policy...) are applied to plugin configs.
+"""
+from __future__ import annotations
+
+import copy
+import socket
+import uuid
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+from aigw.dev import DEMO_API_KEY, DEMO_JWT_SECRET, demo_token, gateway_env
+from aigw.mock.testing import MockProvider
+from aigw.standin.testing import StandIn
+
+ROOT = Path(__file__).resolve().parents[2]
+REFERENCE = yaml.safe_load((ROOT / "kong" / "kong.yml").read_text())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def service(doc: dict[str, Any], name: str = "ai") -> dict[str, Any]:
+    return next(s for s in doc["services"] if s["name"] == name)
+
+
+def plugin_config(doc: dict[str, Any], name: str, svc: str = "ai") -> dict[str, Any]:
+    return next(p for p in service(doc, svc)["plugins"] if p["name"] == name)["config"]
+
+
+def remove_plugin(doc: dict[str, Any], name: str, svc: str = "ai") -> None:
+    s = service(doc, svc)
+    s["plugins"] = [p for p in s["plugins"] if p["name"] != name]
+
+
+def reference_config(relay_port: int) -> dict[str, Any]:
+    doc = copy.deepcopy(REFERENCE)
+    service(doc)["url"] = f"http://127.0.0.1:{relay_port}"
+    return doc
+
+
+class Gateway:
+    """A running stand-in + plugin server + relay against a mock provider."""
+
+    def __init__(self, mock: MockProvider, doc: dict[str, Any], env: dict[str, str] | None = None,
+                 relay_port: int | None = None):
+        self.mock = mock
+        self.relay_port = relay_port or free_port()
+        self.metrics_port = free_port()
+        self.doc = doc
+        e = gateway_env(mock.url)
+        e.update({"AIGW_RELAY_PORT": str(self.relay_port), "AIGW_METRICS_PORT": str(self.metrics_port),
+                  # each gateway its own Redis namespace, unless a test shares one on purpose
+                  "AIGW_REDIS_PREFIX": f"aigw-test:{uuid.uuid4().hex[:8]}:"})
+        e.update(env or {})
+        self.standin = StandIn(doc, env=e, plugins_dir=ROOT / "plugins")
+
+    def __enter__(self) -> "Gateway":
+        self.standin.__enter__()
+        self.url = self.standin.url
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.standin.__exit__(*exc)
+
+    # clients -------------------------------------------------------------
+    def openai(self, **kw):
+        import openai
+        return openai.OpenAI(base_url=self.url + "/v1", api_key=kw.pop("api_key", demo_token()),
+                             max_retries=0, **kw)
+
+    def anthropic(self, **kw):
+        import anthropic
+        return anthropic.Anthropic(base_url=self.url, api_key=kw.pop("api_key", DEMO_API_KEY),
+                                   max_retries=0, **kw)
+
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {demo_token()}", "Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="session")
+def mock():
+    with MockProvider() as m:
+        yield m
+
+
+@pytest.fixture(scope="session")
+def gateway(mock):
+    """The reference kong.yml as shipped (local cache/limits go to the real Redis)."""
+    doc = reference_config(free_port())
+    with Gateway(mock, doc) as gw:
+        yield gw
+
+
+@pytest.fixture
+def make_gateway(mock) -> Callable[..., Gateway]:
+    """Build a gateway from a modified reference config: ``make_gateway(edit)``."""
+    started: list[Gateway] = []
+
+    def make(edit: Callable[[dict[str, Any]], None] | None = None, env: dict[str, str] | None = None,
+             relay_port: int | None = None, doc: dict[str, Any] | None = None) -> Gateway:
+        d = doc or reference_config(relay_port or free_port())
+        if relay_port:
+            service(d)["url"] = f"http://127.0.0.1:{relay_port}"
+        if edit:
+            edit(d)
+        gw = Gateway(mock, d, env=env, relay_port=relay_port or int(service(d)["url"].rsplit(":", 1)[1]))
+        gw.__enter__()
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.__exit__(None, None, None)
+
+
+def unique(prefix: str = "t") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+__all__ = ["Gateway", "DEMO_JWT_SECRET", "DEMO_API_KEY", "demo_token", "plugin_config",
+           "remove_plugin", "service", "unique", "free_port"]
