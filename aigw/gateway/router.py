@@ -7,7 +7,7 @@ from typing import Any
 
 from ..context import RequestContext
 from ..errors import GatewayError
-from ..routing import CircuitBreaker, Needs, RouterConfig
+from ..routing import Needs, RouterConfig, sticky_key
 from .common import Respond, parse_body
 
 
@@ -31,11 +31,9 @@ class RouterRuntime:
         from ..cost.pricing import PriceTable
         cfg = provider_env_overrides(cfg)
         self.config = RouterConfig.from_dict(cfg)
-        cb = cfg.get("circuit_breaker") or {}
-        self.breaker = CircuitBreaker(cb.get("failures", 5), float(cb.get("cooldown", 30)))
-        fo = cfg.get("failover") or {}
-        self.failover_status = set(fo.get("on_status", [429, 500, 502, 503, 504]))
-        self.max_body = int(cfg.get("max_body_bytes", 1048576))
+        self.breaker = self.config.make_breaker()
+        self.failover_status = set(self.config.retry_on_status)
+        self.max_body = self.config.max_body_bytes
         self.prices = PriceTable.default()
         self.needs_groups = any(m.allow_groups for m in self.config.models.values())
 
@@ -81,19 +79,11 @@ class RouterRuntime:
         max_out = max_out if isinstance(max_out, int) and max_out > 0 else None
         needs = Needs(capability=capability, stream=stream, tools=bool(canonical.get("tools")),
                       vision=_has_images(canonical), prompt_tokens=count.tokens, max_output=max_out)
-        plan = self.config.plan(spec, needs, sticky_key=self._sticky(spec, ctx),
+        plan = self.config.plan(spec, needs, sticky_key=sticky_key(spec, consumer, ctx.headers),
                                 data_classes=ctx.data_classes, prices=self.prices, breaker=self.breaker)
-        if not plan.targets:
-            reasons = set(plan.rejected.values())
-            if "data_class" in reasons:
-                raise GatewayError(403, "This request contains data of class(es) "
-                                        f"{', '.join(sorted(ctx.data_classes))} that no target of model "
-                                        f"'{spec.name}' is allowed to receive.", code="data_class_not_allowed")
-            if "context_window" in reasons:
-                raise GatewayError(400, f"The request needs more tokens than the context window of "
-                                        f"'{spec.name}' allows.", code="context_length_exceeded")
-            raise GatewayError(400, f"The model '{spec.name}' does not support this request "
-                                    f"({', '.join(sorted(reasons)) or 'no target'}).", code="unsupported_request")
+        err = plan.error()
+        if err is not None:
+            raise err
         ctx.model = spec
         ctx.plan = plan.targets
         ctx.canonical = canonical
@@ -109,14 +99,6 @@ class RouterRuntime:
         if capability == "embeddings":
             return counting.count_embeddings(canonical.get("input", ""), model)
         return counting.count_chat(canonical, model)
-
-    def _sticky(self, spec, ctx: RequestContext) -> str | None:
-        how = spec.sticky or "consumer"
-        if how == "none":
-            return None
-        if how.startswith("header:"):
-            return ctx.headers.get(how[7:].strip().lower()) or ctx.consumer_name
-        return ctx.consumer_name
 
     def models_list(self, consumer: str | None, groups: list[str]) -> dict[str, Any]:
         now = int(time.time())
