@@ -7,6 +7,8 @@
 -- then per rule: ARGV[2+2i] limit, ARGV[3+2i] window (ms).
 -- Time comes from the Redis server (TIME), so every node agrees.
 
+if redis.replicate_commands then redis.replicate_commands() end  -- effects replication (TIME + writes)
+
 local op = ARGV[1]
 local id = ARGV[2]
 local amount = tonumber(ARGV[3])
