@@ -309,7 +309,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
               r"[A-Za-z0-9_/]{10,})",
               hints=(b"xox", b"hooks.slack.com"), bad_before=_WORD),
         _Spec("credit_card", r"\d(?:[ \-]?\d){11,29}", hints=(),
-              validate=_card, bad_before=_WORD | _b("-.,/+"), bad_after=_WORD,
+              validate=_card, bad_before=_WORD | _b("-.,/"), bad_after=_WORD,
               joiners=_b(".,-/")),
         _Spec("iban", r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,36}", validate=_iban_value,
               bad_before=_WORD, bad_after=_WORD),

@@ -215,7 +215,7 @@ def _b64url(raw: bytes) -> str:
 
 def jwt(rng: random.Random) -> str:
     header = {"alg": rng.choice(["HS256", "HS384"]), "typ": "JWT"}
-    payload = {"sub": _digits(rng, 8), "name": rng.choice(_FIRST).title(), "iat": rng.randint(1.6e9, 1.8e9)}
+    payload = {"sub": _digits(rng, 8), "name": rng.choice(_FIRST).title(), "iat": rng.randint(1_600_000_000, 1_800_000_000)}
     signing = _b64url(orjson.dumps(header)) + "." + _b64url(orjson.dumps(payload))
     sig = hmac.new(rng.randbytes(32), signing.encode(), hashlib.sha256).digest()
     return signing + "." + _b64url(sig)
