@@ -20,7 +20,7 @@ from pathlib import Path
 import jwt
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO_JWT_SECRET = "demo-secret-change-me"
+DEMO_JWT_SECRET = "demo-jwt-secret-change-me-0123456789"
 DEMO_API_KEY = "demo-anthropic-key"
 MOCK_KEY = "mock-key"
 
@@ -32,8 +32,7 @@ def gateway_env(mock_url: str, redis_url: str = "redis://127.0.0.1:6379/0") -> d
         # {vault://env/...} references of kong/kong.yml (Kong's env vault: upper-case, - → _)
         "OPENAI_API_KEY": MOCK_KEY, "AZURE_OPENAI_API_KEY": MOCK_KEY, "ANTHROPIC_API_KEY": MOCK_KEY,
         "GEMINI_API_KEY": MOCK_KEY, "MISTRAL_API_KEY": MOCK_KEY, "AIGW_INTERNAL_KEY": MOCK_KEY,
-        "AIGW_INTERNAL_BEARER": "Bearer " + MOCK_KEY,
-        "DEMO_JWT_SECRET": DEMO_JWT_SECRET, "DEMO_API_KEY": DEMO_API_KEY, "AIGW_REDIS_URL": redis_url,
+        "AIGW_REDIS_URL": redis_url,
         # providers → mock
         "AIGW_PROVIDER_OPENAI_BASE_URL": f"{m}/v1",
         "AIGW_PROVIDER_AZURE_EU_BASE_URL": m,

@@ -90,6 +90,11 @@ def kong_fields(name: str) -> list[dict[str, Any]]:
     return _convert(root)["fields"]
 
 
+# keys Kong adds to every plugin config before handing it to the plugin
+# (kong/runloop/plugins_iterator.lua get_plugin_config)
+KONG_ADDED_KEYS = frozenset({"route_id", "service_id", "consumer_id", "plugin_instance_name"})
+
+
 def _with_defaults(cls):
     validate_props = cls.VALIDATORS["properties"]
 
@@ -121,7 +126,7 @@ def _path(err) -> str:
 def validate(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
     """Validate and default a config (a copy; Kong's own keys ``__*`` are kept)."""
     cfg = copy.deepcopy(config or {})
-    internal = {k: cfg.pop(k) for k in list(cfg) if k.startswith("__")}
+    internal = {k: cfg.pop(k) for k in list(cfg) if k.startswith("__") or k in KONG_ADDED_KEYS}
     # Kong sends null for unset optional fields: drop them so defaults apply
     _drop_nulls(cfg)
     errors = sorted(_validator(name).iter_errors(cfg), key=lambda e: list(e.absolute_path))

@@ -36,7 +36,9 @@ class CacheRuntime:
         self.ttl = int(cfg.get("ttl", 300))
         self.by_group = cfg.get("partition_by", "consumer") == "group"
         self.needs_groups = self.by_group
-        self.route = cfg.get("route") or cfg.get("__plugin_id") or cfg.get("__key__") or "default"
+        # the partition's "route": explicit, else the route this plugin is scoped to,
+        # else the plugin entity (a service-wide plugin is one partition per service)
+        self.route = cfg.get("route") or cfg.get("route_id") or cfg.get("__plugin_id") or "default"
 
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cache")

@@ -117,7 +117,7 @@ class Relay:
             self.outcome.attempts.append(attempt)
             self.outcome.target = target
             try:
-                result = self._attempt(adapter, target, failover_status, start_response)
+                result = self._attempt(adapter, target, attempt, failover_status, start_response)
             except Retryable as r:
                 attempt.update(result=r.kind, status=r.status)
                 if breaker is not None:
@@ -126,7 +126,6 @@ class Relay:
                 continue
             if breaker is not None:
                 breaker.record_success(target.key)
-            attempt["result"] = "ok"
             return result
         raise self._exhausted(last)
 
@@ -150,7 +149,7 @@ class Relay:
             return GatewayError(503, msg, code="upstream_unavailable", headers=headers)
         return GatewayError(502, msg, code="upstream_failed")
 
-    def _attempt(self, adapter, target, failover_status: set[int],
+    def _attempt(self, adapter, target, attempt: dict[str, Any], failover_status: set[int],
                  start_response: Callable) -> Iterable[bytes]:
         ctx = self.ctx
         p = target.provider
@@ -178,7 +177,7 @@ class Relay:
             raise GatewayError(status, f"Provider '{p.name}' rejected the request ({resp.status}): {summary}",
                                code="provider_error")
         if ctx.stream and ctx.api != "embeddings":
-            return self._stream(adapter, target, resp, start_response)
+            return self._stream(adapter, target, attempt, resp, start_response)
         try:
             data = _read_all(resp, p.total_timeout)
         except gevent.Timeout:
@@ -192,6 +191,7 @@ class Relay:
                 out = adapter.chat_response(data, target.model)
         except Exception:
             raise Retryable("protocol")
+        attempt["result"] = "ok"
         return self._respond(start_response, out, target)
 
     # ------------------------------------------------------------ non-stream
@@ -221,7 +221,8 @@ class Relay:
         return _Closing(body, self._finish)
 
     # ---------------------------------------------------------------- stream
-    def _stream(self, adapter, target, resp, start_response: Callable) -> Iterator[bytes]:
+    def _stream(self, adapter, target, attempt: dict[str, Any], resp,
+                start_response: Callable) -> Iterator[bytes]:
         """Wait for the first token (failover is still possible), then stream."""
         p = target.provider
         decoder = adapter.chat_stream(target.model)
@@ -235,7 +236,7 @@ class Relay:
                         break
                     first.extend(decoder.feed(raw))
         except gevent.Timeout:
-            resp.release_conn() if False else resp.close()
+            resp.close()
             raise Retryable("first_token_timeout")
         except (urllib3.exceptions.HTTPError, OSError):
             raise Retryable("protocol")
@@ -244,6 +245,7 @@ class Relay:
         if not first and decoder.done is False:
             raise Retryable("protocol")
         self.outcome.ttft = time.perf_counter() - self.t0
+        attempt["result"] = "ok"
         headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         headers += self._served_headers()
         start_response("200 OK", headers)
