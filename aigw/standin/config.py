@@ -181,21 +181,33 @@ def resolve_reference(ref: str, env: dict[str, str]) -> str:
 
 
 def _resolve_refs(conf: dict[str, Any], fields: list, env: dict[str, str], where: str) -> None:
-    for path, is_array in schema.referenceable_paths(fields):
-        parent: Any = conf
-        for part in path[:-1]:
-            parent = parent.get(part) if isinstance(parent, dict) else None
-        if not isinstance(parent, dict) or parent.get(path[-1]) is None:
-            continue
-        fpath = "config." + ".".join(path)
-        try:
-            if is_array:
-                parent[path[-1]] = [resolve_reference(v, env) if is_reference(v) else v
-                                    for v in parent[path[-1]]]
-            elif is_reference(parent[path[-1]]):
-                parent[path[-1]] = resolve_reference(parent[path[-1]], env)
-        except KeyError as exc:
-            raise ConfigError(f"{where}: {fpath}: cannot resolve vault reference: {exc.args[0]}") from None
+    """Resolve references in every ``referenceable`` field, at any depth: records,
+    arrays/sets of records or strings, and map values (kong/db/schema/init.lua
+    walks nested fields when it resolves references)."""
+
+    def walk(value: Any, spec: dict[str, Any], path: str) -> Any:
+        kind = spec.get("type")
+        if value is None:
+            return value
+        if kind == "record" and isinstance(value, dict):
+            for name, sub in schema.field_items(spec.get("fields", ())):
+                if name in value:
+                    value[name] = walk(value[name], sub, f"{path}.{name}")
+            return value
+        if kind in ("array", "set") and isinstance(value, list):
+            el = spec.get("elements") or {}
+            return [walk(v, el, f"{path}[{i}]") for i, v in enumerate(value)]
+        if kind == "map" and isinstance(value, dict):
+            vs = spec.get("values") or {}
+            return {k: walk(v, vs, f"{path}.{k}") for k, v in value.items()}
+        if spec.get("referenceable") and is_reference(value):
+            try:
+                return resolve_reference(value, env)
+            except KeyError as exc:
+                raise ConfigError(f"{where}: {path}: cannot resolve vault reference: {exc.args[0]}") from None
+        return value
+
+    walk(conf, {"type": "record", "fields": fields}, "config")
 
 
 # ---------------------------------------------------------------- loading
