@@ -283,13 +283,6 @@ class Gateway:
                                          timeout=timeout, assert_same_host=False)
                 req.tries.append({"ip": host, "port": port, "balancer_latency": 0})
                 break
-            except (urllib3.exceptions.ConnectTimeoutError,) as exc:
-                req.tries.append({"ip": host, "port": port, "error": "timeout"})
-                sys.stderr.write(f"[standin] [err] upstream connect timeout {host}:{port}: {exc}\n")
-                return kong_error(req, 504, "The upstream server is timing out")
-            except urllib3.exceptions.ReadTimeoutError:
-                req.tries.append({"ip": host, "port": port, "error": "timeout"})
-                return kong_error(req, 504, "The upstream server is timing out")
             except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ProtocolError,
                     urllib3.exceptions.NameResolutionError, OSError) as exc:
                 req.tries.append({"ip": host, "port": port, "error": type(exc).__name__})
@@ -301,6 +294,13 @@ class Gateway:
                     if attempt >= svc.retries:
                         break
                 continue
+            except urllib3.exceptions.ConnectTimeoutError as exc:  # NewConnectionError subclasses it
+                req.tries.append({"ip": host, "port": port, "error": "timeout"})
+                sys.stderr.write(f"[standin] [err] upstream connect timeout {host}:{port}: {exc}\n")
+                return kong_error(req, 504, "The upstream server is timing out")
+            except urllib3.exceptions.ReadTimeoutError:
+                req.tries.append({"ip": host, "port": port, "error": "timeout"})
+                return kong_error(req, 504, "The upstream server is timing out")
         if resp is None:
             return kong_error(req, 502, "An invalid response was received from the upstream server")
         req.proxied = True

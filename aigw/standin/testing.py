@@ -1,0 +1,136 @@
+"""Test helper: run the stand-in (with ``--strict-pdk``) as a subprocess on free ports.
+
+    with StandIn({"_format_version": "3.0", "services": [...]}, plugins_dir="plugins") as kong:
+        requests.get(kong.url + "/v1/models")
+        assert kong.stats()["unimplemented_pdk"] == []
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StandInError(RuntimeError):
+    """The stand-in did not become ready (its stderr is in the message)."""
+
+
+class StandIn:
+    def __init__(self, config: str | Path | dict[str, Any], env: dict[str, str] | None = None,
+                 plugins_dir: str | Path = REPO_ROOT / "plugins", port: int | None = None,
+                 admin_port: int | None = None, timeout: float = 30.0, extra_args: list[str] | None = None):
+        self.config, self.env, self.plugins_dir = config, env, Path(plugins_dir)
+        self.port, self.admin_port = port or free_port(), admin_port or free_port()
+        self.timeout, self.extra_args = timeout, list(extra_args or [])
+        self.proc: subprocess.Popen | None = None
+        self._tmp: tempfile.TemporaryDirectory | None = None
+        self._log = bytearray()
+        self._log_lock = threading.Lock()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start(self) -> StandIn:
+        self._tmp = tempfile.TemporaryDirectory(prefix="aigw-standin-")
+        tmp = Path(self._tmp.name)
+        if isinstance(self.config, dict):
+            cfg_path = tmp / "kong.yml"
+            cfg_path.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        else:
+            cfg_path = Path(self.config)
+        prefix = tmp / "prefix"
+        prefix.mkdir()
+        env = dict(os.environ)
+        env.update(self.env or {})
+        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        cmd = [sys.executable, "-m", "aigw.standin", "--config", str(cfg_path), "--port", str(self.port),
+               "--admin-port", str(self.admin_port), "--plugins-dir", str(self.plugins_dir),
+               "--prefix", str(prefix), "--strict-pdk", *self.extra_args]
+        self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     start_new_session=True, cwd=str(REPO_ROOT))
+        threading.Thread(target=self._drain, daemon=True).start()
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                time.sleep(0.1)
+                raise StandInError(f"stand-in exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.admin_url + "/status", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        logs = self.logs()
+        self.stop()
+        raise StandInError(f"stand-in not ready after {self.timeout}s:\n{logs}")
+
+    def _drain(self) -> None:
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._log_lock:
+                self._log.extend(line)
+
+    def logs(self) -> str:
+        with self._log_lock:
+            return self._log.decode(errors="replace")
+
+    def _admin(self, method: str, path: str) -> Any:
+        req = urllib.request.Request(self.admin_url + path, method=method)
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return orjson.loads(r.read())
+
+    def stats(self) -> dict[str, Any]:
+        return self._admin("GET", "/_standin/stats")
+
+    def reset_stats(self) -> None:
+        self._admin("POST", "/_standin/stats/reset")
+
+    def pluginserver_pid(self) -> int | None:
+        pids = self._admin("GET", "/_standin/pluginserver")["pids"]
+        return next((p for p in pids.values() if p), None)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(5)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(5)
+        if self._tmp:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def __enter__(self) -> StandIn:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
