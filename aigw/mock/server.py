@@ -8,6 +8,7 @@ from __future__ import annotations
 import itertools
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -204,6 +205,13 @@ class MockServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Clients dropping connections is normal here; report anything else briefly."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError) or sys.is_finalizing():
+            return
+        print(f"aigw-mock: {type(exc).__name__} while handling a request", file=sys.stderr)
 
     @property
     def url(self) -> str:
