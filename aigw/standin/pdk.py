@@ -334,6 +334,13 @@ def _authenticate(req: Req, consumer: Any = None, credential: Any = None) -> Non
     req.credential = credential
 
 
+def _set_all(headers: list[list[str]], values: Any) -> None:
+    if not isinstance(values, dict):
+        raise PdkFailure("headers must be a table")
+    for k, v in values.items():
+        header_set(headers, k, v)
+
+
 def _start_time_ms(req: Req) -> int:
     return int(req.started * 1000)
 
@@ -394,7 +401,7 @@ METHODS: dict[str, Method] = {
     "kong.service.request.set_header": lambda r, n, v: header_set(r.headers, n, v),
     "kong.service.request.add_header": lambda r, n, v: header_add(r.headers, n, v),
     "kong.service.request.clear_header": lambda r, n: header_clear(r.headers, n),
-    "kong.service.request.set_headers": lambda r, hs: [header_set(r.headers, k, v) for k, v in (hs or {}).items()] and None,
+    "kong.service.request.set_headers": lambda r, hs: _set_all(r.headers, hs),
     "kong.service.request.set_raw_body": lambda r, b: setattr(r, "body", b.encode() if isinstance(b, str) else bytes(b)),
     "kong.service.request.set_body": lambda r, b, *_: setattr(r, "body", orjson.dumps(b)),
     "kong.service.request.set_path": lambda r, p: setattr(r, "upstream_path", p),
@@ -419,7 +426,7 @@ METHODS: dict[str, Method] = {
     "kong.response.set_header": _set_resp_header,
     "kong.response.add_header": lambda r, n, v: header_add(_resp_headers(r), n, v),
     "kong.response.clear_header": lambda r, n: header_clear(_resp_headers(r), n),
-    "kong.response.set_headers": lambda r, hs: [header_set(_resp_headers(r), k, v) for k, v in (hs or {}).items()] and None,
+    "kong.response.set_headers": lambda r, hs: _set_all(_resp_headers(r), hs),
     "kong.response.set_status": lambda r, s: setattr(r.response, "status", int(s)) if r.response else None,
     "kong.response.set_raw_body": _set_raw_body,
     "kong.response.exit": _exit,

@@ -21,6 +21,10 @@ class RpcError(Exception):
     """The plugin server answered an error, or the socket failed."""
 
 
+class _StaleConnection(Exception):
+    pass
+
+
 class Connection:
     def __init__(self, path: str, timeout: float):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -69,13 +73,28 @@ class RpcClient:
             c.close()
 
     def call(self, method: str, *args: Any) -> Any:
+        try:
+            return self._call(method, args, pooled_ok=True)
+        except _StaleConnection:
+            # a keepalive connection the server closed (e.g. it was respawned): retry on a new one
+            return self._call(method, args, pooled_ok=False)
+
+    def _call(self, method: str, args: tuple, pooled_ok: bool) -> Any:
         with self._lock:
             self._msgid += 1
             msgid = self._msgid
+            pooled = bool(self._pool) and pooled_ok
+            if not pooled_ok:
+                stale, self._pool = self._pool, []
+            else:
+                stale = []
+        for c in stale:
+            c.close()
         try:
             c = self._get()
         except OSError as exc:
             raise RpcError(f"trying to connect: {exc}") from None
+        received = False
         returned = False
         try:
             c.sock.sendall(msgpack.packb([0, msgid, method, list(args)], use_bin_type=True))
@@ -93,10 +112,15 @@ class RpcClient:
                     return msg[3]
                 data = c.sock.recv(65536)
                 if not data:
+                    if pooled and not received:
+                        raise _StaleConnection()
                     raise RpcError("no data")
+                received = True
                 c.unpacker.feed(data)
         except (OSError, ValueError, msgpack.ExtraData) as exc:
             c.close()
+            if pooled and not received and isinstance(exc, (BrokenPipeError, ConnectionResetError)):
+                raise _StaleConnection() from None
             kind = "timeout" if isinstance(exc, (TimeoutError, socket.timeout)) else exc.__class__.__name__
             raise RpcError(f"plugin server socket: {kind}: {exc}") from None
         except BaseException:

@@ -354,3 +354,30 @@ def test_plugin_info_query_command_prints_one_plugin():
     assert len(info) == 1 and info[0]["Name"] == "tagger" and info[0]["Priority"] == 2000
     assert info[0]["Phases"] == ["access"]
     assert info[0]["Schema"]["fields"][0]["config"]["fields"][0]["tag"]["required"] is True
+
+
+def test_plugin_server_respawned_and_instances_restarted():
+    import os
+    import signal
+
+    cfg = {"_format_version": "3.0", "services": [{"name": "s", "url": "http://127.0.0.1:9", "routes": [
+        {"name": "r", "paths": ["/r"], "plugins": [{"name": "echo", "config": {"mode": "exit", "tag": "t"}}]}]}]}
+    with StandIn(cfg, plugins_dir=PLUGINS) as kong:
+        assert requests.get(kong.url + "/r", timeout=10).status_code == 299
+        old = kong.pluginserver_pid()
+        assert old
+        os.kill(old, signal.SIGKILL)
+        new = None
+        for _ in range(300):  # respawned one second after it died (process.lua)
+            new = kong.pluginserver_pid()
+            if new and new != old:
+                break
+            time.sleep(0.02)
+        assert new and new != old
+        for _ in range(100):  # the new server may still be binding its socket
+            r = requests.get(kong.url + "/r", timeout=10)
+            if r.status_code != 500:
+                break
+            time.sleep(0.05)
+        assert r.status_code == 299 and r.json()["tag"] == "t"
+        assert "no plugin instance" in kong.logs()
