@@ -43,6 +43,14 @@ def remove_plugin(doc: dict[str, Any], name: str, svc: str = "ai") -> None:
     s["plugins"] = [p for p in s["plugins"] if p["name"] != name]
 
 
+def add_model(doc: dict[str, Any], name: str, targets: list[dict[str, Any]], **extra: Any) -> None:
+    """Add a model to ai-router and price its targets in ai-cost (budgeted routes refuse unpriced models)."""
+    plugin_config(doc, "ai-router")["models"].append({"name": name, "targets": targets, **extra})
+    prices = plugin_config(doc, "ai-cost").setdefault("prices", {})
+    for t in targets:
+        prices.setdefault(f"{t['provider']}/{t['model']}", {"input": 1.0, "output": 2.0})
+
+
 def reference_config(relay_port: int) -> dict[str, Any]:
     doc = copy.deepcopy(REFERENCE)
     service(doc)["url"] = f"http://127.0.0.1:{relay_port}"
@@ -53,9 +61,9 @@ class Gateway:
     """A running stand-in + plugin server + relay against a mock provider."""
 
     def __init__(self, mock: MockProvider, doc: dict[str, Any], env: dict[str, str] | None = None,
-                 relay_port: int | None = None):
+                 relay_port: int | None = None, plugins_dir: Path | None = None):
         self.mock = mock
-        self.relay_port = relay_port or free_port()
+        self.relay_port = relay_port or int(service(doc)["url"].rsplit(":", 1)[1])
         self.metrics_port = free_port()
         self.doc = doc
         e = gateway_env(mock.url)
@@ -63,7 +71,7 @@ class Gateway:
                   # each gateway its own Redis namespace, unless a test shares one on purpose
                   "AIGW_REDIS_PREFIX": f"aigw-test:{uuid.uuid4().hex[:8]}:"})
         e.update(env or {})
-        self.standin = StandIn(doc, env=e, plugins_dir=ROOT / "plugins")
+        self.standin = StandIn(doc, env=e, plugins_dir=plugins_dir or ROOT / "plugins")
 
     def __enter__(self) -> "Gateway":
         self.standin.__enter__()
@@ -108,13 +116,15 @@ def make_gateway(mock) -> Callable[..., Gateway]:
     started: list[Gateway] = []
 
     def make(edit: Callable[[dict[str, Any]], None] | None = None, env: dict[str, str] | None = None,
-             relay_port: int | None = None, doc: dict[str, Any] | None = None) -> Gateway:
+             relay_port: int | None = None, doc: dict[str, Any] | None = None,
+             plugins_dir: Path | None = None) -> Gateway:
         d = doc or reference_config(relay_port or free_port())
         if relay_port:
             service(d)["url"] = f"http://127.0.0.1:{relay_port}"
         if edit:
             edit(d)
-        gw = Gateway(mock, d, env=env, relay_port=relay_port or int(service(d)["url"].rsplit(":", 1)[1]))
+        gw = Gateway(mock, d, env=env, relay_port=relay_port or int(service(d)["url"].rsplit(":", 1)[1]),
+                     plugins_dir=plugins_dir)
         gw.__enter__()
         started.append(gw)
         return gw
@@ -128,5 +138,5 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-__all__ = ["Gateway", "DEMO_JWT_SECRET", "DEMO_API_KEY", "demo_token", "plugin_config",
+__all__ = ["Gateway", "add_model", "DEMO_JWT_SECRET", "DEMO_API_KEY", "demo_token", "plugin_config",
            "remove_plugin", "service", "unique", "free_port"]
