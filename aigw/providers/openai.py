@@ -165,6 +165,8 @@ class OpenAIStreamDecoder:
             self._raw_usage = usage
             self.usage = Usage.from_openai(usage)
         choices = obj.get("choices")
+        if choices is None:
+            return  # not a chat chunk (e.g. a bare usage object): nothing to forward
         if not isinstance(choices, list):
             raise ProviderProtocolError()
         if not choices:

@@ -320,3 +320,13 @@ def test_mistral_embeddings_dimensions():
     out = body_of(get_adapter("mistral").embeddings_request(
         {"input": ["a"], "dimensions": 256, "user": "u"}, "codestral-embed", cfg("mistral")))
     assert out == {"input": ["a"], "output_dimension": 256, "model": "codestral-embed"}
+
+
+def test_openai_stream_tolerates_bare_usage_event_and_rejects_bad_choices():
+    dec = get_adapter("openai_compatible").chat_stream("m")
+    assert dec.feed(b'data: {"usage": {"prompt_tokens": 3, "completion_tokens": 2}}\n\n') == []
+    out = dec.close()
+    assert out[-1]["choices"] == [] and out[-1]["usage"]["total_tokens"] == 5
+    assert dec.usage.input_tokens == 3 and not dec.done
+    with pytest.raises(ProviderProtocolError):
+        get_adapter("openai").chat_stream("m").feed(b'data: {"choices": {"0": 1}}\n\n')

@@ -158,3 +158,61 @@ def test_embeddings_response(case):
     got = get_adapter(provider.type).embeddings_response(
         (case / "provider_embeddings_response.json").read_bytes(), model)
     assert got == load(case / "canonical_embeddings_response.json")
+
+
+# -- the official OpenAI SDK reads the canonical chunks we produce ------------
+
+@pytest.mark.parametrize("case", cases("provider_stream.sse", "canonical_chunks.json"))
+def test_openai_sdk_reads_decoded_stream(case):
+    """Serve our decoded chunks as a relay would (data: …, data: [DONE]) to the SDK."""
+    openai = pytest.importorskip("openai")
+    import http.server
+    import threading
+
+    provider, model = config(case)
+    chunks, dec = decode(get_adapter(provider.type), model,
+                         [(case / "provider_stream.sse").read_bytes()])
+    body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            self.send_response(200)
+            self.send_header("content-type", "text/event-stream")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{srv.server_address[1]}/v1",
+                               api_key="test", max_retries=0)
+        text: dict[int, str] = {}
+        args: dict[tuple[int, int], str] = {}
+        usage = None
+        for ev in client.chat.completions.create(model="m", messages=[], stream=True):
+            usage = ev.usage or usage
+            for ch in ev.choices:
+                text[ch.index] = text.get(ch.index, "") + (ch.delta.content or "")
+                for tc in ch.delta.tool_calls or []:
+                    key = (ch.index, tc.index)
+                    args[key] = args.get(key, "") + (tc.function.arguments or "")
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    want_text: dict[int, str] = {}
+    for c in load(case / "canonical_chunks.json"):
+        for ch in c["choices"]:
+            want_text[ch["index"]] = want_text.get(ch["index"], "") + (ch["delta"].get("content") or "")
+    assert text == want_text
+    for (_, _), a in args.items():
+        orjson.loads(a)  # every tool call's arguments assemble into valid JSON
+    if dec.usage is None:
+        assert usage is None
+    else:
+        assert usage.prompt_tokens == dec.usage.input_tokens
+        assert usage.completion_tokens == dec.usage.output_tokens
