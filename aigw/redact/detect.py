@@ -13,6 +13,7 @@ import base64
 import binascii
 import functools
 import ipaddress
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -120,19 +121,15 @@ def card_number_ok(digits: str) -> bool:
     return False
 
 
+_DIGIT_RUN = re.compile(r"[0-9]+")  # stdlib re on short candidates only
+
+
 def _groups(value: str) -> list[Span]:
-    """Spans of the digit groups of ``value``."""
-    out, i, n = [], 0, len(value)
-    while i < n:
-        if value[i].isdigit():
-            j = i
-            while j < n and value[j].isdigit():
-                j += 1
-            out.append((i, j))
-            i = j
-        else:
-            i += 1
-    return out
+    """Spans of the ASCII digit groups of ``value``."""
+    return [m.span() for m in _DIGIT_RUN.finditer(value)]
+
+
+_MAX_CARD_GROUPS = 40  # longer grouped runs are not split into cards (about 10 cards)
 
 
 def _card(value: str) -> list[Span]:
@@ -140,23 +137,32 @@ def _card(value: str) -> list[Span]:
     if card_number_ok(digits):
         return [(0, len(value))]
     groups = _groups(value)
-    if len(groups) < 2:
+    if not 2 <= len(groups) <= _MAX_CARD_GROUPS:
         return []  # one plain digit run: do not carve a card out of a longer id
-    # a card next to one more group (a CVV, a leading "1"): try dropping that group,
-    # but never carve a card out of the middle of a longer grouped id
-    best: Span | None = None
-    last = len(groups) - 1
-    for i in range(min(2, len(groups))):
-        for j in range(last, max(i, last - 1 + i) - 1, -1):
+    # The run must be tiled by valid cards, apart from a short leading index
+    # ("1 4111 ...") and a short trailing group (CVV, expiry): cards listed one
+    # after another are found, a card inside a longer grouped id is not.
+    n = len(groups)
+    lead = [0, 1] if groups[0][1] - groups[0][0] <= 2 else [0]
+    tail_short = groups[-1][1] - groups[-1][0] <= 4
+
+    @functools.lru_cache(maxsize=None)
+    def tile(i: int) -> tuple[Span, ...] | None:
+        if i == n or (i == n - 1 and tail_short and i > 0):
+            return ()
+        for j in range(min(n - 1, i + 18), i - 1, -1):  # longest card first
             s, e = groups[i][0], groups[j][1]
-            if best and e - s <= best[1] - best[0]:
-                break
-            if i == 1 and groups[0][1] - groups[0][0] > 2 or j < last and groups[last][1] - groups[last][0] > 4:
-                continue  # only a short leading index or a trailing CVV/expiry may be dropped
             if card_number_ok("".join(ch for ch in value[s:e] if ch.isdigit())):
-                best = (s, e)
-                break
-    return [best] if best else []
+                rest = tile(j + 1)
+                if rest is not None:
+                    return ((s, e),) + rest
+        return None
+
+    for start in lead:
+        found = tile(start)
+        if found:
+            return list(found)
+    return []
 
 
 def _iban_value(value: str) -> list[Span]:
@@ -186,6 +192,8 @@ def _ipv4(value: str) -> list[Span]:
 
 
 def _ipv6(value: str) -> list[Span]:
+    if "::" not in value and value.count(":") < 6:
+        return []  # quick: 10:30:45 and the like
     if sum(ch not in ":." for ch in value) < 3:
         return []  # "::", "::1", "a::b": too little to be worth flagging
     try:
@@ -215,14 +223,32 @@ def _openai(value: str) -> list[Span]:
     return _whole(any(c.isdigit() for c in body) and any(c.isalpha() for c in body), value)
 
 
-def _phone_ok(text: str, region: str) -> bool:
-    digits = sum(ch.isdigit() for ch in text)
+def _national_lengths(region: str) -> frozenset[int]:
+    """Digit counts a number written without "+" can have in ``region``."""
+    meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    lengths = set(meta.general_desc.possible_length or range(7, 16))
+    extra = {len(meta.national_prefix or ""), len(str(meta.country_code))}
+    return frozenset(n + e for n in lengths for e in extra | {0})
+
+
+def _phone_ok(text: str, region: str, national: frozenset[int]) -> bool:
+    groups = _groups(text)
+    digits = sum(e - s for s, e in groups)
     if not 7 <= digits <= 15 or text.count("(") != text.count(")"):
         return False
-    if "." in text:  # dotted numbers: 415.555.0132 yes, 4.4.26269.296 (a build) no
-        groups = _groups(text)
-        if any(e - s < 2 for s, e in groups[1 if text[0] == "+" else 0:]):
-            return False
+    plus = text[0] == "+"
+    if not plus and digits not in national:
+        return False  # cheap: cannot be a number of the default region
+    # one-digit groups occur only up front ("1 415 ...", "+33 1 23 ..."), never last
+    if len(groups) > 1 and (groups[-1][1] - groups[-1][0] < 2
+                            or any(e - s < 2 for s, e in groups[2 if plus else 1:])):
+        return False
+    if text.count("-") == 2 and len(text) == 10 and text[4] == "-" and text[7] == "-":
+        return False  # an ISO date
+    if "." in text and text.count(".") == 1 and not any(c in text for c in " -()+"):
+        return False  # a decimal number
+    if "." in text and any(e - s < 2 for s, e in groups[1 if plus else 0:]):
+        return False  # dotted numbers: 415.555.0132 yes, 4.4.26269.296 (a build) no
     try:
         num = phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
@@ -231,6 +257,8 @@ def _phone_ok(text: str, region: str) -> bool:
 
 
 def _phone(region: str) -> Validator:
+    national = _national_lengths(region)
+
     def check(value: str) -> list[Span]:
         s, e = 0, len(value)
         if value.endswith(")") and value.count(")") > value.count("("):
@@ -239,23 +267,28 @@ def _phone(region: str) -> Validator:
             s, e = 1, e - 1  # parentheses around the whole thing are prose, not the number
         if value[s:e].count(".") == 3 and _ipv4(value[s:e]):
             return []  # a dotted quad is an IPv4 address, not a phone number
-        if _phone_ok(value[s:e], region):
+        if _phone_ok(value[s:e], region, national):
             return [(s, e)]
         # a run of numbers: try windows of whole digit groups, longest first
         groups = _groups(value)
         windows: list[Span] = []
         for i in range(len(groups)):
+            total = 0
             for j in range(i, len(groups)):
+                total += groups[j][1] - groups[j][0]
+                if total > 15:
+                    break
+                if total < 7 or (i, j) == (0, len(groups) - 1):
+                    continue
                 ws, we = groups[i][0], groups[j][1]
                 if ws > 0 and value[ws - 1] in "+(":
                     ws -= 1
                 if we < len(value) and value[we] == ")" and "(" in value[ws:we]:
                     we += 1
-                if (ws, we) != (s, e) and 7 <= sum(c.isdigit() for c in value[ws:we]) <= 15:
-                    windows.append((ws, we))
+                windows.append((ws, we))
         windows.sort(key=lambda sp: sp[0] - sp[1])
         for ws, we in windows:
-            if _phone_ok(value[ws:we], region):
+            if _phone_ok(value[ws:we], region, national):
                 return [(ws, we)]
         return []
     return check
@@ -308,7 +341,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
               r"(?:xox[abposre]-[A-Za-z0-9\-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/"
               r"[A-Za-z0-9_/]{10,})",
               hints=(b"xox", b"hooks.slack.com"), bad_before=_WORD),
-        _Spec("credit_card", r"\d(?:[ \-]?\d){11,29}", hints=(),
+        _Spec("credit_card", r"\d(?:[ \-]?\d){11,}", hints=(),
               validate=_card, bad_before=_WORD | _b("-.,/"), bad_after=_WORD,
               joiners=_b(".,-/")),
         _Spec("iban", r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,36}", validate=_iban_value,
@@ -391,8 +424,8 @@ class Detector:
                 continue
             for m in det.regex.finditer(data):
                 s, e = m.span()
-                if s == e:
-                    continue
+                if s == e or not _edges_ok(data, s, e, spec):
+                    continue  # part of a longer token: neither it nor a piece of it counts
                 value = data[s:e].decode("utf-8", errors="replace")
                 spans = spec.validate(value) if spec.validate else [(0, len(value))]
                 for vs, ve in spans:
@@ -403,7 +436,7 @@ class Detector:
                         continue
                     out.append((det.priority, Found(spec.entity, bs, be, value[vs:ve])))
         if not ascii_only and out:
-            out = [(p, _to_str_offsets(data, f)) for p, f in out]
+            out = _to_str_offsets(data, out)
         return out
 
     def find(self, text: str) -> list[Found]:
@@ -425,20 +458,43 @@ def _edges_ok(data: bytes, s: int, e: int, spec: _Spec) -> bool:
     return True
 
 
-def _to_str_offsets(data: bytes, f: Found) -> Found:
-    s = len(data[: f.start].decode("utf-8", errors="replace"))
-    return Found(f.entity, s, s + len(f.value), f.value)
+def _to_str_offsets(data: bytes, found: list[tuple[int, Found]]) -> list[tuple[int, Found]]:
+    """Byte offsets -> str offsets in one pass over ``data``."""
+    order = sorted(range(len(found)), key=lambda i: found[i][1].start)
+    out: list[tuple[int, Found]] = list(found)
+    pos_b = pos_c = 0
+    for i in order:
+        p, f = found[i]
+        pos_c += len(data[pos_b:f.start].decode("utf-8", errors="replace"))
+        pos_b = f.start
+        out[i] = (p, Found(f.entity, pos_c, pos_c + len(f.value), f.value))
+    return out
 
 
 def resolve(cands: list[tuple[int, Found]]) -> list[Found]:
-    """Keep the longest span among overlapping ones; ties: lower priority number."""
-    order = sorted(cands, key=lambda pf: (pf[1].start - pf[1].end, pf[0], pf[1].start))
-    taken: list[Found] = []
-    for _, f in order:
-        if all(f.end <= t.start or f.start >= t.end for t in taken):
-            taken.append(f)
-    taken.sort(key=lambda f: f.start)
-    return taken
+    """Keep the longest span among overlapping ones; ties: lower priority number.
+
+    Candidates are cut into clusters of transitively overlapping spans (one
+    sort), and the greedy longest-first choice runs inside each small cluster.
+    """
+    cands = sorted(cands, key=lambda pf: (pf[1].start, pf[1].end))
+    out: list[Found] = []
+    cluster: list[tuple[int, Found]] = []
+    cluster_end = -1
+    for pf in cands + [(0, Found("", 1 << 62, 1 << 62, ""))]:  # sentinel flushes the last one
+        if cluster and pf[1].start >= cluster_end:
+            if len(cluster) == 1:
+                out.append(cluster[0][1])
+            else:
+                taken: list[Found] = []
+                for _, f in sorted(cluster, key=lambda c: (c[1].start - c[1].end, c[0], c[1].start)):
+                    if all(f.end <= t.start or f.start >= t.end for t in taken):
+                        taken.append(f)
+                out.extend(sorted(taken, key=lambda f: f.start))
+            cluster = []
+        cluster.append(pf)
+        cluster_end = max(cluster_end, pf[1].end) if len(cluster) > 1 else pf[1].end
+    return out
 
 
 @functools.lru_cache(maxsize=64)

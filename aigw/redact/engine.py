@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -328,11 +329,15 @@ def hash_value(entity: str, value: str, salt: str) -> str:
     return f"<{_placeholder_tag(entity)}_HASH_{digest[:12]}>"
 
 
+_TAG = re.compile(r"<[A-Z0-9_]{1,80}>")
+
+
 class _Numbering:
     """Same value -> same placeholder within one request; skips tags already in the text."""
 
     def __init__(self, texts: list[str]):
-        self._texts = texts
+        # tags the prompt already contains (one pass), never handed out again
+        self._taken = {tag for t in texts if "<" in t for tag in _TAG.findall(t)}
         self._seen: dict[tuple[str, str], str] = {}
         self._next: dict[str, int] = {}
 
@@ -343,7 +348,7 @@ class _Numbering:
             while True:
                 n += 1
                 tag = f"<{_placeholder_tag(entity)}_{n}>"
-                if not any(tag in t for t in self._texts):
+                if tag not in self._taken:
                     break
             self._next[entity] = n
             self._seen[key] = tag
