@@ -84,7 +84,7 @@ class RedactConfig:
             max_scan_bytes=int(cfg.get("max_scan_bytes") or DEFAULT_MAX_SCAN_BYTES),
         )
 
-    @property
+    @functools.cached_property
     def detector(self) -> Detector:
         return cached_detector(tuple(self.entities), tuple(self.custom_patterns), self.phone_region)
 
@@ -246,8 +246,7 @@ def _walk_embeddings(w: _Walker, body: dict) -> None:
 
 def _walk_completions(w: _Walker, body: dict) -> None:
     _walk_prompt(w, body, "prompt")
-    w_suffix = body.get("suffix")
-    if isinstance(w_suffix, str):
+    if isinstance(body.get("suffix"), str):
         w.text(body, "suffix")
 
 

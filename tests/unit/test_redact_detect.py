@@ -125,3 +125,19 @@ def test_custom_patterns_and_bad_pattern_names():
 def test_entities_can_be_switched_off():
     det = Detector(entities=["email"])
     assert [f.entity for f in det.find("a@example.com 123-45-6789")] == ["email"]
+
+
+def test_cards_listed_one_after_another(detector):
+    text = "cards 4111 1111 1111 1111 5500 0000 0000 0004 3782 822463 10005 on file"
+    assert [f.value for f in detector.find(text)] == [
+        "4111 1111 1111 1111", "5500 0000 0000 0004", "3782 822463 10005"]
+
+
+def test_card_is_not_carved_out_of_a_longer_grouped_id(detector):
+    # 5619 ... would need the first (4-digit) group dropped: a tracking number, not a card
+    from stdnum import luhn
+    body = "572178940266765"
+    inner = body + luhn.calc_check_digit(body)
+    assert [f.entity for f in detector.find(f"card {inner[:4]} {inner[4:8]} {inner[8:12]} {inner[12:]}")] \
+        == ["credit_card"]
+    assert detector.find(f"tracking 5619 {inner[:4]} {inner[4:8]} {inner[8:12]} {inner[12:]} 38") == []
