@@ -216,6 +216,34 @@ def write_table(plugin: str, root: Path = ROOT) -> bool:
     return new != text
 
 
+_YAML_BLOCK = re.compile(r"^```ya?ml\n(.*?)^```", re.M | re.S)
+
+
+def yaml_examples(plugin: str, root: Path = ROOT) -> list[Any]:
+    """The parsed ```yaml blocks of the page (needs PyYAML)."""
+    import yaml
+    return [yaml.safe_load(m.group(1)) for m in _YAML_BLOCK.finditer(page_path(plugin, root).read_text())]
+
+
+def example_configs(plugin: str, root: Path = ROOT) -> list[dict[str, Any]]:
+    """Every complete ``{name: <plugin>, config: {...}}`` entity in the page's YAML examples."""
+    found: list[dict[str, Any]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if node.get("name") == plugin and isinstance(node.get("config"), dict):
+                found.append(node)
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    for doc in yaml_examples(plugin, root):
+        walk(doc)
+    return found
+
+
 def problems(plugin: str, root: Path = ROOT) -> list[str]:
     out = [f"{plugin}: field not documented: {p}" for p in missing_fields(plugin, root)]
     out += [f"{plugin}: documented field not in schema: {p}" for p in stale_fields(plugin, root)]
