@@ -21,7 +21,6 @@ import jwt
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_JWT_SECRET = "demo-jwt-secret-change-me-0123456789"
-DEMO_API_KEY = "demo-anthropic-key"
 MOCK_KEY = "mock-key"
 
 
@@ -109,7 +108,7 @@ Kong AI gateway (Kong stand-in + plugin server + relay + mock providers) on http
     -d '{{"model": "chat", "messages": [{{"role": "user", "content": "Hello, my email is jane@example.com"}}]}}'
 
   OpenAI SDK:    OpenAI(base_url="http://127.0.0.1:{port}/v1", api_key="{token}")
-  Anthropic SDK: Anthropic(base_url="http://127.0.0.1:{port}", api_key="{DEMO_API_KEY}")
+  Anthropic SDK: Anthropic(base_url="http://127.0.0.1:{port}", api_key="{token}")
 
 Ctrl-C stops everything.
 """, flush=True)

@@ -16,7 +16,7 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from aigw.dev import DEMO_API_KEY, DEMO_JWT_SECRET, demo_token, gateway_env
+from aigw.dev import DEMO_JWT_SECRET, demo_token, gateway_env
 from aigw.mock.testing import MockProvider
 from aigw.standin.testing import StandIn
 
@@ -89,7 +89,7 @@ class Gateway:
 
     def anthropic(self, **kw):
         import anthropic
-        return anthropic.Anthropic(base_url=self.url, api_key=kw.pop("api_key", DEMO_API_KEY),
+        return anthropic.Anthropic(base_url=self.url, api_key=kw.pop("api_key", demo_token()),
                                    max_retries=0, **kw)
 
     def headers(self) -> dict[str, str]:
@@ -138,5 +138,5 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-__all__ = ["Gateway", "add_model", "DEMO_JWT_SECRET", "DEMO_API_KEY", "demo_token", "plugin_config",
+__all__ = ["Gateway", "add_model", "DEMO_JWT_SECRET", "demo_token", "plugin_config",
            "remove_plugin", "service", "unique", "free_port"]

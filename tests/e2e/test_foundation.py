@@ -46,7 +46,7 @@ def test_request_without_key_is_401_and_reaches_no_upstream(gateway, mock):
     r = requests.post(gateway.url + "/v1/chat/completions", headers={"Authorization": "Bearer not.a.jwt"},
                       json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 401
-    r = requests.post(gateway.url + "/v1/messages", headers={"x-api-key": "wrong"},
+    r = requests.post(gateway.url + "/v1/messages", headers={"authorization": "Bearer wrong"},
                       json={"model": "chat", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 401
     assert mock.requests() == []
