@@ -82,6 +82,7 @@ class RequestContext:
     # response decoration
     token_headers: bool = False
     cost_fn: Callable[[Any, Any], float | None] | None = None  # (usage, target) -> USD
+    cost_headers: bool = True
     extra_headers: dict[str, str] = field(default_factory=dict)
     log_fields: dict[str, Any] = field(default_factory=dict)
     hooks: list[Callable[[Outcome], None]] = field(default_factory=list)

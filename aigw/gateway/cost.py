@@ -31,6 +31,7 @@ class CostRuntime:
         if ctx.api == "models":
             return
         ctx.cost_fn = self.price_of
+        ctx.cost_headers = bool(self.cfg.get("headers", True))
         if ctx.cache_entry is not None or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
         prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
@@ -53,9 +54,11 @@ class CostRuntime:
                                 headers={"Retry-After": retry_after(decision)})
 
         def actual(o: Outcome) -> int | None:
-            if o.status == 200 and o.cost_usd is not None:
+            if not o.reached_provider:
+                return None  # never reached a provider (denied later, or failed to connect)
+            if o.cost_usd is not None:
                 return usd_to_micros(o.cost_usd)
-            if o.status == 200 and o.usage is not None and o.target is not None:
+            if o.usage is not None and o.target is not None:
                 c = self.price_of(o.usage, o.target)
                 return usd_to_micros(c) if c is not None else amount
             return None

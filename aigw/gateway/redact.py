@@ -19,10 +19,21 @@ log = logging.getLogger("aigw")
 _SCAN_API = {"chat": "chat", "embeddings": "embeddings", "anthropic": "anthropic"}
 
 
+def _engine_config(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Fold the plugin's ``default_action`` and per-pattern ``action`` into the
+    engine's single ``actions`` map (explicit ``actions`` entries win)."""
+    actions = dict(cfg.get("actions") or {})
+    actions.setdefault("default", cfg.get("default_action", "redact"))
+    for p in cfg.get("custom_patterns") or ():
+        if p.get("action"):
+            actions.setdefault(p["name"], p["action"])
+    return {**cfg, "actions": actions}
+
+
 class RedactRuntime:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
-        self.rcfg = RedactConfig.from_dict(cfg)
+        self.rcfg = RedactConfig.from_dict(_engine_config(cfg))
         self.fail_open = bool(cfg.get("fail_open", False))
         self.timeout = cfg.get("timeout_ms", 2000) / 1000.0
         self.max_bytes = int(cfg.get("max_scan_bytes", 4 * 1024 * 1024))

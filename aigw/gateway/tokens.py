@@ -28,15 +28,20 @@ class TokensRuntime:
         amount = prompt + max_out
 
         def denied(decision) -> GatewayError:
+            if decision.rule is not None and amount > decision.rule.limit:
+                return GatewayError(429, f"This request needs up to {amount} tokens, more than the whole "
+                                         f"limit of {decision.rule.limit}; lower max_tokens or the prompt.",
+                                    code="tokens_exceed_limit", type_="tokens",
+                                    headers=ratelimit_headers(decision))
             return GatewayError(429, f"Token rate limit reached for this consumer ({decision.rule.key.split(':', 1)[1]}); "
                                      f"this request needs up to {amount} tokens.",
                                 code="rate_limit_exceeded", type_="tokens",
                                 headers={"Retry-After": retry_after(decision), **ratelimit_headers(decision)})
 
         def actual(o: Outcome) -> int | None:
-            if o.usage is not None and o.status == 200:
-                return o.usage.total_tokens
-            return None  # failed call or cache hit: release
+            if o.usage is not None and o.reached_provider:
+                return o.usage.total_tokens  # includes streams the client abandoned
+            return None  # failed call, denied, or cache hit: release
 
         decision = self.reserver.reserve(ctx, amount, denied, actual)
         if decision is not None:

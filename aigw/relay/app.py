@@ -173,6 +173,7 @@ class Relay:
             if resp.status in failover_status:
                 raise Retryable("status", resp.status, summary)
             self.outcome.error = "provider_error"
+            attempt.update(result="error", status=resp.status)
             status = 502 if resp.status in (401, 403, 407) else resp.status
             raise GatewayError(status, f"Provider '{p.name}' rejected the request ({resp.status}): {summary}",
                                code="provider_error")
@@ -275,8 +276,10 @@ class Relay:
         except gevent.Timeout:
             self.outcome.error = "stream_timeout"
             yield from out.abort("The provider stream timed out.")
-        except GeneratorExit:  # client went away
+        except GeneratorExit:  # client went away: charge what the provider produced so far
             self.outcome.error = self.outcome.error or "client_disconnected"
+            self.outcome.usage = out.provider_usage or self._counted_usage("".join(out.text))
+            self.outcome.status = 499
             raise
         except Exception as exc:
             from ..plugin_base import log_failure
@@ -286,7 +289,7 @@ class Relay:
         finally:
             resp.release_conn() if ok else resp.close()
             if ctx.state != "finished":
-                self.outcome.status = 200
+                self.outcome.status = self.outcome.status or 200
                 self._finish()
 
     # ------------------------------------------------------------------ cache
@@ -348,7 +351,7 @@ class Relay:
                 h.append(("X-AI-Prompt-Tokens-Estimated", "true"))
             if cached:
                 h.append(("X-AI-Tokens-Cached", "true"))
-        if ctx.cost_fn is not None and cost is not None:
+        if ctx.cost_fn is not None and ctx.cost_headers and cost is not None:
             h.append(("X-AI-Cost-USD", f"{cost:.8f}".rstrip("0").rstrip(".") if cost else "0"))
         return h
 
@@ -461,7 +464,7 @@ class StreamOut:
         if ctx.include_usage:
             u = usage.to_openai()
             final: dict[str, Any] = {**self.template, "choices": [], "usage": u}
-            if ctx.cost_fn is not None and cost is not None:
+            if ctx.cost_fn is not None and ctx.cost_headers and cost is not None:
                 final["cost"] = cost
                 u["cost"] = cost
             if self.cached:
