@@ -69,6 +69,10 @@ def _ensure_redis() -> None:
 
 
 def main() -> None:
+    if "--token" in sys.argv[1:]:
+        # a demo JWT for the demo consumer, e.g. for `docker compose up`
+        print(demo_token(os.environ.get("DEMO_JWT_SECRET", DEMO_JWT_SECRET)))
+        return
     port = int(os.environ.get("PORT", "8000"))
     mock_port = int(os.environ.get("MOCK_PORT", "9100"))
     _ensure_redis()
