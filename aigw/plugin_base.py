@@ -155,6 +155,30 @@ class AIPlugin:
             log_failure(self.NAME, "log", exc)
 
 
+def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = False):
+    """Everything a kong-pdk plugin module exports, for one of our plugins:
+    ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostRuntime, 770)``.
+
+    ``Schema`` is generated from ``schemas/<name>.json``; ``settles`` adds the
+    ``log`` phase that settles requests which never reached the relay.
+    """
+
+    def setup(self, config):
+        self.rt = runtime(config)
+
+    def on_access(self, kong, ctx):
+        self.load_groups(kong, ctx, getattr(self.rt, "needs_groups", False))
+        self.rt.access(ctx)
+
+    attrs: dict[str, Any] = {"NAME": name, "setup": setup, "on_access": on_access,
+                             "__doc__": runtime.__doc__, "__module__": name}
+    if settles:
+        attrs["log"] = lambda self, kong: self.finish_unproxied(kong)
+    cls = type("Plugin", (AIPlugin,), attrs)
+    from . import __version__
+    return cls, schema.kong_fields(name), __version__, priority
+
+
 def log_failure(plugin: str, phase: str, exc: BaseException) -> None:
     """Log an internal failure by type and code location only (no values)."""
     tb = traceback.extract_tb(exc.__traceback__)

@@ -1,26 +1,9 @@
-"""Kong plugin `ai-router`: Routes requests by model to providers (OpenAI-compatible API over every provider).
+"""Kong plugin `ai-router`: Routes requests by model to providers: one OpenAI-compatible API (and Anthropic Messages) over every provider.
 
-Thin adapter: the decision is made by `aigw.gateway.router.RouterRuntime`; this module
-only moves data between Kong's PDK and it.  Reference: docs/plugins/ai-router.md.
+kong-python-pluginserver loads this module; the decision is made by
+`aigw.gateway.router.RouterRuntime`. Reference: docs/plugins/ai-router.md.
 """
-from aigw import schema
 from aigw.gateway.router import RouterRuntime
-from aigw.plugin_base import AIPlugin
+from aigw.plugin_base import kong_plugin
 
-version = "0.1.0"
-priority = 775
-Schema = schema.kong_fields("ai-router")
-
-
-class Plugin(AIPlugin):
-    NAME = "ai-router"
-
-    def setup(self, config):
-        self.rt = RouterRuntime(config)
-
-    def on_access(self, kong, ctx):
-        self.load_groups(kong, ctx, self.rt.needs_groups)
-        self.rt.access(ctx)
-
-    def log(self, kong):
-        self.finish_unproxied(kong)
+Plugin, Schema, version, priority = kong_plugin("ai-router", RouterRuntime, 775, settles=True)
