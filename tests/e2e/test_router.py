@@ -275,3 +275,21 @@ def test_embeddings(gateway, mock):
     assert len(r.data) == 2 and len(r.data[0].embedding) == 8
     assert r.usage.prompt_tokens > 0
     assert _last(mock)["path"] == "/v1/embeddings"
+
+
+def test_consumer_group_allow_list(make_gateway):
+    secret = "team-secret-0123456789abcdef0123456789"
+
+    def edit(doc):
+        doc["consumers"].append({"username": "team-bot", "groups": [{"name": "internal"}],
+                                 "jwt_secrets": [{"key": "team-bot", "algorithm": "HS256", "secret": secret}]})
+        doc["consumers"].append({"username": "outsider", "jwt_secrets": [
+            {"key": "outsider", "algorithm": "HS256", "secret": secret}]})
+    gw = make_gateway(edit)
+    team = gw.openai(api_key=pyjwt.encode({"iss": "team-bot", "exp": 4102444800}, secret, algorithm="HS256"))
+    out = gw.openai(api_key=pyjwt.encode({"iss": "outsider", "exp": 4102444800}, secret, algorithm="HS256"))
+    r = team.chat.completions.create(model="llama-onprem", messages=[{"role": "user", "content": "hi team"}])
+    assert r.choices[0].message.content == "Echo: hi team"
+    with pytest.raises(openai.PermissionDeniedError):
+        out.chat.completions.create(model="llama-onprem", messages=[{"role": "user", "content": "hi"}])
+    assert "llama-onprem" in {m.id for m in team.models.list()}
