@@ -1,0 +1,382 @@
+"""Issue 4: ai-tokens end to end (stand-in -> plugin server -> relay -> mock, real Redis).
+
+Token limits shared by two gateway "nodes" through one Redis, exact admission
+under concurrency, reconcile to the provider's usage, release on failure,
+fail-closed / fail-open store, usage headers and stream usage per provider.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import orjson
+import pytest
+import redis
+import requests
+
+from aigw.limits import RedisLimiter, Rule
+from aigw.tokens.counting import count_chat, count_completion_text
+
+from .conftest import Gateway, add_model, free_port, plugin_config, reference_config, remove_plugin
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CONSUMER = "demo-app"  # the consumer of demo_token()
+
+
+def _words(s: str) -> int:
+    return len(s.split())
+
+
+def mock_usage(prompt: str, reply: str) -> tuple[int, int]:
+    """The mock's usage formula (docs/mock.md) for one user message."""
+    return _words(prompt) + 3, _words(reply)
+
+
+def limit_rule(limit: int, window: str = "minute", scope_key: str = f"consumer:{CONSUMER}") -> Rule:
+    """The rule ai-tokens builds (aigw/gateway/limits.py: ``tok:<scope>:<subject>:<window>``)."""
+    return Rule(key=f"tok:{scope_key}:{window}", limit=limit, window={"minute": 60, "hour": 3600}[window])
+
+
+def used_after_settle(limiter: RedisLimiter, rule: Rule, expect: int, timeout: float = 5.0) -> int:
+    """Reconcile runs after the body was sent: poll until it settles on ``expect`` (or time out)."""
+    deadline = time.time() + timeout
+    used = limiter.used(rule)
+    while used != expect and time.time() < deadline:
+        time.sleep(0.05)
+        used = limiter.used(rule)
+    return used
+
+
+def tokens_config(doc, limit: int, **extra) -> None:
+    cfg = plugin_config(doc, "ai-tokens")
+    cfg.update({"policy": "redis", "redis_url": REDIS_URL, "limits": [
+        {"scope": "consumer", "tokens": limit, "window": "minute"}], **extra})
+    # isolate the token limit: no cache hits, no spend budget in the way
+    remove_plugin(doc, "ai-cache")
+    plugin_config(doc, "ai-cost")["budgets"] = []
+
+
+def log_events(gw) -> list[dict]:
+    out = []
+    for line in gw.standin.logs().splitlines():
+        if '"aigw.request"' in line and "{" in line:
+            out.append(orjson.loads(line[line.index("{"):]))
+    return out
+
+
+def wait_events(gw, pred, n: int = 1, since: int = 0, timeout: float = 5.0) -> list[dict]:
+    """Log events matching ``pred`` among those after the first ``since`` events."""
+    deadline = time.time() + timeout
+    while True:
+        evs = [e for e in log_events(gw)[since:] if pred(e)]
+        if len(evs) >= n or time.time() > deadline:
+            return evs
+        time.sleep(0.05)
+
+
+BIG = 1_000_000   # the consumer's limit on the shared module gateway
+TINY = 2000       # the "tiny" model's own limit there
+
+
+@pytest.fixture(scope="module")
+def gw(mock):
+    """One gateway for the tests that need no special store set-up."""
+    doc = reference_config(free_port())
+    tokens_config(doc, BIG)
+    plugin_config(doc, "ai-tokens")["limits"].append(
+        {"scope": "model", "tokens": TINY, "window": "minute", "match": ["tiny"]})
+    add_model(doc, "broken", [{"provider": "openai", "model": "gpt-4o-fault-500"}])
+    add_model(doc, "tiny", [{"provider": "openai", "model": "gpt-4o-mini"}])
+    add_model(doc, "silent", [{"provider": "openai", "model": "gpt-4o-no-usage"}])
+    add_model(doc, "cachy", [{"provider": "openai", "model": "gpt-4o-cached"}])
+    add_model(doc, "azure-only", [{"provider": "azure-eu", "model": "gpt-4o-deploy"}])
+    with Gateway(mock, doc) as g:
+        yield g
+
+
+# --------------------------------------------------------------------- exact admission
+N = 50
+K = 7
+MAX_TOKENS = 1000
+PROMPT = "REPLY:alpha beta gamma"
+
+
+def test_shared_limit_admits_exactly_k_of_50_across_two_gateways(make_gateway):
+    """Every reservation is prompt + max_tokens; the limit fits K of them and not K+1.
+    The model answers after 3 s, so all 50 reserve before any reconcile frees room."""
+    model = "gpt-4o-slow-3000"
+    body = {"model": "tok-slow", "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": PROMPT}]}
+    prompt_count = count_chat(body, model).tokens  # what ai-router counts (first target's tokenizer)
+    reservation = prompt_count + MAX_TOKENS
+    limit = K * reservation + reservation // 2
+
+    def edit(doc):
+        tokens_config(doc, limit)
+        add_model(doc, "tok-slow", [{"provider": "openai", "model": model}])
+
+    prefix = f"aigw-test:{uuid.uuid4().hex[:8]}:"
+    gws = [make_gateway(edit, env={"AIGW_REDIS_PREFIX": prefix}) for _ in range(2)]
+    limiter = RedisLimiter(REDIS_URL, prefix=prefix)
+    rule = limit_rule(limit)
+    assert limiter.used(rule) == 0
+
+    start = threading.Barrier(N)
+    sessions = [requests.Session() for _ in range(N)]
+    for i, s in enumerate(sessions):  # connect first, so the burst is only requests
+        s.get(gws[i % 2].url + "/v1/models", headers=gws[i % 2].headers())
+    t0 = time.monotonic()
+    done: list[float] = [0.0] * N
+
+    def call(i: int) -> requests.Response:
+        gw = gws[i % 2]
+        start.wait()
+        r = sessions[i].post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body, timeout=30)
+        done[i] = time.monotonic() - t0
+        return r
+
+    with ThreadPoolExecutor(N) as pool:
+        results = list(pool.map(call, range(N)))
+
+    ok = [r for r in results if r.status_code == 200]
+    denied = [r for r in results if r.status_code == 429]
+    assert len(ok) == K, [r.status_code for r in results]
+    assert len(denied) == N - K
+    # both nodes admitted and refused: the counter really is shared
+    for r in denied:
+        err = r.json()["error"]
+        assert err["code"] == "rate_limit_exceeded" and err["type"] == "tokens"
+        assert set(err) >= {"message", "type", "param", "code"}
+        assert 1 <= int(r.headers["retry-after"]) <= 60
+        assert r.headers["x-ratelimit-limit-tokens"] == str(limit)
+        assert 0 <= int(r.headers["x-ratelimit-remaining-tokens"]) < reservation
+        assert r.headers["x-ratelimit-reset-tokens"].endswith("s")
+        assert 0 < int(r.headers["x-ratelimit-reset-tokens"][:-1]) <= 60
+    # the admitted ones saw their reservation applied: remaining values are distinct steps
+    remaining = sorted(int(r.headers["x-ratelimit-remaining-tokens"]) for r in ok)
+    assert remaining == sorted(limit - reservation * j for j in range(1, K + 1))
+    # after reconcile: the sum of the usage the mock reported, never above the limit
+    p, c = mock_usage(PROMPT, "alpha beta gamma")
+    for r in ok:
+        assert r.json()["usage"]["total_tokens"] == p + c
+        assert r.headers["x-ai-total-tokens"] == str(p + c)
+    expected = sum(r.json()["usage"]["total_tokens"] for r in ok)
+    used = used_after_settle(limiter, rule, expected)
+    assert used == expected == K * (p + c)
+    assert used <= limit
+    # the freed room admits again at once (reconcile, not only the window, frees tokens)
+    r = requests.post(gws[0].url + "/v1/chat/completions", headers=gws[0].headers(), json=body, timeout=30)
+    assert r.status_code == 200
+    assert int(r.headers["x-ratelimit-remaining-tokens"]) == limit - expected - reservation
+
+
+def test_failed_upstream_call_releases_its_reservation(gw):
+    limit = BIG
+    limiter = RedisLimiter(REDIS_URL, prefix=_prefix(gw))
+    rule = limit_rule(limit)
+    h = gw.headers()
+    url = gw.url + "/v1/chat/completions"
+    body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "one two"}]}
+    r = requests.post(url, headers=h, json=body)
+    assert r.status_code == 200
+    # reserved: earlier usage + the router's prompt count + 1024 (default_max_output);
+    # then reconciled down to the answer's tokens
+    reserved = limit - int(r.headers["x-ratelimit-remaining-tokens"])
+    before = reserved - count_chat(body, "gpt-4o").tokens - 1024 + int(r.headers["x-ai-total-tokens"])
+    assert used_after_settle(limiter, rule, before) == before > 0
+    for stream in (False, True):
+        r = requests.post(url, headers=h, json={"model": "broken", "stream": stream, "max_tokens": 300,
+                                                "messages": [{"role": "user", "content": "will fail"}]})
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["code"] == "upstream_failed"
+        # it did reserve (the headers describe the state right after the reservation) ...
+        assert int(r.headers["x-ratelimit-remaining-tokens"]) <= limit - before - 300
+        # ... and the failure released it
+        assert used_after_settle(limiter, rule, before) == before
+
+
+def _prefix(gw) -> str:
+    """The Redis prefix a gateway runs with (set by the harness in the stand-in's env)."""
+    return gw.standin.env["AIGW_REDIS_PREFIX"]
+
+
+def test_reset_headers_and_retry_after(gw):
+    """Windows are minute/hour/day; the sliding reset itself is unit-tested with a fake
+    clock (tests/unit/test_limits.py). Here: what the client is told."""
+    limit = TINY
+    url = gw.url + "/v1/chat/completions"
+    body = {"model": "tiny", "max_tokens": 1500, "messages": [{"role": "user", "content": "hi"}]}
+    r = requests.post(url, headers=gw.headers(), json=body)
+    assert r.status_code == 200
+    # the tightest rule is the model's: its numbers in the headers
+    assert r.headers["x-ratelimit-limit-tokens"] == str(limit)
+    reset = r.headers["x-ratelimit-reset-tokens"]
+    assert reset in ("59s", "60s"), reset  # a fresh reservation empties one window later
+    used = int(r.headers["x-ai-total-tokens"])
+    # a request that needs the whole limit: it fits only once the first one left the window
+    whole = {**body, "max_tokens": limit - count_chat(body, "gpt-4o-mini").tokens}
+    r2 = requests.post(url, headers=gw.headers(), json=whole)
+    assert r2.status_code == 429, r2.text
+    assert r2.json()["error"]["code"] == "rate_limit_exceeded"
+    assert 55 <= int(r2.headers["retry-after"]) <= 60
+    assert r2.headers["x-ratelimit-remaining-tokens"] == str(limit - used)
+    # a request larger than the whole limit is refused outright, without Retry-After
+    big = {**body, "max_tokens": 5000}
+    r3 = requests.post(url, headers=gw.headers(), json=big)
+    assert r3.status_code == 429 and r3.json()["error"]["code"] == "tokens_exceed_limit"
+    assert "retry-after" not in r3.headers
+
+
+# ----------------------------------------------------------------------- store down
+@pytest.mark.parametrize("fail_open", [False, True])
+def test_redis_unreachable(make_gateway, mock, fail_open):
+    dead = f"redis://127.0.0.1:{free_port()}/0"
+
+    def edit(doc):
+        tokens_config(doc, 10_000, fail_open=fail_open, redis_timeout_ms=200)
+        plugin_config(doc, "ai-tokens")["redis_url"] = dead
+
+    gw = make_gateway(edit)
+    mock.clear()
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "store down"}]})
+    if fail_open:
+        assert r.status_code == 200, r.text
+        assert r.json()["choices"][0]["message"]["content"] == "Echo: store down"
+        assert len(mock.requests()) == 1
+    else:
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "limits_unavailable"
+        assert mock.requests() == []
+    # Anthropic clients get their own error shape
+    if not fail_open:
+        r = requests.post(gw.url + "/v1/messages", headers={**gw.headers(), "anthropic-version": "2023-06-01"},
+                          json={"model": "gpt-4o-mini", "max_tokens": 10,
+                                "messages": [{"role": "user", "content": "x"}]})
+        assert r.status_code == 503 and r.json()["type"] == "error"
+
+
+# ---------------------------------------------------------------- usage in responses
+def _sse(text: str) -> list[dict]:
+    return [json.loads(l[6:]) for l in text.splitlines() if l.startswith("data: {")]
+
+
+def test_token_headers_equal_the_mock_usage(gw):
+    gateway = gw
+    for model, target_model in (("gpt-4o-mini", "gpt-4o-mini"), ("claude-sonnet", None), ("gemini-flash", None)):
+        prompt = f"REPLY:{model} says one two three"
+        r = requests.post(gateway.url + "/v1/chat/completions", headers=gateway.headers(),
+                          json={"model": model, "messages": [{"role": "user", "content": prompt}]})
+        assert r.status_code == 200
+        p, c = mock_usage(prompt, prompt[6:])
+        assert (r.headers["x-ai-prompt-tokens"], r.headers["x-ai-completion-tokens"],
+                r.headers["x-ai-total-tokens"]) == (str(p), str(c), str(p + c))
+        assert "x-ai-prompt-tokens-estimated" not in r.headers
+        u = r.json()["usage"]
+        assert (u["prompt_tokens"], u["completion_tokens"]) == (p, c)
+
+
+def test_cached_prompt_tokens_header(gw):
+    prompt = "REPLY:a b c d e f g h"
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={"model": "cachy", "messages": [{"role": "user", "content": prompt}]})
+    p, c = mock_usage(prompt, prompt[6:])
+    assert r.headers["x-ai-prompt-tokens"] == str(p)
+    assert r.headers["x-ai-cached-tokens"] == str(p // 2)
+
+
+def test_stream_usage_chunk_stripped_unless_asked(gw, mock):
+    gateway = gw
+    url = gateway.url + "/v1/chat/completions"
+    prompt = "REPLY:streamed usage words here"
+    p, c = mock_usage(prompt, prompt[6:])
+    for asked in (False, True):
+        mock.clear()
+        body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+        if asked:
+            body["stream_options"] = {"include_usage": True}
+        r = requests.post(url, headers=gateway.headers(), json=body)
+        assert r.status_code == 200
+        # the gateway always asks the provider for usage (to reconcile limits) ...
+        assert mock.requests()[-1]["body"]["stream_options"] == {"include_usage": True}
+        chunks = _sse(r.text)
+        usage_chunks = [ch for ch in chunks if ch.get("usage")]
+        assert r.text.rstrip().endswith("data: [DONE]")
+        if asked:
+            # ... and passes it on only when the client asked: one final chunk, no choices
+            assert len(usage_chunks) == 1 and usage_chunks[0] is chunks[-1]
+            assert chunks[-1]["choices"] == []
+            u = chunks[-1]["usage"]
+            assert (u["prompt_tokens"], u["completion_tokens"], u["total_tokens"]) == (p, c, p + c)
+        else:
+            assert usage_chunks == []
+        text = "".join(ch["choices"][0]["delta"].get("content") or "" for ch in chunks if ch["choices"])
+        assert text == prompt[6:]
+
+
+def test_provider_without_usage_is_counted_and_flagged(gw):
+    model = "gpt-4o-no-usage"
+    url = gw.url + "/v1/chat/completions"
+    prompt = "REPLY:counted by the gateway itself"
+    reply = prompt[6:]
+    body = {"model": "silent", "messages": [{"role": "user", "content": prompt}]}
+    mark = len(log_events(gw))
+    expect_prompt = count_chat(body, model).tokens
+    expect_completion = count_completion_text(reply, model).tokens
+    r = requests.post(url, headers=gw.headers(), json=body)
+    assert r.status_code == 200
+    assert r.headers["x-ai-prompt-tokens-estimated"] == "true"
+    assert r.headers["x-ai-prompt-tokens"] == str(expect_prompt)
+    assert r.headers["x-ai-completion-tokens"] == str(expect_completion)
+    # stream: the provider sends no usage chunk even when asked; the client still gets one
+    r = requests.post(url, headers=gw.headers(), json={**body, "stream": True,
+                                                       "stream_options": {"include_usage": True}})
+    final = _sse(r.text)[-1]
+    assert final["usage"]["prompt_tokens"] == expect_prompt
+    assert final["usage"]["completion_tokens"] == expect_completion
+    evs = wait_events(gw, lambda e: e.get("gen_ai.request.model") == "silent", n=2, since=mark)
+    assert len(evs) == 2
+    for e in evs:
+        assert e["aigw.usage.estimated"] is True
+        assert e["gen_ai.usage.input_tokens"] == expect_prompt
+        assert e["gen_ai.usage.output_tokens"] == expect_completion
+
+
+PROVIDER_MODELS = {"gpt-4o-mini": "openai", "claude-sonnet": "anthropic", "gemini-flash": "gemini",
+                   "mistral-small": "mistral", "azure-only": "azure-eu"}
+
+
+def test_stream_usage_of_each_provider_in_the_log_line(gw):
+    prompt = "REPLY:one two three four five"
+    p, c = mock_usage(prompt, prompt[6:])
+    finals = {}
+    mark = len(log_events(gw))
+    for model, provider in PROVIDER_MODELS.items():
+        for asked in (False, True):
+            body = {"model": model, "stream": True, "messages": [{"role": "user", "content": prompt}]}
+            if asked:
+                body["stream_options"] = {"include_usage": True}
+            r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body)
+            assert r.status_code == 200 and r.headers["x-ai-provider"] == provider
+            chunks = _sse(r.text)
+            assert any(ch.get("usage") for ch in chunks) is asked
+            if asked:
+                finals[model] = chunks[-1]["usage"]
+    for model in PROVIDER_MODELS:
+        evs = wait_events(gw, lambda e: e.get("gen_ai.request.model") == model and e.get("aigw.stream"),
+                          n=2, since=mark)
+        assert len(evs) == 2, model
+        for e in evs:
+            u = (e["gen_ai.usage.input_tokens"], e["gen_ai.usage.output_tokens"])
+            if model == "mistral-small":
+                # Mistral takes no stream_options, and the mock (one OpenAI-shaped route for
+                # both) then streams no usage: the gateway's own count, flagged estimated
+                assert e["aigw.usage.estimated"] is True
+                assert u == (e["aigw.prompt_tokens.counted"],
+                             count_completion_text(prompt[6:], "mistral-small-latest").tokens)
+            else:
+                assert e["aigw.usage.estimated"] is False, model
+                assert u == (p, c), model
+            assert (finals[model]["prompt_tokens"], finals[model]["completion_tokens"]) == u
