@@ -10,7 +10,8 @@ from ..sse import encode
 from .behaviour import (CACHE_WRITE, CUT_AFTER, TOOL_ARGS, TOOL_ARGS_JSON, Counts, Faults,
                         Prompt, Reply, chunks, count, parse_faults, plan_reply, string_values,
                         words)
-from .wire import Request, Response, Stream, fault_headers, json_response, stream_for
+from .wire import (Request, Response, Stream, fault_headers, fault_response, json_response,
+                   stream_for)
 
 
 def error(status: int, message: str, type_: str | None = None) -> Response:
@@ -94,10 +95,9 @@ def chat(req: Request) -> Response | Stream:
     if not isinstance(model, str) or not isinstance(body["messages"], list):
         return error(400, "model: expected a string; messages: expected a list")
     faults = parse_faults(model)
-    if faults.status:
-        resp = error(faults.status, f"mock fault {faults.status}")
-        resp.slow_ms = faults.slow_ms
-        return resp
+    failed = fault_response(faults, error)
+    if failed:
+        return failed
     prompt = read_prompt(body)
     reply = plan_reply(prompt)
     counts = count(prompt, reply, faults)

@@ -8,7 +8,8 @@ import orjson
 from ..sse import encode
 from .behaviour import (CUT_AFTER, TOOL_ARGS, Counts, Faults, Prompt, Reply, chunks, count,
                         parse_faults, plan_reply, string_values, words)
-from .wire import JSON, Request, Response, Stream, fault_headers, json_response, stream_for
+from .wire import (JSON, Request, Response, Stream, fault_headers, fault_response,
+                   json_response, stream_for)
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
            404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",
@@ -100,10 +101,9 @@ def generate(req: Request, model: str, stream: bool) -> Response | Stream:
     if not isinstance(body.get("contents"), list) or not body["contents"]:
         return error(400, "* GenerateContentRequest.contents: contents is not specified")
     faults = parse_faults(model)
-    if faults.status:
-        resp = error(faults.status, f"mock fault {faults.status}")
-        resp.slow_ms = faults.slow_ms
-        return resp
+    failed = fault_response(faults, error)
+    if failed:
+        return failed
     prompt = read_prompt(body)
     reply = plan_reply(prompt)
     counts = count(prompt, reply, faults)

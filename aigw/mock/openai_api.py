@@ -12,7 +12,8 @@ from ..sse import DONE, encode
 from ..types import Usage
 from .behaviour import (CREATED, CUT_AFTER, TOOL_ARGS_JSON, Counts, Faults, Prompt,
                         Reply, chunks, count, embedding, parse_faults, plan_reply, words)
-from .wire import Request, Response, Stream, fault_headers, json_response, stream_for
+from .wire import (Request, Response, Stream, fault_headers, fault_response, json_response,
+                   stream_for)
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "mock-model")
 
@@ -99,10 +100,9 @@ def chat(req: Request, deployment: str | None = None) -> Response | Stream:
         return error(400, "Missing required parameter: 'model'.", "missing_required_parameter",
                      param="model")
     faults = parse_faults(model)
-    if faults.status:
-        resp = error(faults.status, f"mock fault {faults.status}")
-        resp.slow_ms = faults.slow_ms
-        return resp
+    failed = fault_response(faults, error)
+    if failed:
+        return failed
     prompt = read_prompt(body)
     reply = plan_reply(prompt)
     n = body.get("n") or 1
@@ -182,10 +182,9 @@ def embeddings(req: Request, deployment: str | None = None) -> Response:
     if inputs is None:
         return error(400, "'input' must be a string or a non-empty array.", param="input")
     faults = parse_faults(model)
-    if faults.status:
-        resp = error(faults.status, f"mock fault {faults.status}")
-        resp.slow_ms = faults.slow_ms
-        return resp
+    failed = fault_response(faults, error)
+    if failed:
+        return failed
     as_b64 = body.get("encoding_format") == "base64"
     data = []
     for i, text in enumerate(inputs):

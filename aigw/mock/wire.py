@@ -51,6 +51,15 @@ def fault_headers(status: int) -> dict[str, str]:
     return {"retry-after": "1"} if status == 429 else {}
 
 
+def fault_response(faults: Faults, error: Callable[[int, str], Response]) -> Response | None:
+    """The error a ``fault-NNN`` model asks for, in the API's own ``error`` format (None if none)."""
+    if not faults.status:
+        return None
+    resp = error(faults.status, f"mock fault {faults.status}")
+    resp.slow_ms = faults.slow_ms
+    return resp
+
+
 def stream_for(events: list[bytes], faults: Faults, cut_at: int,
                content_type: str = SSE) -> Stream:
     return Stream(events, content_type, slow_ms=faults.slow_ms,
