@@ -77,9 +77,19 @@ def get_context(kong) -> RequestContext:
     consumer = kong.client.get_consumer()
     headers.pop(TICKET_HEADER, None)
     ctx = STORE.create(api=api, path=path, headers=headers, raw_body=raw or b"",
-                       consumer=consumer if isinstance(consumer, dict) else None)
+                       consumer=consumer if isinstance(consumer, dict) else None,
+                       groups=acl_groups(headers))
     kong.service.request.set_header(TICKET_HEADER, ctx.ticket)
     return ctx
+
+
+def acl_groups(headers: dict[str, str]) -> list[str]:
+    """The consumer's groups as Kong's acl plugin (priority 950, before ours) set them in
+    ``X-Consumer-Groups`` (kong/plugins/acl/handler.lua). Kong OSS has no consumer-groups
+    PDK; the acl plugin overwrites this header on every request it lets through, so
+    enable acl wherever a config uses groups (aigw-validate checks it)."""
+    raw = headers.get("x-consumer-groups") or ""
+    return [g.strip() for g in raw.split(",") if g.strip()]
 
 
 def error_response(kong, err: GatewayError, api: str) -> None:
@@ -138,12 +148,6 @@ class AIPlugin:
         except Exception as exc:  # the PDK itself failed: nothing else we can do
             log_failure(self.NAME, "exit", exc)
 
-    def load_groups(self, kong, ctx: RequestContext, needed: bool) -> None:
-        """Consumer groups cost one PDK call: made only when a config uses groups."""
-        if needed and ctx.groups is None and ctx.consumer:
-            groups = kong.client.get_consumer_groups() or []
-            ctx.groups = [g.get("name") for g in groups if isinstance(g, dict) and g.get("name")]
-
     def finish_unproxied(self, kong) -> None:
         """Log phase: settle a request that never reached the relay (1 PDK call)."""
         try:
@@ -167,7 +171,6 @@ def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = Fals
         self.rt = runtime(config)
 
     def on_access(self, kong, ctx):
-        self.load_groups(kong, ctx, getattr(self.rt, "needs_groups", False))
         self.rt.access(ctx)
 
     attrs: dict[str, Any] = {"NAME": name, "setup": setup, "on_access": on_access,

@@ -26,21 +26,35 @@ _VAULT = re.compile(r"^\{vault://[^}]+\}$")
 
 def iter_plugins(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, plugin entity) for every plugin in a 3.0 declarative config."""
+    for where, p, _ in _iter_scoped(doc):
+        yield where, p
+
+
+def _iter_scoped(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], set[str]]]:
+    """(where, plugin, names of the plugins that also apply to the same requests)."""
+    glob = {p.get("name") for p in doc.get("plugins") or ()}
     for p in doc.get("plugins") or ():
-        yield "global", p
+        yield "global", p, glob
     for s in doc.get("services") or ():
         sname = s.get("name") or s.get("id") or "?"
+        at_service = glob | {p.get("name") for p in s.get("plugins") or ()}
+        routes = s.get("routes") or ()
+        # a service-level plugin is covered by X only if X is global, on the service, or on every route
+        on_all_routes = set.intersection(*[{p.get("name") for p in r.get("plugins") or ()} for r in routes]) \
+            if routes else set()
         for p in s.get("plugins") or ():
-            yield f"service '{sname}'", p
-        for r in s.get("routes") or ():
+            yield f"service '{sname}'", p, at_service | on_all_routes
+        for r in routes:
+            at_route = at_service | {p.get("name") for p in r.get("plugins") or ()}
             for p in r.get("plugins") or ():
-                yield f"route '{r.get('name') or r.get('id') or '?'}' (service '{sname}')", p
+                yield f"route '{r.get('name') or r.get('id') or '?'}' (service '{sname}')", p, at_route
     for r in doc.get("routes") or ():
+        at_route = glob | {p.get("name") for p in r.get("plugins") or ()}
         for p in r.get("plugins") or ():
-            yield f"route '{r.get('name') or r.get('id') or '?'}'", p
+            yield f"route '{r.get('name') or r.get('id') or '?'}'", p, at_route
     for c in doc.get("consumers") or ():
         for p in c.get("plugins") or ():
-            yield f"consumer '{c.get('username') or c.get('id') or '?'}'", p
+            yield f"consumer '{c.get('username') or c.get('id') or '?'}'", p, glob
 
 
 def _resolve_refs(node: Any, key: str = "") -> Any:
@@ -79,13 +93,17 @@ def validate_doc(doc: Any) -> list[str]:
     errors: list[str] = []
     if str(doc.get("_format_version", "")) not in ("3.0", "2.1"):
         errors.append("_format_version: must be \"3.0\"")
-    for where, p in iter_plugins(doc):
+    for where, p, applied in _iter_scoped(doc):
         name = p.get("name")
         if name not in OUR_PLUGINS:
             continue
         try:
             cfg = schema.validate(name, p.get("config") or {})
-            _runtime(name)(_resolve_refs(cfg))
+            rt = _runtime(name)(_resolve_refs(cfg))
+            if getattr(rt, "needs_groups", False) and "acl" not in applied:
+                errors.append(f"plugin {where}: {name}: uses consumer groups, which come from Kong's acl "
+                              "plugin (X-Consumer-Groups); enable acl on the same requests or clients "
+                              "could forge their groups")
         except schema.ConfigInvalid as e:
             errors.append(f"plugin {where}: {e}")
         except Exception as e:  # semantic errors name their field in the message

@@ -1,4 +1,8 @@
-"""Kong's bundled key-auth, jwt and request-size-limiting plugins, re-implemented in Python.
+"""Kong's bundled key-auth, jwt, acl and request-size-limiting plugins, re-implemented in Python.
+
+- acl: kong/plugins/acl/handler.lua + groups.lua (priority 950): consumer ACL groups
+  (``acls: [{group}]``), ``allow``/``deny``, ``hide_groups_header``; a passing request
+  gets ``X-Consumer-Groups`` (set even when empty, so a client cannot forge it).
 
 - key-auth: kong/plugins/key-auth/handler.lua + schema.lua (priority 1250).
 - jwt: kong/plugins/jwt/handler.lua + schema.lua + jwt_parser.lua (priority 1450).
@@ -52,9 +56,18 @@ SIZE_FIELDS = [
     {"require_content_length": {"type": "boolean", "required": True, "default": False}},
 ]
 
+ACL_FIELDS = [
+    {"allow": {"type": "array", "elements": _str}},
+    {"deny": {"type": "array", "elements": _str}},
+    {"hide_groups_header": {"type": "boolean", "required": True, "default": False}},
+    {"always_use_authenticated_groups": {"type": "boolean", "required": True, "default": False}},
+    {"include_consumer_groups": {"type": "boolean", "required": False, "default": False}},
+]
+
 BUNDLED = {
     "jwt": PluginInfo("jwt", 1450, "3.9.1", JWT_FIELDS, ["access"], bundled=True),
     "key-auth": PluginInfo("key-auth", 1250, "3.9.1", KEY_AUTH_FIELDS, ["access"], bundled=True),
+    "acl": PluginInfo("acl", 950, "3.9.1", ACL_FIELDS, ["access"], bundled=True),
     "request-size-limiting": PluginInfo("request-size-limiting", 951, "3.9.1", SIZE_FIELDS, ["access"],
                                         bundled=True),
 }
@@ -297,11 +310,36 @@ def _size_limit(req: Req, cfg: Config, conf: dict[str, Any]) -> None:
         _exit(req, 413, {"message": "Request size limit exceeded"})
 
 
+# ---------------------------------------------------------------- acl
+
+def _acl(req: Req, cfg: Config, conf: dict[str, Any]) -> None:
+    """kong/plugins/acl/handler.lua (consumer path; authenticated_groups are not modelled)."""
+    allow, deny = conf.get("allow") or [], conf.get("deny") or []
+    if allow and deny:
+        _error(req, 500, "An unexpected error occurred")
+    consumer = req.consumer
+    if consumer is None:
+        if req.credential:
+            _error(req, 403, "You cannot consume this service")
+        _error(req, 401)
+    groups = list(consumer.acls)
+    if not groups and not deny:
+        _error(req, 403 if req.credential else 401,
+               "You cannot consume this service" if req.credential else None)
+    in_group = any(g in groups for g in (allow or deny))
+    if (allow and not in_group) or (deny and in_group):
+        _error(req, 403, "You cannot consume this service")
+    if not conf.get("hide_groups_header"):
+        header_set(req.headers, "X-Consumer-Groups", ", ".join(groups))
+
+
 def run(name: str, req: Req, cfg: Config, conf: dict[str, Any]) -> None:
     """Run a bundled plugin's access handler; raises pdk.Exit when it ends the request."""
     if name == "key-auth":
         _run_auth(req, cfg, conf, _key_auth, "id", as_error=True)
     elif name == "jwt":
         _run_auth(req, cfg, conf, _jwt, "key", as_error=False)
+    elif name == "acl":
+        _acl(req, cfg, conf)
     elif name == "request-size-limiting":
         _size_limit(req, cfg, conf)

@@ -99,6 +99,7 @@ class Consumer:
     custom_id: str | None
     groups: list[dict[str, Any]]
     entity: dict[str, Any]
+    acls: list[str] = field(default_factory=list)  # ACL groups (consumer `acls: [{group}]`)
 
 
 @dataclass
@@ -348,7 +349,8 @@ def load(source: str | Path | dict[str, Any], registry: dict[str, PluginInfo],
         for n in dict.fromkeys(names):
             groups.setdefault(n, {"id": make_id("consumer_group", n), "name": n, "ws_id": WS_ID})
             cgroups.append(groups[n])
-        consumer = Consumer(cid, entity["username"], entity["custom_id"], cgroups, entity)
+        consumer = Consumer(cid, entity["username"], entity["custom_id"], cgroups, entity,
+                            [a["group"] if isinstance(a, dict) else str(a) for a in raw_c.get("acls") or ()])
         cfg.consumers.append(consumer)
         for kind in ("keyauth_credentials", "jwt_secrets"):
             for n, raw_k in enumerate(raw_c.get(kind) or []):

@@ -278,11 +278,14 @@ def test_embeddings(gateway, mock):
 
 
 def test_consumer_group_allow_list(make_gateway):
+    """Groups are Kong ACL groups (X-Consumer-Groups set by the acl plugin); a forged header is overwritten."""
     secret = "team-secret-0123456789abcdef0123456789"
 
     def edit(doc):
-        doc["consumers"].append({"username": "team-bot", "groups": [{"name": "internal"}],
+        doc["consumers"].append({"username": "team-bot", "acls": [{"group": "internal"}],
                                  "jwt_secrets": [{"key": "team-bot", "algorithm": "HS256", "secret": secret}]})
+        doc["consumers"].append({"username": "blocked-bot", "acls": [{"group": "blocked"}], "jwt_secrets": [
+            {"key": "blocked-bot", "algorithm": "HS256", "secret": secret}]})
         doc["consumers"].append({"username": "outsider", "jwt_secrets": [
             {"key": "outsider", "algorithm": "HS256", "secret": secret}]})
     gw = make_gateway(edit)
@@ -291,5 +294,10 @@ def test_consumer_group_allow_list(make_gateway):
     r = team.chat.completions.create(model="llama-onprem", messages=[{"role": "user", "content": "hi team"}])
     assert r.choices[0].message.content == "Echo: hi team"
     with pytest.raises(openai.PermissionDeniedError):
-        out.chat.completions.create(model="llama-onprem", messages=[{"role": "user", "content": "hi"}])
+        out.chat.completions.create(model="llama-onprem", messages=[{"role": "user", "content": "hi"}],
+                                    extra_headers={"X-Consumer-Groups": "internal"})
     assert "llama-onprem" in {m.id for m in team.models.list()}
+    blocked = gw.openai(api_key=pyjwt.encode({"iss": "blocked-bot", "exp": 4102444800}, secret, algorithm="HS256"))
+    with pytest.raises(openai.PermissionDeniedError) as e:
+        blocked.chat.completions.create(model="chat", messages=[{"role": "user", "content": "hi"}])
+    assert e.value.body is None or "cannot consume" in str(e.value)

@@ -116,3 +116,12 @@ def test_cli_exit_status(tmp_path):
     good = tmp_path / "good.yml"
     good.write_text(yaml.safe_dump(REF))
     assert validate_main([str(good)]) == 0
+
+
+def test_group_configs_require_the_acl_plugin():
+    doc = copy.deepcopy(REF)
+    svc = doc["services"][0]
+    svc["plugins"] = [p for p in svc["plugins"] if p["name"] != "acl"]
+    errs = validate_doc(doc)
+    # llama-onprem's allow-list uses groups: without acl the groups could be forged
+    assert any("ai-router" in e and "acl" in e for e in errs)
