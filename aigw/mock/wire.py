@@ -52,7 +52,9 @@ def fault_headers(status: int) -> dict[str, str]:
 
 
 def fault_response(faults: Faults, error: Callable[[int, str], Response]) -> Response | None:
-    """The error a ``fault-NNN`` model asks for, in the API's own ``error`` format (None if none)."""
+    """The error a ``fault-NNN`` model asks for, in the API's own ``error`` format.
+
+    None when the model names no fault status."""
     if not faults.status:
         return None
     resp = error(faults.status, f"mock fault {faults.status}")
