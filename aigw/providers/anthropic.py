@@ -14,7 +14,7 @@ import orjson
 from aigw.errors import GatewayError
 from aigw.providers import base
 from aigw.providers.base import NotSupported, ProviderProtocolError, UpstreamStreamError
-from aigw.sse import SSEDecoder
+from aigw.sse import Event
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
 API_VERSION = "2023-06-01"
@@ -247,38 +247,19 @@ def from_anthropic(resp: dict, model: str) -> dict:
     return out
 
 
-class AnthropicStreamDecoder:
+class AnthropicStreamDecoder(base.SSEStreamDecoder):
     """Anthropic Messages SSE -> canonical chunks, event by event."""
 
     def __init__(self, model: str):
-        self.model = model
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.done = False
-        self._sse = SSEDecoder()
-        self._id = ""
-        self._created = 0
+        super().__init__(model)
         self._raw_usage: dict[str, Any] = {}
         self._tool_index: dict[int, int] = {}  # content block index -> tool_calls index
-        self._usage_sent = False
-
-    def feed(self, chunk: bytes) -> list[dict]:
-        out: list[dict] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.event, ev.data, out)
-        return out
-
-    def close(self) -> list[dict]:
-        out: list[dict] = []
-        for ev in self._sse.close():
-            self._event(ev.event, ev.data, out)
-        self._flush_usage(out)
-        return out
 
     def _chunk(self, delta: dict, finish: str | None = None) -> dict:
         return base.chunk(self._id, self._created, self.model, 0, delta, finish)
 
-    def _event(self, name: str | None, data: str, out: list[dict]) -> None:
+    def _event(self, ev: Event, out: list[dict]) -> None:
+        name, data = ev.event, ev.data
         if self.done or not data.strip():
             return
         obj = base.loads(data.encode())

@@ -15,11 +15,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from aigw.errors import GatewayError
+from aigw.sse import Event, SSEDecoder
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
 __all__ = [
-    "Adapter", "StreamDecoder", "ProviderProtocolError", "UpstreamStreamError",
-    "NotSupported", "now", "new_id", "loads", "dumps", "summarize_error",
+    "Adapter", "StreamDecoder", "SSEStreamDecoder", "ProviderProtocolError",
+    "UpstreamStreamError", "NotSupported", "now", "new_id", "loads", "dumps", "summarize_error",
     "parse_data_url", "json_headers", "chunk", "usage_chunk", "has_version_path", "api_root",
 ]
 
@@ -50,6 +51,40 @@ class StreamDecoder(Protocol):
     def feed(self, chunk: bytes) -> list[dict]: ...
 
     def close(self) -> list[dict]: ...
+
+
+class SSEStreamDecoder:
+    """A :class:`StreamDecoder` over an SSE body: subclasses turn one event into
+    canonical chunks (``_event``) and emit the held-back usage chunk (``_flush_usage``)."""
+
+    def __init__(self, model: str):
+        self.model = model
+        self.usage: Usage | None = None
+        self.finish_reason: str | None = None
+        self.done = False
+        self._sse = SSEDecoder()
+        self._id = ""
+        self._created = 0
+        self._usage_sent = False
+
+    def feed(self, chunk: bytes) -> list[dict]:
+        out: list[dict] = []
+        for ev in self._sse.feed(chunk):
+            self._event(ev, out)
+        return out
+
+    def close(self) -> list[dict]:
+        out: list[dict] = []
+        for ev in self._sse.close():
+            self._event(ev, out)
+        self._flush_usage(out)
+        return out
+
+    def _event(self, ev: Event, out: list[dict]) -> None:
+        raise NotImplementedError
+
+    def _flush_usage(self, out: list[dict]) -> None:
+        raise NotImplementedError
 
 
 # -- errors ---------------------------------------------------------------

@@ -16,7 +16,7 @@ import orjson
 from aigw.errors import GatewayError
 from aigw.providers import base
 from aigw.providers.base import NotSupported, ProviderProtocolError, UpstreamStreamError
-from aigw.sse import SSEDecoder
+from aigw.sse import Event
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
 FINISH_REASONS = {
@@ -271,7 +271,7 @@ def from_gemini(resp: dict, model: str) -> dict:
     return out
 
 
-class GeminiStreamDecoder:
+class GeminiStreamDecoder(base.SSEStreamDecoder):
     """``alt=sse`` stream of GenerateContentResponse objects -> canonical chunks.
 
     Gemini has no terminal event: ``done`` turns true once every candidate
@@ -280,34 +280,18 @@ class GeminiStreamDecoder:
     """
 
     def __init__(self, model: str):
-        self.model = model
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.done = False
-        self._sse = SSEDecoder()
-        self._id = ""
-        self._created = 0
+        super().__init__(model)
         self._started: set[int] = set()
         self._calls: dict[int, int] = {}  # candidate index -> tool calls emitted
         self._open: set[int] = set()      # candidates without a finishReason yet
-        self._usage_sent = False
 
-    def feed(self, chunk: bytes) -> list[dict]:
-        out: list[dict] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.data, out)
-        return out
-
-    def close(self) -> list[dict]:
-        out: list[dict] = []
-        for ev in self._sse.close():
-            self._event(ev.data, out)
+    def _flush_usage(self, out: list[dict]) -> None:
         if self.usage is not None and not self._usage_sent:
             self._usage_sent = True
             out.append(base.usage_chunk(self._id, self._created, self.model, self.usage))
-        return out
 
-    def _event(self, data: str, out: list[dict]) -> None:
+    def _event(self, ev: Event, out: list[dict]) -> None:
+        data = ev.data
         if not data.strip() or data.strip() == "[DONE]":
             return
         obj = base.loads(data.encode())

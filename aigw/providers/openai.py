@@ -9,7 +9,7 @@ from typing import Any
 
 from aigw.providers import base
 from aigw.providers.base import ProviderProtocolError, UpstreamStreamError
-from aigw.sse import SSEDecoder
+from aigw.sse import Event
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
 
@@ -112,7 +112,7 @@ class OpenAIAdapter:
         return base.summarize_error(status, data)
 
 
-class OpenAIStreamDecoder:
+class OpenAIStreamDecoder(base.SSEStreamDecoder):
     """OpenAI-style SSE (``data: {chunk}`` … ``data: [DONE]``) -> canonical chunks.
 
     Usage is taken off whatever chunk carries it (OpenAI: a last chunk with
@@ -121,31 +121,12 @@ class OpenAIStreamDecoder:
     """
 
     def __init__(self, model: str):
-        self.model = model
-        self.usage: Usage | None = None
-        self.finish_reason: str | None = None
-        self.done = False
-        self._sse = SSEDecoder()
+        super().__init__(model)
         self._raw_usage: dict | None = None
-        self._id = ""
-        self._created = 0
-        self._model = model
-        self._usage_sent = False
+        self._model = model  # as the provider names it in chunks; ``model`` stays as asked
 
-    def feed(self, chunk: bytes) -> list[dict]:
-        out: list[dict] = []
-        for ev in self._sse.feed(chunk):
-            self._event(ev.data, out)
-        return out
-
-    def close(self) -> list[dict]:
-        out: list[dict] = []
-        for ev in self._sse.close():
-            self._event(ev.data, out)
-        self._flush_usage(out)
-        return out
-
-    def _event(self, data: str, out: list[dict]) -> None:
+    def _event(self, ev: Event, out: list[dict]) -> None:
+        data = ev.data
         if self.done or not data.strip():
             return
         if data.strip() == "[DONE]":
