@@ -339,9 +339,7 @@ class AnthropicAdapter:
                                base.dumps(to_anthropic(body, model, stream=stream)))
 
     def chat_response(self, data: bytes, model: str) -> dict:
-        resp = base.loads(data)
-        if not isinstance(resp, dict) or not isinstance(resp.get("content"), list):
-            raise ProviderProtocolError()
+        resp = base.loads_with_list(data, "content")
         return from_anthropic(resp, model)
 
     def chat_stream(self, model: str) -> AnthropicStreamDecoder:

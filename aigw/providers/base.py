@@ -20,8 +20,8 @@ from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
 __all__ = [
     "Adapter", "StreamDecoder", "SSEStreamDecoder", "ProviderProtocolError",
-    "UpstreamStreamError", "NotSupported", "now", "new_id", "loads", "dumps", "summarize_error",
-    "parse_data_url", "json_headers", "chunk", "usage_chunk", "has_version_path", "api_root",
+    "UpstreamStreamError", "NotSupported", "now", "new_id", "loads", "loads_with_list",
+    "dumps", "summarize_error", "parse_data_url", "json_headers", "chunk", "usage_chunk", "has_version_path", "api_root",
 ]
 
 
@@ -132,6 +132,14 @@ def loads(data: bytes) -> Any:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ProviderProtocolError() from None
+
+
+def loads_with_list(data: bytes, key: str) -> dict:
+    """A provider response: a JSON object whose ``key`` holds a list, else a protocol error."""
+    resp = loads(data)
+    if not isinstance(resp, dict) or not isinstance(resp.get(key), list):
+        raise ProviderProtocolError()
+    return resp
 
 
 def dumps(obj: Any) -> bytes:

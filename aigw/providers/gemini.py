@@ -386,9 +386,7 @@ class GeminiAdapter:
                                self._headers(provider), base.dumps({"requests": reqs}))
 
     def embeddings_response(self, data: bytes, model: str) -> dict:
-        resp = base.loads(data)
-        if not isinstance(resp, dict) or not isinstance(resp.get("embeddings"), list):
-            raise ProviderProtocolError()
+        resp = base.loads_with_list(data, "embeddings")
         items = [{"object": "embedding", "index": i, "embedding": e.get("values", [])}
                  for i, e in enumerate(resp["embeddings"])]
         # batchEmbedContents reports no token usage: the relay counts

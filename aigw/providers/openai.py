@@ -80,9 +80,7 @@ class OpenAIAdapter:
 
     # -- responses --------------------------------------------------------
     def chat_response(self, data: bytes, model: str) -> dict:
-        resp = base.loads(data)
-        if not isinstance(resp, dict) or not isinstance(resp.get("choices"), list):
-            raise ProviderProtocolError()
+        resp = base.loads_with_list(data, "choices")
         resp.setdefault("object", "chat.completion")
         resp.setdefault("model", model)
         for choice in resp["choices"]:
@@ -96,9 +94,7 @@ class OpenAIAdapter:
         return OpenAIStreamDecoder(model)
 
     def embeddings_response(self, data: bytes, model: str) -> dict:
-        resp = base.loads(data)
-        if not isinstance(resp, dict) or not isinstance(resp.get("data"), list):
-            raise ProviderProtocolError()
+        resp = base.loads_with_list(data, "data")
         resp.setdefault("object", "list")
         resp.setdefault("model", model)
         usage = resp.get("usage")
