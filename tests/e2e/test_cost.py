@@ -1,0 +1,270 @@
+"""Issue 6: ai-cost end to end (stand-in -> plugin server -> relay -> mock, real Redis).
+
+Cost headers from the price table and the mock's usage, cost in the final
+stream chunk, USD budgets shared by two gateways under concurrency, unpriced
+models, Prometheus metrics, and the aigw-spend readout.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import orjson
+import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from aigw.limits import RedisLimiter, Rule
+from aigw.tokens.counting import count_chat
+
+from .conftest import Gateway, add_model, free_port, plugin_config, reference_config, remove_plugin
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CONSUMER = "demo-app"
+PACKAGED = orjson.loads((ROOT / "aigw" / "data" / "prices.json").read_bytes())["models"]
+
+
+def packaged_price(provider: str, model: str) -> dict:
+    """The packaged entry for ``provider/model``: exact, then the bare id, then undated."""
+    for name in (f"{provider}/{model}", model, re.sub(r"-(\d{8}|\d{4}-\d{2}-\d{2}|latest)$", "", model)):
+        if name in PACKAGED:
+            return PACKAGED[name]
+    raise KeyError(model)
+
+
+def mock_usage(prompt: str, reply: str) -> tuple[int, int]:
+    """The mock's usage formula (docs/mock.md) for one user message."""
+    return len(prompt.split()) + 3, len(reply.split())
+
+
+def assert_cost_header(headers, expected_usd: float) -> None:
+    value = headers["x-ai-cost-usd"]
+    assert re.fullmatch(r"\d+(\.\d{1,8})?", value), value
+    assert float(value) == pytest.approx(expected_usd, rel=1e-9, abs=1e-12)
+
+
+def _sse(text: str) -> list[dict]:
+    return [json.loads(l[6:]) for l in text.splitlines() if l.startswith("data: {")]
+
+
+def scrape(gw) -> dict[tuple, float]:
+    text = requests.get(f"http://127.0.0.1:{gw.metrics_port}/metrics", timeout=5).text
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(samples: dict, name: str, **labels) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for (n, lab), v in samples.items()
+               if n == name and all(dict(lab).get(k) == v2 for k, v2 in labels.items()))
+
+
+# --------------------------------------------------------------- priced, no budget
+CLAUDE_CACHED = {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}
+THINKING = {"input": 1, "output": 2, "reasoning": 5}
+
+
+@pytest.fixture(scope="module")
+def priced(mock):
+    """ai-cost pricing only (no budgets), no cache: every answer is a fresh, priced call."""
+    doc = reference_config(free_port())
+    remove_plugin(doc, "ai-cache")
+    plugin_config(doc, "ai-cost")["budgets"] = []
+    prices = plugin_config(doc, "ai-cost")["prices"]
+    prices["anthropic/claude-cached-x"] = CLAUDE_CACHED
+    prices["openai/gpt-thinking-x"] = THINKING
+    add_model(doc, "claude-cached", [{"provider": "anthropic", "model": "claude-cached-x"}])
+    add_model(doc, "thinker", [{"provider": "openai", "model": "gpt-thinking-x"}])
+    # deliberately not priced (no add_model): served on this unbudgeted route, without cost
+    plugin_config(doc, "ai-router")["models"].append(
+        {"name": "free-for-all", "targets": [{"provider": "openai", "model": "house-model-x"}]})
+    with Gateway(mock, doc) as g:
+        yield g
+
+
+@pytest.mark.parametrize("model,provider,target", [
+    ("gpt-4o-mini", "openai", "gpt-4o-mini"),
+    ("claude-sonnet", "anthropic", "claude-sonnet-4-20250514"),
+    ("gemini-flash", "gemini", "gemini-2.5-flash"),
+    ("mistral-small", "mistral", "mistral-small-latest"),
+])
+def test_cost_header_is_packaged_price_times_mock_usage(priced, model, provider, target):
+    prompt = f"REPLY:the price of {model} words"
+    r = requests.post(priced.url + "/v1/chat/completions", headers=priced.headers(),
+                      json={"model": model, "messages": [{"role": "user", "content": prompt}]})
+    assert r.status_code == 200 and r.headers["x-ai-provider"] == provider
+    p, c = mock_usage(prompt, prompt[6:])
+    price = packaged_price(provider, target)
+    assert_cost_header(r.headers, (p * price["input"] + c * price["output"]) / 1e6)
+
+
+def test_cost_with_cache_and_reasoning_prices(priced):
+    prompt = "REPLY:a b c d e f g h i j"
+    p, c = mock_usage(prompt, prompt[6:])
+    # Anthropic "cached": reads P//2, writes 10, the rest uncached (docs/mock.md)
+    r = requests.post(priced.url + "/v1/chat/completions", headers=priced.headers(),
+                      json={"model": "claude-cached", "messages": [{"role": "user", "content": prompt}]})
+    assert r.headers["x-ai-prompt-tokens"] == str(p + 10)
+    uncached = p - p // 2
+    pr = CLAUDE_CACHED
+    assert_cost_header(r.headers, (uncached * pr["input"] + (p // 2) * pr["cache_read"]
+                                   + 10 * pr["cache_write"] + c * pr["output"]) / 1e6)
+    # "thinking": 10 reasoning tokens on top of C, priced apart
+    r = requests.post(priced.url + "/v1/chat/completions", headers=priced.headers(),
+                      json={"model": "thinker", "messages": [{"role": "user", "content": prompt}]})
+    assert r.headers["x-ai-completion-tokens"] == str(c + 10)
+    assert_cost_header(r.headers, (p * THINKING["input"] + c * THINKING["output"]
+                                   + 10 * THINKING["reasoning"]) / 1e6)
+
+
+def test_stream_final_chunk_carries_usage_and_cost(priced):
+    prompt = "REPLY:streamed and priced"
+    p, c = mock_usage(prompt, prompt[6:])
+    price = packaged_price("openai", "gpt-4o-mini")
+    expected = (p * price["input"] + c * price["output"]) / 1e6
+    url = priced.url + "/v1/chat/completions"
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": prompt}]}
+    r = requests.post(url, headers=priced.headers(), json={**body, "stream_options": {"include_usage": True}})
+    final = _sse(r.text)[-1]
+    assert final["choices"] == []
+    assert (final["usage"]["prompt_tokens"], final["usage"]["completion_tokens"]) == (p, c)
+    assert final["cost"] == pytest.approx(expected) and final["usage"]["cost"] == pytest.approx(expected)
+    assert "x-ai-cost-usd" not in r.headers  # headers go out before the cost is known
+    # the client did not ask: neither usage nor cost in the stream
+    r = requests.post(url, headers=priced.headers(), json=body)
+    assert all("usage" not in ch and "cost" not in ch for ch in _sse(r.text))
+
+
+def test_unpriced_model_on_unbudgeted_route_is_served_without_cost(priced):
+    url = priced.url + "/v1/chat/completions"
+    body = {"model": "free-for-all", "messages": [{"role": "user", "content": "REPLY:no price here"}]}
+    r = requests.post(url, headers=priced.headers(), json=body)
+    assert r.status_code == 200
+    assert "x-ai-cost-usd" not in r.headers          # unknown, not 0
+    assert r.headers["x-ai-total-tokens"] == str(sum(mock_usage("REPLY:no price here", "no price here")))
+    r = requests.post(url, headers=priced.headers(), json={**body, "stream": True,
+                                                           "stream_options": {"include_usage": True}})
+    final = _sse(r.text)[-1]
+    assert final["usage"]["total_tokens"] > 0 and "cost" not in final and "cost" not in final["usage"]
+
+
+def test_metrics_move_after_requests(priced):
+    labels = {"gen_ai_request_model": "gpt-4o-mini", "consumer": CONSUMER}
+    requests.post(priced.url + "/v1/chat/completions", headers=priced.headers(),
+                  json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "warm up"}]})
+    before = scrape(priced)
+    prompt = "REPLY:counted in the metrics"
+    p, c = mock_usage(prompt, prompt[6:])
+    n = 3
+    for _ in range(n):
+        r = requests.post(priced.url + "/v1/chat/completions", headers=priced.headers(),
+                          json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": prompt}]})
+        assert r.status_code == 200
+    price = packaged_price("openai", "gpt-4o-mini")
+    cost = (p * price["input"] + c * price["output"]) / 1e6
+
+    def delta(name, **extra):
+        return metric(scrape(priced), name, **labels, **extra) - metric(before, name, **labels, **extra)
+
+    deadline = time.time() + 5  # the finish hook runs just after the body was sent
+    while delta("aigw_requests_total") < n and time.time() < deadline:
+        time.sleep(0.05)
+    assert delta("aigw_requests_total", status_class="2xx", outcome="success") == n
+    assert delta("gen_ai_client_token_usage_sum", gen_ai_token_type="input") == n * p
+    assert delta("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == n * c
+    assert delta("gen_ai_client_token_usage_count", gen_ai_token_type="input") == n
+    assert delta("aigw_cost_usd_total") == pytest.approx(n * cost)
+
+
+# ------------------------------------------------------------------- budgets
+N = 50
+K = 6
+MAX_TOKENS = 1000
+CHEAP = {"input": 1.0, "output": 2.0}    # USD per 1M = micro-USD per token
+DEAR = {"input": 3.0, "output": 4.0}     # the failover target: the worst case is priced here
+PROMPT = "REPLY:spend some money"
+
+
+def test_budget_shared_by_two_gateways_admits_exactly_k_of_50(make_gateway, mock):
+    """Worst case = max over the planned targets of prompt x input + max_tokens x output;
+    the budget fits K of them. The first target answers after 3 s, so all 50 reserve first."""
+    first = "gpt-budget-slow-3000"
+    body = {"model": "budgeted", "max_tokens": MAX_TOKENS, "messages": [{"role": "user", "content": PROMPT}]}
+    prompt_tokens = count_chat(body, first).tokens   # ai-router counts with the first target's tokenizer
+    worst = max(prompt_tokens * pr["input"] + MAX_TOKENS * pr["output"] for pr in (CHEAP, DEAR))
+    worst = int(worst)                                # micro-USD (prices are per 1M tokens)
+    budget = K * worst + worst // 2                   # micro-USD
+
+    def edit(doc):
+        remove_plugin(doc, "ai-cache")
+        plugin_config(doc, "ai-tokens")["limits"] = []
+        cost = plugin_config(doc, "ai-cost")
+        cost.update(redis_url=REDIS_URL, budgets=[{"scope": "consumer", "usd": budget / 1e6, "period": "day"}])
+        cost["prices"].update({f"openai/{first}": CHEAP, "mistral/m-budget-dear": DEAR})
+        add_model(doc, "budgeted", [{"provider": "openai", "model": first},
+                                    {"provider": "mistral", "model": "m-budget-dear"}], strategy="priority")
+        plugin_config(doc, "ai-router")["models"].append(
+            {"name": "unpriced", "targets": [{"provider": "openai", "model": "house-model-x"}]})
+
+    prefix = f"aigw-test:{uuid.uuid4().hex[:8]}:"
+    gws = [make_gateway(edit, env={"AIGW_REDIS_PREFIX": prefix}) for _ in range(2)]
+    sessions = [requests.Session() for _ in range(N)]
+    for i, s in enumerate(sessions):
+        s.get(gws[i % 2].url + "/v1/models", headers=gws[i % 2].headers())
+    start = threading.Barrier(N)
+
+    def call(i: int) -> requests.Response:
+        gw = gws[i % 2]
+        start.wait()
+        return sessions[i].post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body, timeout=30)
+
+    with ThreadPoolExecutor(N) as pool:
+        results = list(pool.map(call, range(N)))
+    ok = [r for r in results if r.status_code == 200]
+    denied = [r for r in results if r.status_code == 429]
+    assert len(ok) == K, [r.status_code for r in results]
+    assert len(denied) == N - K
+    for r in denied:
+        err = r.json()["error"]
+        assert err["code"] == "budget_exceeded" and err["type"] == "insufficient_quota"
+        assert int(r.headers["retry-after"]) >= 1
+    # served by the cheap first target, charged its real cost
+    p, c = mock_usage(PROMPT, PROMPT[6:])
+    actual = p * CHEAP["input"] + c * CHEAP["output"]   # micro-USD
+    for r in ok:
+        assert r.headers["x-ai-provider"] == "openai"
+        assert_cost_header(r.headers, actual / 1e6)
+    rule = Rule(f"usd:consumer:{CONSUMER}:day", budget, 86400)
+    limiter = RedisLimiter(REDIS_URL, prefix=prefix)
+    deadline = time.time() + 5
+    while limiter.used(rule) != K * actual and time.time() < deadline:
+        time.sleep(0.05)
+    assert limiter.used(rule) == K * actual <= budget
+
+    # aigw-spend, the operator's readout, sees the same spend
+    out = subprocess.run([sys.executable, "-m", "aigw.spend", "--redis-url", REDIS_URL, "--prefix", prefix,
+                          "--consumer", CONSUMER, "--json"], capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    [row] = orjson.loads(out.stdout)["spend"]
+    assert (row["scope"], row["subject"], row["period"]) == ("consumer", CONSUMER, "day")
+    assert row["micro_usd"] == K * actual and row["requests"] == K
+    assert row["usd"] == pytest.approx(K * actual / 1e6)
+
+    # a model without a price on a budgeted route is refused before any provider call
+    mock.clear()
+    r = requests.post(gws[0].url + "/v1/chat/completions", headers=gws[0].headers(),
+                      json={"model": "unpriced", "messages": [{"role": "user", "content": "x"}]})
+    assert r.status_code == 402
+    assert r.json()["error"]["code"] == "model_not_priced"
+    assert mock.requests() == []
