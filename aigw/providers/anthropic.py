@@ -11,9 +11,9 @@ from typing import Any
 
 import orjson
 
-from aigw.errors import GatewayError
 from aigw.providers import base
-from aigw.providers.base import NotSupported, ProviderProtocolError, UpstreamStreamError
+from aigw.providers.base import (NotSupported, ProviderProtocolError, UpstreamStreamError,
+                                 bad_request)
 from aigw.sse import Event
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
@@ -37,45 +37,26 @@ def _tool_id(call_id: Any) -> str:
     return _BAD_ID_CHARS.sub("_", str(call_id)) or "call"
 
 
-def _bad(message: str, param: str = "messages") -> GatewayError:
-    return GatewayError(400, message, code="invalid_request", param=param)
-
-
 # -- request ------------------------------------------------------------------
 
 def _image_block(part: dict) -> dict:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str):
-        raise _bad("image_url part without a url")
+    url = base.image_url(part)
     data = base.parse_data_url(url)
     if data:
         return {"type": "image", "source": {"type": "base64", "media_type": data[0],
                                             "data": data[1]}}
     if url.startswith(("http://", "https://")):
         return {"type": "image", "source": {"type": "url", "url": url}}
-    raise _bad("image_url must be an http(s) or base64 data URL")
+    raise bad_request("image_url must be an http(s) or base64 data URL")
+
+
+def _text_block(text: str) -> dict:
+    return {"type": "text", "text": text}
 
 
 def _content_blocks(content: Any) -> list[dict]:
     """OpenAI message content -> Anthropic content blocks (empty text dropped)."""
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad("message content must be a string or a list of parts")
-    blocks = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if part.get("text"):
-                blocks.append({"type": "text", "text": part["text"]})
-        elif kind == "image_url":
-            blocks.append(_image_block(part))
-        else:
-            raise _bad(f"content part type {kind!r} is not supported by this provider")
-    return blocks
+    return base.content_parts(content, _text_block, _image_block)
 
 
 def _tool_use(call: dict) -> dict:
@@ -84,50 +65,36 @@ def _tool_use(call: dict) -> dict:
     try:
         parsed = orjson.loads(args) if isinstance(args, str) else args
     except orjson.JSONDecodeError:
-        raise _bad("tool_calls arguments must be a JSON object") from None
+        raise bad_request("tool_calls arguments must be a JSON object") from None
     if not isinstance(parsed, dict):
-        raise _bad("tool_calls arguments must be a JSON object")
+        raise bad_request("tool_calls arguments must be a JSON object")
     return {"type": "tool_use", "id": _tool_id(call.get("id")), "name": fn.get("name", ""),
             "input": parsed}
 
 
+def _turn(msg: dict) -> tuple[str, list[dict]]:
+    """One non-system OpenAI message -> (Anthropic role, content blocks)."""
+    role = msg.get("role")
+    if role == "user":
+        return "user", _content_blocks(msg.get("content"))
+    if role == "assistant":
+        blocks = _content_blocks(msg.get("content"))
+        blocks += [_tool_use(c) for c in msg.get("tool_calls") or [] if isinstance(c, dict)]
+        return "assistant", blocks
+    if role == "tool":
+        content = msg.get("content")
+        result: dict = {"type": "tool_result", "tool_use_id": _tool_id(msg.get("tool_call_id"))}
+        if isinstance(content, str):
+            result["content"] = content
+        else:
+            result["content"] = [b for b in _content_blocks(content) if b["type"] == "text"]
+        return "user", [result]
+    raise bad_request(f"message role {role!r} is not supported")
+
+
 def _messages(messages: list) -> tuple[list[str], list[dict]]:
     """Split system text off and build alternating Anthropic turns."""
-    system: list[str] = []
-    turns: list[dict] = []
-
-    def add(role: str, blocks: list[dict]) -> None:
-        if not blocks:
-            return
-        if turns and turns[-1]["role"] == role:
-            turns[-1]["content"].extend(blocks)
-        else:
-            turns.append({"role": role, "content": list(blocks)})
-
-    for msg in messages:
-        role = msg.get("role")
-        if role in ("system", "developer"):
-            text = base.text_of(msg.get("content"))
-            if text:
-                system.append(text)
-        elif role == "user":
-            add("user", _content_blocks(msg.get("content")))
-        elif role == "assistant":
-            blocks = _content_blocks(msg.get("content"))
-            blocks += [_tool_use(c) for c in msg.get("tool_calls") or [] if isinstance(c, dict)]
-            add("assistant", blocks)
-        elif role == "tool":
-            content = msg.get("content")
-            result: dict = {"type": "tool_result",
-                            "tool_use_id": _tool_id(msg.get("tool_call_id"))}
-            if isinstance(content, str):
-                result["content"] = content
-            else:
-                result["content"] = [b for b in _content_blocks(content) if b["type"] == "text"]
-            add("user", [result])
-        else:
-            raise _bad(f"message role {role!r} is not supported")
-    return system, turns
+    return base.conversation(messages, "content", _turn)
 
 
 def _tool_choice(choice: Any, parallel: Any) -> dict | None:
@@ -143,7 +110,7 @@ def _tool_choice(choice: Any, parallel: Any) -> dict | None:
     elif isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         out = {"type": "tool", "name": choice["function"].get("name", "")}
     else:
-        raise _bad("tool_choice is invalid", "tool_choice")
+        raise bad_request("tool_choice is invalid", "tool_choice")
     if parallel is False:
         out = out or {"type": "auto"}
         if out["type"] != "none":
@@ -169,7 +136,7 @@ def _json_instruction(fmt: Any) -> str | None:
 def to_anthropic(body: dict, model: str, *, stream: bool) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list):
-        raise _bad("messages must be a list")
+        raise bad_request("messages must be a list")
     if (body.get("n") or 1) != 1:
         raise NotSupported("n > 1 is not supported by provider anthropic", param="n")
     system, turns = _messages(messages)
@@ -191,10 +158,7 @@ def to_anthropic(body: dict, model: str, *, stream: bool) -> dict:
     tools = body.get("tools")
     if tools:
         out["tools"] = []
-        for tool in tools:
-            fn = tool.get("function") if isinstance(tool, dict) else None
-            if tool.get("type") != "function" or not isinstance(fn, dict):
-                raise _bad("only function tools are supported", "tools")
+        for fn in base.function_tools(tools):
             entry = {"name": fn.get("name", ""),
                      "input_schema": fn.get("parameters") or {"type": "object",
                                                               "properties": {}}}

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -21,7 +21,9 @@ from aigw.types import ProviderConfig, UpstreamRequest, Usage
 __all__ = [
     "Adapter", "StreamDecoder", "SSEStreamDecoder", "ProviderProtocolError",
     "UpstreamStreamError", "NotSupported", "now", "new_id", "loads", "loads_with_list",
-    "dumps", "summarize_error", "parse_data_url", "json_headers", "chunk", "usage_chunk", "has_version_path", "api_root",
+    "dumps", "summarize_error", "parse_data_url", "bad_request", "image_url", "content_parts",
+    "function_tools", "conversation", "json_headers", "chunk", "usage_chunk", "has_version_path",
+    "api_root",
 ]
 
 
@@ -196,6 +198,82 @@ def text_of(content: Any) -> str:
                        if isinstance(p, dict) and p.get("type") in ("text", None))
     return ""
 
+
+# -- translating canonical requests ------------------------------------------
+
+def bad_request(message: str, param: str = "messages") -> GatewayError:
+    """A request this adapter cannot translate (-> 400 invalid_request)."""
+    return GatewayError(400, message, code="invalid_request", param=param)
+
+
+def image_url(part: dict) -> str:
+    """The URL of an OpenAI ``image_url`` content part."""
+    image = part.get("image_url")
+    url = image.get("url") if isinstance(image, dict) else image
+    if not isinstance(url, str):
+        raise bad_request("image_url part without a url")
+    return url
+
+
+def content_parts(content: Any, text: Callable[[str], dict],
+                  image: Callable[[dict], dict]) -> list[dict]:
+    """OpenAI message content -> provider parts made by ``text`` and ``image``.
+
+    Empty text is dropped; parts other than text and image_url are rejected."""
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [text(content)] if content else []
+    if not isinstance(content, list):
+        raise bad_request("message content must be a string or a list of parts")
+    parts = []
+    for part in content:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if part.get("text"):
+                parts.append(text(part["text"]))
+        elif kind == "image_url":
+            parts.append(image(part))
+        else:
+            raise bad_request(f"content part type {kind!r} is not supported by this provider")
+    return parts
+
+
+def function_tools(tools: list) -> list[dict]:
+    """The ``function`` objects of OpenAI ``tools``; any other kind of tool is rejected."""
+    fns = []
+    for tool in tools:
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if tool.get("type") != "function" or not isinstance(fn, dict):
+            raise bad_request("only function tools are supported", "tools")
+        fns.append(fn)
+    return fns
+
+
+def conversation(messages: list, key: str, turn: Callable[[dict], tuple[str, list[dict]]]
+                 ) -> tuple[list[str], list[dict]]:
+    """Split system/developer text off; ``turn`` maps every other message to
+    (role, items), and consecutive items of one role merge into one
+    ``{"role": role, key: items}`` turn (messages with no items are dropped)."""
+    system: list[str] = []
+    turns: list[dict] = []
+    for msg in messages:
+        if msg.get("role") in ("system", "developer"):
+            text = text_of(msg.get("content"))
+            if text:
+                system.append(text)
+            continue
+        role, items = turn(msg)
+        if not items:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1][key].extend(items)
+        else:
+            turns.append({"role": role, key: list(items)})
+    return system, turns
+
+
+# -- canonical chunks ------------------------------------------------------------
 
 def chunk(id_: str, created: int, model: str, index: int, delta: dict,
           finish_reason: str | None = None) -> dict:

@@ -13,9 +13,9 @@ from urllib.parse import quote
 
 import orjson
 
-from aigw.errors import GatewayError
 from aigw.providers import base
-from aigw.providers.base import NotSupported, ProviderProtocolError, UpstreamStreamError
+from aigw.providers.base import (NotSupported, ProviderProtocolError, UpstreamStreamError,
+                                 bad_request)
 from aigw.sse import Event
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
@@ -34,10 +34,6 @@ FINISH_REASONS = {
 _SCHEMA_DROP = {"$schema", "$id", "additionalProperties", "strict", "$comment"}
 
 
-def _bad(message: str, param: str = "messages") -> GatewayError:
-    return GatewayError(400, message, code="invalid_request", param=param)
-
-
 def clean_schema(schema: Any) -> Any:
     """Drop JSON Schema keywords Gemini's OpenAPI-subset schema does not accept."""
     if isinstance(schema, dict):
@@ -50,10 +46,7 @@ def clean_schema(schema: Any) -> Any:
 # -- request ------------------------------------------------------------------
 
 def _image_part(part: dict) -> dict:
-    image = part.get("image_url")
-    url = image.get("url") if isinstance(image, dict) else image
-    if not isinstance(url, str):
-        raise _bad("image_url part without a url")
+    url = base.image_url(part)
     data = base.parse_data_url(url)
     if data:
         return {"inlineData": {"mimeType": data[0], "data": data[1]}}
@@ -61,35 +54,24 @@ def _image_part(part: dict) -> dict:
     return {"fileData": {"mimeType": mime, "fileUri": url}}
 
 
+def _text_part(text: str) -> dict:
+    return {"text": text}
+
+
 def _parts(content: Any) -> list[dict]:
-    if content is None:
-        return []
-    if isinstance(content, str):
-        return [{"text": content}] if content else []
-    if not isinstance(content, list):
-        raise _bad("message content must be a string or a list of parts")
-    parts = []
-    for part in content:
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text":
-            if part.get("text"):
-                parts.append({"text": part["text"]})
-        elif kind == "image_url":
-            parts.append(_image_part(part))
-        else:
-            raise _bad(f"content part type {kind!r} is not supported by this provider")
-    return parts
+    """OpenAI message content -> Gemini parts (empty text dropped)."""
+    return base.content_parts(content, _text_part, _image_part)
 
 
 def _json_args(raw: Any) -> dict:
     try:
         args = orjson.loads(raw) if isinstance(raw, str) else raw
     except orjson.JSONDecodeError:
-        raise _bad("tool_calls arguments must be a JSON object") from None
+        raise bad_request("tool_calls arguments must be a JSON object") from None
     if args is None:
         return {}
     if not isinstance(args, dict):
-        raise _bad("tool_calls arguments must be a JSON object")
+        raise bad_request("tool_calls arguments must be a JSON object")
     return args
 
 
@@ -103,43 +85,30 @@ def _tool_response(content: Any) -> dict:
 
 
 def _contents(messages: list) -> tuple[list[str], list[dict]]:
-    system: list[str] = []
-    contents: list[dict] = []
-    names: dict[str, str] = {}  # tool_call_id -> function name
+    """Split system text off and build alternating Gemini contents."""
+    names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
 
-    def add(role: str, parts: list[dict]) -> None:
-        if not parts:
-            return
-        if contents and contents[-1]["role"] == role:
-            contents[-1]["parts"].extend(parts)
-        else:
-            contents.append({"role": role, "parts": list(parts)})
-
-    for msg in messages:
+    def turn(msg: dict) -> tuple[str, list[dict]]:
         role = msg.get("role")
-        if role in ("system", "developer"):
-            text = base.text_of(msg.get("content"))
-            if text:
-                system.append(text)
-        elif role == "user":
-            add("user", _parts(msg.get("content")))
-        elif role == "assistant":
+        if role == "user":
+            return "user", _parts(msg.get("content"))
+        if role == "assistant":
             parts = _parts(msg.get("content"))
             for call in msg.get("tool_calls") or []:
                 fn = call.get("function") or {}
                 names[str(call.get("id"))] = fn.get("name", "")
                 parts.append({"functionCall": {"name": fn.get("name", ""),
                                                "args": _json_args(fn.get("arguments"))}})
-            add("model", parts)
-        elif role == "tool":
+            return "model", parts
+        if role == "tool":
             name = names.get(str(msg.get("tool_call_id"))) or msg.get("name")
             if not name:
-                raise _bad("tool message does not answer an earlier tool call")
-            add("user", [{"functionResponse": {"name": name,
-                                               "response": _tool_response(msg.get("content"))}}])
-        else:
-            raise _bad(f"message role {role!r} is not supported")
-    return system, contents
+                raise bad_request("tool message does not answer an earlier tool call")
+            return "user", [{"functionResponse": {
+                "name": name, "response": _tool_response(msg.get("content"))}}]
+        raise bad_request(f"message role {role!r} is not supported")
+
+    return base.conversation(messages, "parts", turn)
 
 
 def _tool_config(choice: Any) -> dict | None:
@@ -151,7 +120,7 @@ def _tool_config(choice: Any) -> dict | None:
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         return {"functionCallingConfig": {"mode": "ANY",
                                           "allowedFunctionNames": [choice["function"]["name"]]}}
-    raise _bad("tool_choice is invalid", "tool_choice")
+    raise bad_request("tool_choice is invalid", "tool_choice")
 
 
 def _generation_config(body: dict) -> dict:
@@ -181,7 +150,7 @@ def _generation_config(body: dict) -> dict:
 def to_gemini(body: dict) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list):
-        raise _bad("messages must be a list")
+        raise bad_request("messages must be a list")
     system, contents = _contents(messages)
     out: dict[str, Any] = {"contents": contents}
     if system:
@@ -189,10 +158,7 @@ def to_gemini(body: dict) -> dict:
     tools = body.get("tools")
     if tools:
         decls = []
-        for tool in tools:
-            fn = tool.get("function") if isinstance(tool, dict) else None
-            if tool.get("type") != "function" or not isinstance(fn, dict):
-                raise _bad("only function tools are supported", "tools")
+        for fn in base.function_tools(tools):
             decl = {"name": fn.get("name", "")}
             if fn.get("description"):
                 decl["description"] = fn["description"]
