@@ -76,13 +76,18 @@ def _check_message(msg: Any, i: int) -> None:
                 raise _bad(f"{p}.function.arguments must be a string", f"{p}.function.arguments")
 
 
-def validate_chat(body: Any) -> None:
-    """Raise GatewayError(400) if ``body`` is not a usable chat completions request."""
+def _check_object_and_model(body: Any) -> None:
+    """Both endpoints: a JSON object whose ``model``, when given, is a string."""
     if not isinstance(body, dict):
         raise _bad("request body must be a JSON object", "body")
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise _bad("model must be a string", "model")
+
+
+def validate_chat(body: Any) -> None:
+    """Raise GatewayError(400) if ``body`` is not a usable chat completions request."""
+    _check_object_and_model(body)
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty array", "messages")
@@ -132,11 +137,7 @@ def validate_chat(body: Any) -> None:
 
 def validate_embeddings(body: Any) -> None:
     """Raise GatewayError(400) if ``body`` is not a usable embeddings request."""
-    if not isinstance(body, dict):
-        raise _bad("request body must be a JSON object", "body")
-    model = body.get("model")
-    if model is not None and not isinstance(model, str):
-        raise _bad("model must be a string", "model")
+    _check_object_and_model(body)
     inp = body.get("input")
     ok = (isinstance(inp, str) and inp != "") or (
         isinstance(inp, list) and inp and (
