@@ -75,7 +75,8 @@ def normalize(text: str) -> str:
             out.append(ch)
     decomposed = unicodedata.normalize("NFD", "".join(out))
     stripped = "".join(c for c in decomposed if unicodedata.category(c) != "Mn")
-    return stripped.lower()
+    # per character, as the Rust normaliser does (str.lower() would turn a final sigma into ς)
+    return "".join(c.lower() for c in stripped)
 
 
 def pre_tokenize(text: str) -> list[str]:

@@ -53,6 +53,8 @@ def test_tokenizer_lowercases_strips_accents_and_splits_punctuation(model):
     ids = model.tokenizer.encode("Héllo,\tWORLD!! naïve 北京")
     assert [vocab[i] for i in ids] == ["[CLS]", "hello", ",", "world", "!", "!",
                                        "naive", "北", "京", "[SEP]"]
+    # lowercased character by character, as the Rust tokenizer does: no final-sigma rule
+    assert "ς" not in "".join(vocab[i] for i in model.tokenizer.tokens("ΟΔΟΣ"))
     pieces = [vocab[i] for i in model.tokenizer.tokens("tokenization")]
     assert pieces[0] == "token" and all(p.startswith("##") for p in pieces[1:])
 
