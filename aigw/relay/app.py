@@ -7,6 +7,7 @@ without a valid ticket gets 403 and never reaches a provider.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import time
 from typing import Any, Callable, Iterable, Iterator
@@ -202,6 +203,7 @@ class Relay:
         usage = Usage.from_openai(resp.get("usage"))
         if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0 and ctx.api != "embeddings"):
             usage = self._counted_usage(_response_text(resp))
+        usage = self._with_prompt(usage)
         if not cached:
             self.outcome.response = copy.deepcopy(resp) if ctx.api != "embeddings" else None
         if ctx.restore_map and ctx.api != "embeddings":
@@ -278,7 +280,7 @@ class Relay:
             yield from out.abort("The provider stream timed out.")
         except GeneratorExit:  # client went away: charge what the provider produced so far
             self.outcome.error = self.outcome.error or "client_disconnected"
-            self.outcome.usage = out.provider_usage or self._counted_usage("".join(out.text))
+            self.outcome.usage = self._with_prompt(out.provider_usage or self._counted_usage("".join(out.text)))
             self.outcome.status = 499
             raise
         except Exception as exc:
@@ -369,6 +371,13 @@ class Relay:
         out = count_completion_text(completion_text, model).tokens if completion_text else 0
         return Usage(input_tokens=prompt, output_tokens=out, estimated=True)
 
+    def _with_prompt(self, usage: Usage) -> Usage:
+        """A provider that reported output but no prompt tokens: our prompt count, flagged estimated."""
+        pc = self.ctx.prompt_count
+        if usage.input_tokens or pc is None or not pc.tokens:
+            return usage
+        return dataclasses.replace(usage, input_tokens=pc.tokens, estimated=True)
+
 
 class StreamOut:
     """Turns canonical chunks into the client's stream: restore, usage, cost, egress."""
@@ -448,7 +457,7 @@ class StreamOut:
             tail = self.restorers.pop(key).flush()
             if tail and key[1] == "c":
                 yield self._emit(self._text_chunk(key[0], tail))
-        usage = self.provider_usage or relay._counted_usage("".join(self.text))
+        usage = relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
         relay.outcome.usage = usage
         cost = 0.0 if self.cached else relay._cost(usage, self.target)
         relay.outcome.cost_usd = cost
