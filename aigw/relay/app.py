@@ -402,7 +402,8 @@ class StreamOut:
         r = self.restorers.get(key)
         if r is None:
             from ..redact.restore import StreamRestorer
-            r = self.restorers[key] = StreamRestorer(self.ctx.restore_map)
+            m = self.ctx.restore_map if key[1] == "c" else _json_escaped(self.ctx.restore_map)
+            r = self.restorers[key] = StreamRestorer(m)
         return r
 
     def chunk(self, c: dict[str, Any]) -> Iterator[bytes]:
@@ -545,4 +546,10 @@ def _restore_response(resp: dict[str, Any], restore_map: dict[str, str]) -> None
         for tc in msg.get("tool_calls") or ():
             fn = tc.get("function") or {}
             if isinstance(fn.get("arguments"), str):
-                fn["arguments"] = restore_text(fn["arguments"], restore_map)
+                fn["arguments"] = restore_text(fn["arguments"], _json_escaped(restore_map))
+
+
+def _json_escaped(restore_map: dict[str, str]) -> dict[str, str]:
+    """Tool-call arguments are JSON: placeholders sit inside JSON strings, so the
+    originals go back JSON-escaped (a private key's newlines must stay ``\\n``)."""
+    return {k: orjson.dumps(v).decode()[1:-1] for k, v in restore_map.items()}
