@@ -423,8 +423,13 @@ class _Body:
 
 
 def _relay(resp: Any, req: Req) -> Iterator[bytes]:
-    """Forward the upstream body chunk by chunk as it arrives (no buffering)."""
+    """Forward the upstream body chunk by chunk as it arrives (no buffering).
+
+    When the client goes away mid-body, the upstream connection is closed, as nginx
+    does with ``proxy_ignore_client_abort off`` (Kong's default), so the upstream
+    sees the abort instead of writing into a pooled connection."""
     size = 0
+    complete = False
     try:
         if resp.chunked and resp.supports_chunked_reads():
             chunks = resp.read_chunked(decode_content=False)
@@ -434,11 +439,15 @@ def _relay(resp: Any, req: Req) -> Iterator[bytes]:
             if chunk:
                 size += len(chunk)
                 yield chunk
+        complete = True
     except (urllib3.exceptions.HTTPError, OSError) as exc:
         sys.stderr.write(f"[standin] [err] upstream body interrupted: {type(exc).__name__}\n")
     finally:
         req.streamed_size = size
-        resp.release_conn()
+        if complete:
+            resp.release_conn()
+        else:
+            resp.close()
 
 
 def _match_of(req: Req) -> Any:

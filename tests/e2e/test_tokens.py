@@ -152,6 +152,7 @@ def gw(mock, partial_provider):
     add_model(doc, "silent", [{"provider": "openai", "model": "gpt-4o-no-usage"}])
     add_model(doc, "cachy", [{"provider": "openai", "model": "gpt-4o-cached"}])
     add_model(doc, "azure-only", [{"provider": "azure-eu", "model": "gpt-4o-deploy"}])
+    add_model(doc, "dribble", [{"provider": "openai", "model": "gpt-4o-stream-delay-300"}])
     with Gateway(mock, doc, env={"AIGW_PROVIDER_PARTIAL_BASE_URL": partial_provider.url}) as g:
         yield g
 
@@ -453,3 +454,31 @@ def test_provider_without_prompt_usage_gets_the_gateway_prompt_count(gw):
                       json={**body, "stream": True, "stream_options": {"include_usage": True}})
     u = _sse(r.text)[-1]["usage"]
     assert (u["prompt_tokens"], u["completion_tokens"]) == (counted, 3)
+
+
+def test_abandoned_stream_is_charged_for_what_was_produced(gw):
+    """A client that leaves mid-stream: the reservation is reconciled to the tokens
+    produced so far (counted by the gateway: the usage chunk never came), not released."""
+    limiter = RedisLimiter(REDIS_URL, prefix=_prefix(gw))
+    rule = limit_rule(BIG)
+    before = limiter.used(rule)
+    words = " ".join(f"w{i}" for i in range(40))
+    with requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), stream=True, timeout=30,
+                       json={"model": "dribble", "stream": True, "max_tokens": 500,
+                             "messages": [{"role": "user", "content": "REPLY:" + words}]}) as r:
+        assert r.status_code == 200
+        got = 0
+        for line in r.iter_lines():
+            if line.startswith(b"data: {") and b'"content":"' in line:
+                got += 1
+                if got == 3:
+                    break  # leave; the provider would have sent ~40 more chunks
+    prompt = count_chat({"model": "dribble", "messages": [{"role": "user", "content": "REPLY:" + words}]},
+                        "gpt-4o").tokens
+    # the relay notices the disconnect at its next write, then settles
+    deadline = time.time() + 15
+    while limiter.used(rule) - before >= prompt + 500 and time.time() < deadline:
+        time.sleep(0.1)
+    charged = limiter.used(rule) - before
+    # charged: the prompt plus the few tokens streamed, far below the 500-token reservation
+    assert prompt < charged < prompt + 100
