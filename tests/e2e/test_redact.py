@@ -35,14 +35,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import anthropic
-import openai
 import orjson
 import pytest
 import requests
 
 from aigw.redact import BUILTIN_ENTITIES
 
-from .conftest import Gateway, add_model, free_port, plugin_config, reference_config, remove_plugin, service
+from .conftest import Gateway, add_model, free_port, plugin_config, reference_config, remove_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 _spec = importlib.util.spec_from_file_location("redact_corpus_e2e", ROOT / "tests" / "corpus" / "generate.py")
@@ -163,7 +162,7 @@ def _error(r: requests.Response) -> dict[str, Any]:
     return r.json()["error"]
 
 
-def _no_big_limits(doc: dict[str, Any]) -> None:
+def _roomy_token_limits(doc: dict[str, Any]) -> None:
     plugin_config(doc, "ai-tokens")["limits"] = [{"scope": "consumer", "tokens": 100_000_000, "window": "minute"}]
 
 
@@ -176,7 +175,7 @@ def _corpus_edit(doc: dict[str, Any]) -> None:
     # the model never sees a redacted secret: keep the pii/financial rules, let redacted secrets through
     plugin_config(doc, "ai-router")["data_class_policy"] = {"pii": ["onprem", "zdr"], "financial": ["onprem", "zdr"]}
     remove_plugin(doc, "ai-cache")  # every request must reach the mock
-    _no_big_limits(doc)
+    _roomy_token_limits(doc)
 
 
 @pytest.fixture(scope="module")
@@ -474,7 +473,7 @@ def restore_gw(mock, tool_echo):
         add_model(doc, "mixed", both, sticky="none")
         add_model(doc, "mixed-sticky", both, sticky="header:x-user-id")
         add_model(doc, "mixed-failing", [{**both[0], "model": "gpt-4o-mini-fault-503"}, both[1]], sticky="none")
-        _no_big_limits(doc)
+        _roomy_token_limits(doc)
     return _start(mock, edit)
 
 
@@ -702,7 +701,7 @@ def test_malformed_and_oversized_bodies_get_clean_4xx(gateway, fault_gw, mock):
 
 
 def test_plugin_server_killed_mid_run_never_lets_pii_through(mock):
-    gw = _start(mock, lambda doc: (remove_plugin(doc, "ai-cache"), _no_big_limits(doc)))
+    gw = _start(mock, lambda doc: (remove_plugin(doc, "ai-cache"), _roomy_token_limits(doc)))
     mock.clear()
     stop = threading.Event()
     outcomes: list[tuple[int, str, int]] = []  # (request number, email, status or -1)
