@@ -303,10 +303,16 @@ class Relay:
         target = ctx.plan[0] if ctx.plan else None
         self.outcome.target = target
         if not ctx.stream:
-            return self._respond(start_response, copy.deepcopy(entry.response), target, cached=True)
+            resp = copy.deepcopy(entry.response)
+            if resp.get("usage") is None and entry.usage:
+                resp["usage"] = dict(entry.usage)  # a streamed miss keeps its usage beside the answer
+            return self._respond(start_response, resp, target, cached=True)
         self.outcome.ttft = time.perf_counter() - self.t0
         headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         headers += self._served_headers()
+        known = Usage.from_openai(entry.response.get("usage") or entry.usage)
+        if known is not None:  # a replay knows its usage before the first byte
+            headers += self._usage_headers(known, 0.0, True)
         start_response("200 OK", headers)
 
         def body() -> Iterator[bytes]:
