@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 from gevent.pywsgi import WSGIServer
 
@@ -11,6 +12,20 @@ from ..plugin_base import setup_logging
 log = logging.getLogger("aigw")
 
 _server: WSGIServer | None = None
+
+
+class NoDelayWSGIServer(WSGIServer):
+    """pywsgi sends a response's headers and body in two writes; with Nagle on, the
+    body waits for the peer's delayed ACK (40 ms on Linux) on every keep-alive
+    request, and small SSE events queue behind each other. nginx (Kong) runs its
+    side with tcp_nodelay on; so does this server."""
+
+    def handle(self, sock, address):
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:  # not TCP (e.g. a unix socket)
+            pass
+        super().handle(sock, address)
 
 
 def relay_address() -> tuple[str, int]:
@@ -27,7 +42,7 @@ def ensure_started() -> None:
     setup_logging()
     from .app import application
     host, port = relay_address()
-    _server = WSGIServer((host, port), application, log=None, error_log=None)
+    _server = NoDelayWSGIServer((host, port), application, log=None, error_log=None)
     _server.start()
     log.info("aigw relay listening on %s:%d", host, port)
     metrics_port = os.environ.get("AIGW_METRICS_PORT")

@@ -30,6 +30,15 @@ from .rpc import RpcClient  # noqa: E402
 class RawHeadersHandler(WSGIHandler):
     """Keeps the request headers as received (order, case, repeats) for the PDK."""
 
+    def handle(self) -> None:
+        # nginx's tcp_nodelay (on by default): without it pywsgi's separate header and
+        # body writes wait on the client's delayed ACK, 40 ms per keep-alive request
+        try:
+            self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        super().handle()
+
     def get_environ(self) -> dict[str, Any]:
         env = super().get_environ()
         env["standin.raw_headers"] = [(k, v) for k, v in self.headers.items()]
