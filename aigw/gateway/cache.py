@@ -13,6 +13,21 @@ from .limits import redis_prefix
 log = logging.getLogger("aigw")
 
 _STORES: dict[tuple, Any] = {}
+_SEMANTIC: Any = None  # one SemanticIndex per process (it partitions internally)
+
+
+def _semantic_index():
+    global _SEMANTIC
+    if _SEMANTIC is None:
+        from ..cache.semantic import SemanticIndex
+        _SEMANTIC = SemanticIndex()
+    return _SEMANTIC
+
+
+def _off_loop(fn, *args):
+    """Run CPU-heavy numpy work (the embedding) in a real thread, off the gevent loop."""
+    import gevent
+    return gevent.get_hub().threadpool.apply(fn, args)
 
 
 def _store(cfg: dict[str, Any]):
@@ -39,6 +54,12 @@ class CacheRuntime:
         # the partition's "route": explicit, else the route this plugin is scoped to,
         # else the plugin entity (a service-wide plugin is one partition per service)
         self.route = cfg.get("route") or cfg.get("route_id") or cfg.get("__plugin_id") or "default"
+        sem = cfg.get("semantic") or {}
+        self.semantic = bool(sem.get("enabled"))
+        self.threshold = float(sem.get("threshold", 0.95))
+        if self.semantic:
+            from ..cache.embed import get_model
+            get_model()  # load once at instance start (fails the config if the model is missing)
 
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cache")
@@ -56,6 +77,7 @@ class CacheRuntime:
         part = Partition(consumer=who, route=str(self.route), target=ctx.plan[0].key)
         key = cache_key(part, "chat", ctx.canonical)
         ctx.extra_headers["X-Cache-Key"] = key.rsplit(":", 1)[-1][:32]
+        sem_text = sem_scope = None
         if reason == "refresh":
             ctx.cache_status = "Refresh"
         else:
@@ -66,6 +88,8 @@ class CacheRuntime:
                 ctx.cache_status = "Bypass"
                 ctx.extra_headers["X-Cache-Status"] = "Bypass"
                 return
+            if entry is None and self.semantic:
+                entry, sem_text, sem_scope = self._semantic_lookup(ctx, part)
             if entry is not None:
                 ctx.cache_entry = entry
                 ctx.cache_status = "Hit"
@@ -74,6 +98,10 @@ class CacheRuntime:
                 ctx.extra_headers["X-Cache-Age"] = str(max(0, int(time.time() - entry.created)))
                 return
             ctx.cache_status = "Miss"
+        if reason == "refresh" and self.semantic:
+            from ..cache.semantic import last_user_text, semantic_scope
+            sem_text = last_user_text(ctx.canonical)
+            sem_scope = semantic_scope(ctx.canonical, target=part.target) if sem_text else None
         ctx.extra_headers["X-Cache-Status"] = ctx.cache_status
         store, ttl = self.store, self.ttl
 
@@ -84,8 +112,43 @@ class CacheRuntime:
                           provider=o.target.provider.name,
                           usage=o.usage.to_openai() if o.usage is not None else {})
             try:
-                store.set(key, entry, ttl)
+                stored = store.set(key, entry, ttl)
             except CacheUnavailable:
                 log.warning("aigw cache store unavailable; answer not cached")
+                return
+            if stored is not False and sem_text:
+                try:
+                    _off_loop(_semantic_index().add, part, sem_scope, sem_text, key)
+                except Exception as exc:
+                    log.warning("aigw semantic index add failed: %s", type(exc).__name__)
 
         ctx.on_finish(save)
+
+    def _semantic_lookup(self, ctx: RequestContext, part: Partition):
+        """Nearest earlier answer for the last user turn, in the same partition and scope
+        (same model, system prompt, tools, parameters and earlier turns)."""
+        from ..cache.semantic import last_user_text, semantic_scope
+        text = last_user_text(ctx.canonical)
+        if not text:
+            return None, None, None
+        scope = semantic_scope(ctx.canonical, target=part.target)
+        index = _semantic_index()
+        try:
+            found = _off_loop(index.search, part, scope, text, self.threshold)
+        except Exception as exc:
+            log.warning("aigw semantic search failed: %s", type(exc).__name__)
+            return None, text, scope
+        if found is None:
+            return None, text, scope
+        key, similarity = found
+        try:
+            entry = self.store.get(key)
+        except CacheUnavailable:
+            return None, text, scope
+        if entry is None:
+            index.discard(part, key)
+            return None, text, scope
+        ctx.extra_headers["X-Cache-Similarity"] = f"{similarity:.4f}"
+        ctx.extra_headers["X-Cache-Key"] = key.rsplit(":", 1)[-1][:32]
+        ctx.log_fields["aigw.cache.similarity"] = round(similarity, 4)
+        return entry, None, None
