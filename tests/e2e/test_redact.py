@@ -704,7 +704,8 @@ def test_plugin_server_killed_mid_run_never_lets_pii_through(mock):
     gw = _start(mock, lambda doc: (remove_plugin(doc, "ai-cache"), _roomy_token_limits(doc)))
     mock.clear()
     stop = threading.Event()
-    outcomes: list[tuple[int, str, int]] = []  # (request number, email, status or -1)
+    # (request number, email, status or the client-side exception name, answer as expected)
+    outcomes: list[tuple[int, str, int | str, bool]] = []
 
     def loop() -> None:
         s = requests.Session()
@@ -712,16 +713,17 @@ def test_plugin_server_killed_mid_run_never_lets_pii_through(mock):
         while not stop.is_set():
             i += 1
             email = f"kill{i}.{uuid.uuid4().hex[:6]}@example.com"
+            prompt = f"req-{i} mail {email}"
             try:
-                r = _chat(gw, {"model": "chat", "messages": [{"role": "user", "content": f"req-{i} mail {email}"}]},
-                          s, timeout=15)
-                status = r.status_code
-                if status == 200:
-                    assert r.json()["choices"][0]["message"]["content"] == f"Echo: req-{i} mail {email}"
-            except requests.RequestException:
-                status = -1
+                r = _chat(gw, {"model": "chat", "messages": [{"role": "user", "content": prompt}]}, s, timeout=15)
+                status: int | str = r.status_code
+                ok = status != 200 or r.json()["choices"][0]["message"]["content"] == "Echo: " + prompt
+            except requests.RequestException as exc:
+                status, ok = type(exc).__name__, True
                 s = requests.Session()
-            outcomes.append((i, email, status))
+            outcomes.append((i, email, status, ok))
+            if status != 200:
+                time.sleep(0.01)  # the plugin server is down: do not spin
 
     t = threading.Thread(target=loop, daemon=True)
     t.start()
@@ -734,7 +736,7 @@ def test_plugin_server_killed_mid_run_never_lets_pii_through(mock):
         os.kill(old, signal.SIGKILL)
         killed_at = len(outcomes)
         # wait for the respawn and for requests that succeed again
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if sum(1 for o in outcomes[killed_at:] if o[2] == 200) >= 5 and gw.standin.pluginserver_pid() not in (None, old):
                 break
@@ -743,20 +745,21 @@ def test_plugin_server_killed_mid_run_never_lets_pii_through(mock):
         stop.set()
         t.join(20)
     assert not t.is_alive()
-    after = outcomes[killed_at:]
+    summary = collections.Counter(str(o[2]) for o in outcomes)
+    RESULTS["kill_run"] = dict(summary)
+    print(f"\nplugin server kill: outcomes {dict(summary)}")
     assert gw.standin.pluginserver_pid() not in (None, old)
-    assert sum(1 for o in after if o[2] == 200) >= 5, collections.Counter(o[2] for o in after)
+    assert sum(1 for o in outcomes[killed_at:] if o[2] == 200) >= 5, (killed_at, outcomes)
     # every request either failed with an error or reached the mock redacted
     rec = Recorded(mock.requests())
-    for i, email, status in outcomes:
+    # a request the relay was writing when it was killed may arrive cut off (no JSON body)
+    prompts = {r["body"]["messages"][0]["content"] for r in mock.requests() if isinstance(r["body"], dict)}
+    for i, email, status, ok in outcomes:
         assert not rec.leaks("email", email), (i, status)
-        assert status == 200 or status == -1 or status >= 500, (i, status)
-    prompts = {r["body"]["messages"][0]["content"] for r in mock.requests()}
-    for i, email, status in outcomes:
+        assert ok, (i, status)
+        assert status == 200 or isinstance(status, str) or status >= 500, (i, status)
         if status == 200:
             assert f"req-{i} mail <EMAIL_1>" in prompts
-    RESULTS["kill_run"] = dict(collections.Counter(str(o[2]) for o in outcomes))
-    print(f"\nplugin server kill: outcomes {RESULTS['kill_run']}")
 
 
 # ------------------------------------------------------------ data classes
