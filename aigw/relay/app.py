@@ -436,20 +436,23 @@ class StreamOut:
                     if self.ctx.restore_map:
                         fn["arguments"] = self._restorer((idx, "t", tc.get("index", 0))).feed(args)
             if ch.get("finish_reason") and self.ctx.restore_map:
-                tail = self._flush_choice(idx)
-                if tail:
-                    yield self._emit(self._text_chunk(idx, tail))
+                for tail in self._flush(idx):
+                    yield self._emit(tail)
         yield self._emit(c)
 
-    def _flush_choice(self, idx: int) -> str:
+    def _flush(self, idx: int | None = None) -> list[dict[str, Any]]:
+        """Chunks carrying the text restorers still hold (content and tool arguments)."""
         out = []
-        for key in sorted(k for k in self.restorers if k[0] == idx and k[1] == "c"):
-            out.append(self.restorers.pop(key).flush())
-        return "".join(out)
-
-    def _text_chunk(self, idx: int, text: str) -> dict[str, Any]:
-        return {**self.template, "choices": [{"index": idx, "delta": {"content": text},
-                                               "finish_reason": None}]}
+        for key in sorted(k for k in self.restorers if idx is None or k[0] == idx):
+            tail = self.restorers.pop(key).flush()
+            if not tail:
+                continue
+            if key[1] == "c":
+                delta: dict[str, Any] = {"content": tail}
+            else:
+                delta = {"tool_calls": [{"index": key[2], "function": {"arguments": tail}}]}
+            out.append({**self.template, "choices": [{"index": key[0], "delta": delta, "finish_reason": None}]})
+        return out
 
     def _emit(self, c: dict[str, Any]) -> bytes:
         if self.encoder is not None:
@@ -460,10 +463,8 @@ class StreamOut:
         ctx = self.ctx
         relay = self.relay
         # text still held back by restorers (stream ended without finish_reason)
-        for key in sorted(self.restorers):
-            tail = self.restorers.pop(key).flush()
-            if tail and key[1] == "c":
-                yield self._emit(self._text_chunk(key[0], tail))
+        for tail in self._flush():
+            yield self._emit(tail)
         usage = relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
         relay.outcome.usage = usage
         cost = 0.0 if self.cached else relay._cost(usage, self.target)
