@@ -34,6 +34,10 @@ _REASONS = {200: "OK", 400: "Bad Request", 402: "Payment Required", 403: "Forbid
 set_observer(observe)
 
 
+# cache statuses after which ai-cache stores the answer (Bypass and Hit store nothing)
+_STORES_ANSWER = ("Miss", "Refresh")
+
+
 def _status_line(code: int) -> str:
     return f"{code} {_REASONS.get(code, 'Status')}"
 
@@ -205,7 +209,8 @@ class Relay:
             usage = self._counted_usage(_response_text(resp))
         usage = self._with_prompt(usage)
         if not cached:
-            self.outcome.response = copy.deepcopy(resp) if ctx.api != "embeddings" else None
+            # only ai-cache (on a miss or refresh) keeps the un-restored answer
+            self.outcome.response = copy.deepcopy(resp) if ctx.cache_status in _STORES_ANSWER else None
         if ctx.restore_map and ctx.api != "embeddings":
             _restore_response(resp, ctx.restore_map)
         self.outcome.usage = usage
@@ -418,7 +423,7 @@ class StreamOut:
             return
         if not self.template:
             self.template = {k: c.get(k) for k in ("id", "object", "created", "model")}
-        if not self.cached and self.ctx.cache_status is not None:
+        if not self.cached and self.ctx.cache_status in _STORES_ANSWER:
             self.raw_chunks.append(copy.deepcopy(c))
         for ch in c.get("choices") or ():
             delta = ch.get("delta") or {}
