@@ -7,7 +7,7 @@ from typing import Any
 
 from ..cache import CacheUnavailable, Entry, MemoryStore, Partition, RedisStore, cache_key, cacheable
 from ..context import Outcome, RequestContext
-from .common import require_router
+from .common import off_loop, require_router
 from .limits import redis_prefix
 
 log = logging.getLogger("aigw")
@@ -22,12 +22,6 @@ def _semantic_index():
         from ..cache.semantic import SemanticIndex
         _SEMANTIC = SemanticIndex()
     return _SEMANTIC
-
-
-def _off_loop(fn, *args):
-    """Run CPU-heavy numpy work (the embedding) in a real thread, off the gevent loop."""
-    import gevent
-    return gevent.get_hub().threadpool.apply(fn, args)
 
 
 def _store(cfg: dict[str, Any]):
@@ -118,7 +112,7 @@ class CacheRuntime:
                 return
             if stored is not False and sem_text:
                 try:
-                    _off_loop(_semantic_index().add, part, sem_scope, sem_text, key)
+                    off_loop(_semantic_index().add, part, sem_scope, sem_text, key)
                 except Exception as exc:
                     log.warning("aigw semantic index add failed: %s", type(exc).__name__)
 
@@ -134,7 +128,7 @@ class CacheRuntime:
         scope = semantic_scope(ctx.canonical, target=part.target)
         index = _semantic_index()
         try:
-            found = _off_loop(index.search, part, scope, text, self.threshold)
+            found = off_loop(index.search, part, scope, text, self.threshold)
         except Exception as exc:
             log.warning("aigw semantic search failed: %s", type(exc).__name__)
             return None, text, scope

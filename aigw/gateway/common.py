@@ -37,3 +37,19 @@ def require_router(ctx: RequestContext, plugin: str) -> None:
     if ctx.router is None and ctx.api != "models":
         raise GatewayError(500, f"{plugin} needs the ai-router plugin on the same route.",
                            code="gateway_misconfigured")
+
+
+# Bodies above this size are scanned and counted in a worker thread: a 1 MiB prompt
+# takes ~115 ms of CPU, which on the gevent loop would stall every other request.
+OFF_LOOP_BYTES = 64 * 1024
+
+
+def off_loop(fn, *args):
+    """Run CPU-heavy work (large scans and counts, embeddings) in a real thread of the
+    gevent hub's pool, so the loop keeps serving other requests meanwhile."""
+    import gevent
+    return gevent.get_hub().threadpool.apply(fn, args)
+
+
+def maybe_off_loop(size: int, fn, *args):
+    return off_loop(fn, *args) if size > OFF_LOOP_BYTES else fn(*args)

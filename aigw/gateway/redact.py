@@ -12,7 +12,7 @@ from typing import Any
 from ..context import RequestContext
 from ..errors import GatewayError
 from ..redact.engine import RedactConfig, scan_request
-from .common import parse_body
+from .common import maybe_off_loop, parse_body
 
 log = logging.getLogger("aigw")
 
@@ -48,7 +48,7 @@ class RedactRuntime:
         body = parse_body(ctx)
         t0 = time.perf_counter()
         try:
-            result = scan_request(self.rcfg, api, body)
+            result = maybe_off_loop(len(ctx.raw_body), scan_request, self.rcfg, api, body)
         except GatewayError:
             raise
         except Exception as exc:

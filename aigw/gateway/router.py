@@ -8,7 +8,7 @@ from typing import Any
 from ..context import RequestContext
 from ..errors import GatewayError
 from ..routing import Needs, RouterConfig, sticky_key
-from .common import Respond, parse_body
+from .common import Respond, maybe_off_loop, parse_body
 
 
 def provider_env_overrides(cfg: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -74,7 +74,7 @@ class RouterRuntime:
         stream = bool(canonical.get("stream")) and capability == "chat"
         so = canonical.get("stream_options")
         include_usage = stream and ctx.api != "anthropic" and isinstance(so, dict) and so.get("include_usage") is True
-        count = self._count(canonical, spec, capability)
+        count = maybe_off_loop(len(ctx.raw_body), self._count, canonical, spec, capability)
         max_out = canonical.get("max_completion_tokens") or canonical.get("max_tokens")
         max_out = max_out if isinstance(max_out, int) and max_out > 0 else None
         needs = Needs(capability=capability, stream=stream, tools=bool(canonical.get("tools")),
