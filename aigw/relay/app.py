@@ -495,7 +495,10 @@ class StreamOut:
         yield sse.DONE
 
     def abort(self, message: str) -> Iterator[bytes]:
-        err = error_body(self.relay.api, 502, message, "stream_error")
+        """End a broken stream with an error event; what was produced is still accounted."""
+        relay = self.relay
+        relay.outcome.usage = relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
+        err = error_body(relay.api, 502, message, "stream_error")
         if self.encoder is not None:
             yield sse.encode(err, event="error")
         else:
