@@ -120,7 +120,9 @@ class AIPlugin:
         ctx: RequestContext | None = None
         try:
             ctx = get_context(kong)
+            ctx.pending.add(self.NAME)  # cleared only when this plugin's decision is complete
             self.on_access(kong, ctx)
+            ctx.pending.discard(self.NAME)
             return
         except GreenletExit:
             raise

@@ -83,6 +83,11 @@ class Relay:
     def run(self, start_response: Callable) -> Iterable[bytes]:
         ctx = self.ctx
         try:
+            if ctx.pending:
+                # a plugin's access phase did not complete (Kong skips a plugin whose
+                # event failed): fail closed rather than forward an unchecked request
+                raise GatewayError(503, "The gateway could not complete its checks for this request; "
+                                        "it was not sent to any model.", code="gateway_incomplete")
             if ctx.cache_entry is not None:
                 return self._replay(start_response)
             return self._call_targets(start_response)

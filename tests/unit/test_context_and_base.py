@@ -155,3 +155,26 @@ def test_sweep_finishes_requests_that_never_reached_the_relay():
                                       ("/v1/models", "models"), ("/v1/messages", "anthropic"), ("/v1/other", None)])
 def test_api_for_path(path, api):
     assert api_for_path(path) == api
+
+
+def test_relay_refuses_a_context_whose_plugin_did_not_finish():
+    """Real Kong continues with the next plugin when an event fails mid-way; the
+    plugin's mark stays, and the relay must not forward that request."""
+    from aigw.relay.app import Relay
+    ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"{}", consumer=None)
+    ctx.pending.add("ai-redact")
+    seen = {}
+
+    def start_response(status, headers):
+        seen["status"] = status
+
+    body = b"".join(Relay(ctx).run(start_response))
+    assert seen["status"].startswith("503")
+    assert orjson.loads(body)["error"]["code"] == "gateway_incomplete"
+
+
+def test_pending_mark_is_cleared_when_access_completes():
+    k = FakeKong()
+    p = Ok()
+    run_in_greenlet(p.access, k)
+    assert p.seen[0].pending == set()
