@@ -89,6 +89,7 @@ class RequestContext:
     # plugins whose access handler started but did not finish: if Kong gave up on an
     # event mid-way (real Kong logs an RPC error and continues), the relay refuses
     pending: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)  # plugins whose access decision completed
     state: str = "open"            # open -> claimed -> finished
     ticket: str = ""
 

@@ -123,6 +123,7 @@ class AIPlugin:
             ctx.pending.add(self.NAME)  # cleared only when this plugin's decision is complete
             self.on_access(kong, ctx)
             ctx.pending.discard(self.NAME)
+            ctx.done.add(self.NAME)
             return
         except GreenletExit:
             raise

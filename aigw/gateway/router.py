@@ -36,6 +36,8 @@ class RouterRuntime:
         self.max_body = self.config.max_body_bytes
         self.prices = PriceTable.default()
         self.needs_groups = any(m.allow_groups for m in self.config.models.values())
+        # plugins that must have completed their decision before the relay forwards
+        self.required_plugins = frozenset(cfg.get("required_plugins") or ())
 
     # ------------------------------------------------------------------
     def access(self, ctx: RequestContext) -> None:

@@ -83,9 +83,10 @@ class Relay:
     def run(self, start_response: Callable) -> Iterable[bytes]:
         ctx = self.ctx
         try:
-            if ctx.pending:
-                # a plugin's access phase did not complete (Kong skips a plugin whose
-                # event failed): fail closed rather than forward an unchecked request
+            required = ctx.router.required_plugins if ctx.router is not None else frozenset()
+            if ctx.pending or not required <= ctx.done:
+                # a plugin's access phase did not complete, or a plugin the router requires
+                # never ran (Kong skips a plugin whose event failed): fail closed
                 raise GatewayError(503, "The gateway could not complete its checks for this request; "
                                         "it was not sent to any model.", code="gateway_incomplete")
             if ctx.cache_entry is not None:

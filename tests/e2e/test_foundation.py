@@ -143,3 +143,20 @@ def test_log_line_has_otel_fields_and_no_prompt(gateway):
     for k in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "gen_ai.request.model",
               "gen_ai.response.model", "gen_ai.provider.name", "gen_ai.usage.cache_read.input_tokens"):
         assert k in event
+
+
+def test_router_refuses_when_a_required_plugin_did_not_run(make_gateway):
+    """required_plugins: a request some required check never ran on is not forwarded
+    (under real Kong a plugin whose plugin-server event fails is skipped)."""
+    from .conftest import plugin_config, remove_plugin
+
+    def edit(doc):
+        remove_plugin(doc, "ai-redact")  # as if its event had failed on every request
+        assert "ai-redact" in plugin_config(doc, "ai-router")["required_plugins"]
+
+    gw = make_gateway(edit)
+    gw.mock.clear()
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={"model": "chat", "messages": [{"role": "user", "content": "mail jane@example.com"}]})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "gateway_incomplete"
+    assert gw.mock.requests() == []

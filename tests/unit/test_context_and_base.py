@@ -178,3 +178,15 @@ def test_pending_mark_is_cleared_when_access_completes():
     p = Ok()
     run_in_greenlet(p.access, k)
     assert p.seen[0].pending == set()
+
+
+def test_relay_refuses_when_a_required_plugin_never_ran():
+    from types import SimpleNamespace
+    from aigw.relay.app import Relay
+    ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"{}", consumer=None)
+    ctx.router = SimpleNamespace(required_plugins=frozenset({"ai-redact", "ai-tokens"}))
+    ctx.done = {"ai-router", "ai-tokens"}  # ai-redact's event never ran
+    seen = {}
+    body = b"".join(Relay(ctx).run(lambda status, headers: seen.setdefault("status", status)))
+    assert seen["status"].startswith("503")
+    assert orjson.loads(body)["error"]["code"] == "gateway_incomplete"
