@@ -112,14 +112,15 @@ class _Log:
         if not self.entries:
             return 0.0
         newest = next(reversed(self.entries.values()))[0]
-        return max(newest + self.window - now, 0.0)
+        # clamped: (t + window) - t can round to a hair above window
+        return min(max(newest + self.window - now, 0.0), self.window)
 
     def wait_for(self, now: float, need: int) -> float:
         freed = 0
         for ts, amount in self.entries.values():
             freed += amount
             if freed >= need:
-                return max(ts + self.window - now, 0.001)
+                return min(max(ts + self.window - now, 0.001), self.window)
         return self.window
 
 
