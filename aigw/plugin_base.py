@@ -18,7 +18,6 @@ import sys
 import traceback
 from typing import Any
 
-import orjson
 from gevent import GreenletExit
 
 from . import schema
@@ -202,7 +201,3 @@ def setup_logging() -> None:
     root.addHandler(h)
     root.setLevel(logging.INFO)
     root.propagate = False
-
-
-def log_json(event: dict[str, Any]) -> None:
-    logging.getLogger("aigw.access").info(orjson.dumps(event).decode())
