@@ -7,7 +7,7 @@ from ..context import Outcome, RequestContext
 from ..cost.pricing import PriceTable, usd_to_micros
 from ..errors import GatewayError
 from .common import require_router
-from .limits import Reserver, ScopedLimit, retry_after
+from .limits import Reserver, ScopedLimit, retry_after, worst_case_tokens
 
 
 class CostRuntime:
@@ -34,8 +34,7 @@ class CostRuntime:
         ctx.cost_headers = bool(self.cfg.get("headers", True))
         if ctx.cache_entry is not None or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
-        prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
-        max_out = 0 if ctx.api == "embeddings" else (ctx.max_output or self.default_max_output)
+        prompt, max_out = worst_case_tokens(ctx, self.default_max_output)
         worst = []
         for t in ctx.plan:
             w = self.prices.worst_case(t.key, prompt, max_out)

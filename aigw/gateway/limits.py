@@ -104,6 +104,14 @@ class Reserver:
         return decision
 
 
+def worst_case_tokens(ctx: RequestContext, default_max_output: int) -> tuple[int, int]:
+    """(prompt tokens, output tokens to reserve): the router's count and the request's
+    max output, or the configured default when the request sets none."""
+    prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
+    max_out = 0 if ctx.api == "embeddings" else (ctx.max_output or default_max_output)
+    return prompt, max_out
+
+
 def ratelimit_headers(decision, unit: str = "tokens") -> dict[str, str]:
     """OpenAI-style rate-limit headers for the tightest (or denying) rule."""
     return {

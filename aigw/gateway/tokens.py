@@ -6,7 +6,7 @@ from typing import Any
 from ..context import Outcome, RequestContext
 from ..errors import GatewayError
 from .common import require_router
-from .limits import Reserver, ScopedLimit, ratelimit_headers, retry_after
+from .limits import Reserver, ScopedLimit, ratelimit_headers, retry_after, worst_case_tokens
 
 
 class TokensRuntime:
@@ -23,8 +23,7 @@ class TokensRuntime:
         ctx.token_headers = bool(self.cfg.get("headers", True))
         if ctx.api == "models" or ctx.cache_entry is not None:
             return  # a cache hit is not charged
-        prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
-        max_out = 0 if ctx.api == "embeddings" else (ctx.max_output or self.default_max_output)
+        prompt, max_out = worst_case_tokens(ctx, self.default_max_output)
         amount = prompt + max_out
 
         def denied(decision) -> GatewayError:

@@ -291,7 +291,7 @@ class Relay:
             yield from out.abort("The provider stream timed out.")
         except GeneratorExit:  # client went away: charge what the provider produced so far
             self.outcome.error = self.outcome.error or "client_disconnected"
-            self.outcome.usage = self._with_prompt(out.provider_usage or self._counted_usage("".join(out.text)))
+            self.outcome.usage = out.usage_so_far()
             self.outcome.status = 499
             raise
         except Exception as exc:
@@ -465,6 +465,11 @@ class StreamOut:
             out.append({**self.template, "choices": [{"index": key[0], "delta": delta, "finish_reason": None}]})
         return out
 
+    def usage_so_far(self):
+        """The provider's usage if it came, else our count of what was streamed."""
+        relay = self.relay
+        return relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
+
     def _emit(self, c: dict[str, Any]) -> bytes:
         if self.encoder is not None:
             return b"".join(self.encoder.feed(c))
@@ -476,7 +481,7 @@ class StreamOut:
         # text still held back by restorers (stream ended without finish_reason)
         for tail in self._flush():
             yield self._emit(tail)
-        usage = relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
+        usage = self.usage_so_far()
         relay.outcome.usage = usage
         cost = 0.0 if self.cached else relay._cost(usage, self.target)
         relay.outcome.cost_usd = cost
@@ -503,7 +508,7 @@ class StreamOut:
     def abort(self, message: str) -> Iterator[bytes]:
         """End a broken stream with an error event; what was produced is still accounted."""
         relay = self.relay
-        relay.outcome.usage = relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
+        relay.outcome.usage = self.usage_so_far()
         err = error_body(relay.api, 502, message, "stream_error")
         if self.encoder is not None:
             yield sse.encode(err, event="error")
