@@ -134,9 +134,32 @@ def make_gateway(mock) -> Callable[..., Gateway]:
         gw.__exit__(None, None, None)
 
 
+def burst(gws: list["Gateway"], body: dict[str, Any], n: int) -> list[Any]:
+    """Send ``n`` identical chat requests at once, alternating over the gateways.
+
+    Every client connects first (one keep-alive session each) and all requests are
+    released together by a barrier, so the burst is only the requests themselves."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    sessions = [requests.Session() for _ in range(n)]
+    for i, s in enumerate(sessions):
+        s.get(gws[i % len(gws)].url + "/v1/models", headers=gws[i % len(gws)].headers())
+    start = threading.Barrier(n)
+
+    def call(i: int):
+        gw = gws[i % len(gws)]
+        start.wait()
+        return sessions[i].post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body, timeout=30)
+
+    with ThreadPoolExecutor(n) as pool:
+        return list(pool.map(call, range(n)))
+
+
 def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-__all__ = ["Gateway", "add_model", "DEMO_JWT_SECRET", "demo_token", "plugin_config",
+__all__ = ["Gateway", "add_model", "burst", "DEMO_JWT_SECRET", "demo_token", "plugin_config",
            "remove_plugin", "service", "unique", "free_port"]

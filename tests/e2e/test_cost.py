@@ -10,10 +10,8 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import orjson
@@ -24,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from aigw.limits import RedisLimiter, Rule
 from aigw.tokens.counting import count_chat
 
-from .conftest import Gateway, add_model, free_port, plugin_config, reference_config, remove_plugin
+from .conftest import Gateway, add_model, burst, free_port, plugin_config, reference_config, remove_plugin
 
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -219,18 +217,7 @@ def test_budget_shared_by_two_gateways_admits_exactly_k_of_50(make_gateway, mock
 
     prefix = f"aigw-test:{uuid.uuid4().hex[:8]}:"
     gws = [make_gateway(edit, env={"AIGW_REDIS_PREFIX": prefix}) for _ in range(2)]
-    sessions = [requests.Session() for _ in range(N)]
-    for i, s in enumerate(sessions):
-        s.get(gws[i % 2].url + "/v1/models", headers=gws[i % 2].headers())
-    start = threading.Barrier(N)
-
-    def call(i: int) -> requests.Response:
-        gw = gws[i % 2]
-        start.wait()
-        return sessions[i].post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body, timeout=30)
-
-    with ThreadPoolExecutor(N) as pool:
-        results = list(pool.map(call, range(N)))
+    results = burst(gws, body, N)
     ok = [r for r in results if r.status_code == 200]
     denied = [r for r in results if r.status_code == 429]
     assert len(ok) == K, [r.status_code for r in results]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import orjson
-import pytest
 import requests
 
 from .conftest import add_model, service

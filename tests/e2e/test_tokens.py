@@ -10,7 +10,6 @@ import json
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -21,7 +20,7 @@ import requests
 from aigw.limits import RedisLimiter, Rule
 from aigw.tokens.counting import count_chat, count_completion_text
 
-from .conftest import Gateway, add_model, free_port, plugin_config, reference_config, remove_plugin
+from .conftest import Gateway, add_model, burst, free_port, plugin_config, reference_config, remove_plugin
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CONSUMER = "demo-app"  # the consumer of demo_token()
@@ -183,19 +182,7 @@ def test_shared_limit_admits_exactly_k_of_50_across_two_gateways(make_gateway):
     rule = limit_rule(limit)
     assert limiter.used(rule) == 0
 
-    start = threading.Barrier(N)
-    sessions = [requests.Session() for _ in range(N)]
-    for i, s in enumerate(sessions):  # connect first, so the burst is only requests
-        s.get(gws[i % 2].url + "/v1/models", headers=gws[i % 2].headers())
-
-    def call(i: int) -> requests.Response:
-        gw = gws[i % 2]
-        start.wait()
-        r = sessions[i].post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body, timeout=30)
-        return r
-
-    with ThreadPoolExecutor(N) as pool:
-        results = list(pool.map(call, range(N)))
+    results = burst(gws, body, N)
 
     ok = [r for r in results if r.status_code == 200]
     denied = [r for r in results if r.status_code == 429]
