@@ -107,8 +107,13 @@ def test_failing_plugin_returns_an_error_instead_of_hanging(make_gateway, tmp_pa
     assert r.json()["error"]["code"] == "gateway_error"
     assert "jane@example.com" not in r.text
     assert gw.mock.requests() == []
-    assert "jane@example.com" not in gw.standin.logs()
+    # the plugin server's output reaches the stand-in's log through a pipe read by another
+    # thread: wait for the failure line instead of racing it
+    deadline = time.monotonic() + 10
+    while "RuntimeError" not in gw.standin.logs() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "RuntimeError" in gw.standin.logs()
+    assert "jane@example.com" not in gw.standin.logs()
 
 
 def test_pdk_round_trips_per_request_stay_bounded(gateway):
