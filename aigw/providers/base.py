@@ -235,7 +235,7 @@ def content_parts(content: Any, text: Callable[[str], dict],
         elif kind == "image_url":
             parts.append(image(part))
         else:
-            raise bad_request(f"content part type {kind!r} is not supported by this provider")
+            raise bad_request("only text and image_url content parts are supported by this provider")
     return parts
 
 
