@@ -26,7 +26,15 @@ _ANTHROPIC_TYPES = {
     502: "api_error",
     503: "overloaded_error",
     504: "timeout_error",
+    529: "overloaded_error",
 }
+
+# every error type Anthropic's API documents (docs.claude.com/en/api/errors, the SDKs'
+# ErrorType); "other 4XX status codes" are invalid_request_error there
+ANTHROPIC_ERROR_TYPES = frozenset({
+    "invalid_request_error", "authentication_error", "billing_error", "permission_error",
+    "not_found_error", "request_too_large", "rate_limit_error", "api_error", "timeout_error",
+    "overloaded_error"})
 
 _OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -64,13 +72,21 @@ class GatewayError(Exception):
         return orjson.dumps(self.body(api))
 
 
+def anthropic_type(status: int, type_: str | None = None) -> str:
+    """The Anthropic error type for a status; an OpenAI-style ``type_`` (``tokens``,
+    ``insufficient_quota``, ...) is replaced by the type of its status."""
+    if type_ in ANTHROPIC_ERROR_TYPES:
+        return type_
+    return _ANTHROPIC_TYPES.get(status) or ("invalid_request_error" if 400 <= status < 500 else "api_error")
+
+
 def error_body(api: str, status: int, message: str, code: str | None = None,
                param: str | None = None, type_: str | None = None) -> dict[str, Any]:
     if api == ANTHROPIC:
         return {"type": "error",
-                "error": {"type": type_ or _ANTHROPIC_TYPES.get(status, "api_error"),
-                          "message": message}}
+                "error": {"type": anthropic_type(status, type_), "message": message}}
+    default = _OPENAI_TYPES.get(status) or ("invalid_request_error" if 400 <= status < 500 else "server_error")
     return {"error": {"message": message,
-                      "type": type_ or _OPENAI_TYPES.get(status, "server_error"),
+                      "type": type_ or default,
                       "param": param,
                       "code": code}}

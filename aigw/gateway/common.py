@@ -30,7 +30,22 @@ def parse_body(ctx: RequestContext) -> Any:
             raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json")
         if not isinstance(ctx.body, dict):
             raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+        validate_shape(ctx.api, ctx.body)
     return ctx.body
+
+
+def validate_shape(api: str, body: dict) -> None:
+    """The request's shape checked once, by the first plugin that reads the body, so a
+    client's mistake is a 400 in its API's format before any plugin works on it."""
+    if api == "chat":
+        from ..ingress.openai import validate_chat
+        validate_chat(body)
+    elif api == "embeddings":
+        from ..ingress.openai import validate_embeddings
+        validate_embeddings(body)
+    elif api == "anthropic":
+        from ..ingress.anthropic import to_openai_request
+        to_openai_request(body)  # the translation checks every field it reads
 
 
 def require_router(ctx: RequestContext, plugin: str) -> None:

@@ -48,26 +48,21 @@ class RouterRuntime:
         if len(ctx.raw_body) > self.max_body:
             raise GatewayError(413, f"The request body exceeds the limit of {self.max_body} bytes.",
                                code="request_too_large")
-        body = parse_body(ctx)
+        body = parse_body(ctx)  # checks the shape (common.validate_shape)
         if ctx.api == "anthropic":
             from ..ingress.anthropic import to_openai_request
             canonical = to_openai_request(body)
-        elif ctx.api == "embeddings":
-            from ..ingress.openai import validate_embeddings
-            validate_embeddings(body)
-            canonical = body
         else:
-            from ..ingress.openai import validate_chat
-            validate_chat(body)
             canonical = body
         requested = canonical.get("model")
         if requested is not None and not isinstance(requested, str):
             raise GatewayError(400, "'model' must be a string.", code="invalid_model", param="model")
         spec = self.config.resolve(requested)
         if spec is None:
-            if requested:
-                raise GatewayError(404, f"The model '{_clip(requested)}' does not exist or is not "
-                                        "served by this gateway.", code="model_not_found", param="model")
+            if requested:  # the name is not echoed: a client-supplied string may carry anything
+                raise GatewayError(404, "The requested model does not exist or is not served by this "
+                                        "gateway; GET /v1/models lists the models you may use.",
+                                   code="model_not_found", param="model")
             raise GatewayError(400, "'model' is required.", code="missing_model", param="model")
         if not self.config.allowed(spec, consumer, groups):
             raise GatewayError(403, f"You are not allowed to use the model '{spec.name}'.",
@@ -109,10 +104,6 @@ class RouterRuntime:
             for name in (spec.name, *spec.aliases):
                 data.append({"id": name, "object": "model", "created": now, "owned_by": "aigw"})
         return {"object": "list", "data": data}
-
-
-def _clip(s: str) -> str:
-    return s if len(s) <= 64 else s[:61] + "..."
 
 
 def _has_images(body: dict[str, Any]) -> bool:

@@ -27,6 +27,22 @@ def _bad(message: str, param: str) -> GatewayError:
     return GatewayError(400, message, code="invalid_request", param=param)
 
 
+def _block(b: Any, param: str) -> str | None:
+    """A content block's type (None when ``b`` is not a block); checks the fields every
+    block may carry, so a wrong shape is a 400 here and never an error further on."""
+    if not isinstance(b, dict):
+        return None
+    kind = b.get("type")
+    if not isinstance(kind, str):
+        return None
+    cc = b.get("cache_control")
+    if cc is not None and not isinstance(cc, dict):
+        raise _bad("cache_control must be an object", param)
+    if kind == "text" and not isinstance(b.get("text"), str):
+        raise _bad("text block needs text", param)
+    return kind
+
+
 # -- request ------------------------------------------------------------------
 
 def _text_of_blocks(blocks: Any, param: str) -> str:
@@ -36,7 +52,7 @@ def _text_of_blocks(blocks: Any, param: str) -> str:
         raise _bad(f"{param} must be a string or a list of text blocks", param)
     texts = []
     for b in blocks:
-        if not isinstance(b, dict) or b.get("type") != "text" or not isinstance(b.get("text"), str):
+        if _block(b, param) != "text":
             raise _bad(f"{param} blocks must be text blocks", param)
         texts.append(b["text"])
     return "\n\n".join(texts) if param == "system" else "".join(texts)
@@ -66,13 +82,13 @@ def _tool_result(block: dict, param: str) -> tuple[dict, list[dict]]:
     elif isinstance(content, list):
         texts = []
         for b in content:
-            kind = b.get("type") if isinstance(b, dict) else None
+            kind = _block(b, param)
             if kind == "text":
-                texts.append(b.get("text", ""))
+                texts.append(b["text"])
             elif kind == "image":
                 images.append(_image_part(b, param))
             else:
-                raise _bad(f"tool_result block type {kind!r} is not supported", param)
+                raise _bad("tool_result content blocks must be text or image blocks", param)
         text = "".join(texts)
     else:
         raise _bad("tool_result content must be a string or a list", param)
@@ -89,10 +105,8 @@ def _user_messages(content: Any, param: str) -> list[dict]:
     tools: list[dict] = []
     parts: list[dict] = []
     for block in content:
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _block(block, param)
         if kind == "text":
-            if not isinstance(block.get("text"), str):
-                raise _bad("text block needs text", param)
             parts.append({"type": "text", "text": block["text"]})
         elif kind == "image":
             parts.append(_image_part(block, param))
@@ -101,7 +115,7 @@ def _user_messages(content: Any, param: str) -> list[dict]:
             tools.append(msg)
             parts.extend(images)
         else:
-            raise _bad(f"content block type {kind!r} is not supported", param)
+            raise _bad("user content blocks must be text, image or tool_result blocks", param)
     out = list(tools)  # tool answers must directly follow the assistant's tool calls
     if parts:
         if all(p["type"] == "text" for p in parts):
@@ -119,12 +133,14 @@ def _assistant_message(content: Any, param: str) -> dict:
     text: list[str] = []
     calls: list[dict] = []
     for block in content:
-        kind = block.get("type") if isinstance(block, dict) else None
+        kind = _block(block, param)
         if kind == "text":
-            text.append(block.get("text", ""))
+            text.append(block["text"])
         elif kind == "tool_use":
             if not isinstance(block.get("id"), str) or not isinstance(block.get("name"), str):
                 raise _bad("tool_use block needs id and name", param)
+            if block.get("input") is not None and not isinstance(block["input"], dict):
+                raise _bad("tool_use input must be an object", param)
             calls.append({"id": block["id"], "type": "function",
                           "function": {"name": block["name"],
                                        "arguments": orjson.dumps(block.get("input") or {})
@@ -132,7 +148,7 @@ def _assistant_message(content: Any, param: str) -> dict:
         elif kind in ("thinking", "redacted_thinking"):
             continue  # provider-specific reasoning is not replayed to other providers
         else:
-            raise _bad(f"content block type {kind!r} is not supported", param)
+            raise _bad("assistant content blocks must be text, tool_use or thinking blocks", param)
     msg: dict[str, Any] = {"role": "assistant",
                            "content": "".join(text) if text or not calls else None}
     if calls:
@@ -147,8 +163,12 @@ def _tools(tools: Any) -> list[dict]:
     for tool in tools:
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise _bad("each tool needs a name", "tools")
-        if tool.get("type") not in (None, "custom"):
-            raise _bad(f"tool type {tool['type']!r} is not supported", "tools")
+        if tool.get("type") is not None and tool.get("type") != "custom":
+            raise _bad("this tool type is not supported (only custom tools)", "tools")
+        if tool.get("input_schema") is not None and not isinstance(tool["input_schema"], dict):
+            raise _bad("tool input_schema must be a JSON Schema object", "tools")
+        if tool.get("description") is not None and not isinstance(tool["description"], str):
+            raise _bad("tool description must be a string", "tools")
         fn: dict[str, Any] = {"name": tool["name"],
                               "parameters": tool.get("input_schema") or {"type": "object",
                                                                         "properties": {}}}
@@ -186,6 +206,14 @@ def to_openai_request(body: dict) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list", "messages")
+    from aigw.ingress.openai import MAX_MESSAGES
+    if len(messages) > MAX_MESSAGES:
+        raise _bad(f"messages is too long: at most {MAX_MESSAGES} messages per request", "messages")
+    for key, kind, what in (("top_k", int, "an integer"), ("metadata", dict, "an object"),
+                            ("thinking", dict, "an object"), ("service_tier", str, "a string")):
+        v = body.get(key)
+        if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+            raise _bad(f"{key} must be {what}", key)
 
     out_msgs: list[dict] = []
     if body.get("system") is not None:

@@ -12,6 +12,9 @@ from aigw.errors import GatewayError
 
 ROLES = {"system", "developer", "user", "assistant", "tool", "function"}
 _PART_TYPES = {"text", "image_url", "input_audio", "file", "refusal"}
+# OpenAI's own limit ("array too long. Expected an array with maximum length 2048"); it also
+# bounds the per-message work of every plugin (redaction scan, token count) on huge bodies
+MAX_MESSAGES = 2048
 
 
 def _bad(message: str, param: str) -> GatewayError:
@@ -26,6 +29,27 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+def _in(v: Any, allowed) -> bool:
+    """``v in allowed`` for any JSON value (a list or object is unhashable, never allowed)."""
+    return isinstance(v, str) and v in allowed
+
+
+def _opt(body: dict, key: str, kind: type | tuple, what: str, param: str | None = None) -> None:
+    v = body.get(key)
+    if v is not None and (not isinstance(v, kind) or isinstance(v, bool) and bool not in (
+            kind if isinstance(kind, tuple) else (kind,))):
+        raise _bad(f"{param or key} must be {what}", param or key)
+
+
+def _check_function(fn: Any, p: str) -> None:
+    """A function definition (``tools[i].function`` or legacy ``functions[i]``)."""
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) or not fn["name"]:
+        raise _bad(f"{p}.name must be a non-empty string", f"{p}.name")
+    _opt(fn, "description", str, "a string", f"{p}.description")
+    _opt(fn, "parameters", dict, "a JSON Schema object", f"{p}.parameters")
+    _opt(fn, "strict", bool, "a boolean", f"{p}.strict")
+
+
 def _check_content(content: Any, role: str, param: str) -> None:
     if content is None:
         if role in ("assistant",):
@@ -37,14 +61,18 @@ def _check_content(content: Any, role: str, param: str) -> None:
         raise _bad(f"{param} must be a string or an array of content parts", param)
     for j, part in enumerate(content):
         p = f"{param}[{j}]"
-        if not isinstance(part, dict) or part.get("type") not in _PART_TYPES:
+        if not isinstance(part, dict) or not _in(part.get("type"), _PART_TYPES):
             raise _bad(f"{p}.type must be one of {sorted(_PART_TYPES)}", f"{p}.type")
-        if part["type"] == "text" and not isinstance(part.get("text"), str):
-            raise _bad(f"{p}.text must be a string", f"{p}.text")
-        if part["type"] == "image_url":
+        kind = part["type"]
+        if kind in ("text", "refusal") and not isinstance(part.get(kind), str):
+            raise _bad(f"{p}.{kind} must be a string", f"{p}.{kind}")
+        if kind == "image_url":
             img = part.get("image_url")
             if not isinstance(img, dict) or not isinstance(img.get("url"), str):
                 raise _bad(f"{p}.image_url.url must be a string", f"{p}.image_url.url")
+            _opt(img, "detail", str, "a string", f"{p}.image_url.detail")
+        if kind in ("input_audio", "file") and not isinstance(part.get(kind), dict):
+            raise _bad(f"{p}.{kind} must be an object", f"{p}.{kind}")
 
 
 def _check_message(msg: Any, i: int) -> None:
@@ -52,7 +80,7 @@ def _check_message(msg: Any, i: int) -> None:
     if not isinstance(msg, dict):
         raise _bad(f"{param} must be an object", param)
     role = msg.get("role")
-    if role not in ROLES:
+    if not _in(role, ROLES):
         raise _bad(f"{param}.role must be one of {sorted(ROLES)}", f"{param}.role")
     content = msg.get("content")
     if role == "assistant" and content is None and not msg.get("tool_calls") \
@@ -61,6 +89,13 @@ def _check_message(msg: Any, i: int) -> None:
     _check_content(content, role, f"{param}.content")
     if role == "tool" and not isinstance(msg.get("tool_call_id"), str):
         raise _bad(f"{param}.tool_call_id must be a string", f"{param}.tool_call_id")
+    _opt(msg, "name", str, "a string", f"{param}.name")
+    _opt(msg, "refusal", str, "a string", f"{param}.refusal")
+    fc = msg.get("function_call")
+    if fc is not None and (not isinstance(fc, dict) or not isinstance(fc.get("name"), str)
+                           or not isinstance(fc.get("arguments", ""), str)):
+        raise _bad(f"{param}.function_call needs a string name and string arguments",
+                   f"{param}.function_call")
     calls = msg.get("tool_calls")
     if calls is not None:
         if role != "assistant" or not isinstance(calls, list):
@@ -72,6 +107,8 @@ def _check_message(msg: Any, i: int) -> None:
             if not isinstance(fn, dict) or not isinstance(fn.get("name"), str) \
                     or not isinstance(call.get("id"), str):
                 raise _bad(f"{p} needs id and function.name", p)
+            if call.get("type", "function") != "function":
+                raise _bad(f"{p}.type must be function", f"{p}.type")
             if not isinstance(fn.get("arguments", ""), str):
                 raise _bad(f"{p}.function.arguments must be a string", f"{p}.function.arguments")
 
@@ -91,6 +128,8 @@ def validate_chat(body: Any) -> None:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty array", "messages")
+    if len(messages) > MAX_MESSAGES:
+        raise _bad(f"messages is too long: at most {MAX_MESSAGES} messages per request", "messages")
     for i, msg in enumerate(messages):
         _check_message(msg, i)
     if "stream" in body and body["stream"] is not None and not isinstance(body["stream"], bool):
@@ -98,6 +137,8 @@ def validate_chat(body: Any) -> None:
     opts = body.get("stream_options")
     if opts is not None and not isinstance(opts, dict):
         raise _bad("stream_options must be an object", "stream_options")
+    if opts:
+        _opt(opts, "include_usage", bool, "a boolean", "stream_options.include_usage")
     n = body.get("n")
     if n is not None and (not _is_int(n) or n < 1):
         raise _bad("n must be a positive integer", "n")
@@ -118,21 +159,43 @@ def validate_chat(body: Any) -> None:
         if not isinstance(tools, list):
             raise _bad("tools must be an array", "tools")
         for i, tool in enumerate(tools):
-            fn = tool.get("function") if isinstance(tool, dict) else None
-            if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
-                raise _bad(f"tools[{i}].function.name must be a string",
-                           f"tools[{i}].function.name")
+            if not isinstance(tool, dict) or tool.get("type", "function") != "function":
+                raise _bad(f"tools[{i}].type must be function", f"tools[{i}].type")
+            _check_function(tool.get("function"), f"tools[{i}].function")
+    functions = body.get("functions")
+    if functions is not None:
+        if not isinstance(functions, list):
+            raise _bad("functions must be an array", "functions")
+        for i, fn in enumerate(functions):
+            _check_function(fn, f"functions[{i}]")
+    fcall = body.get("function_call")
+    if fcall is not None and not _in(fcall, ("auto", "none")) and not (
+            isinstance(fcall, dict) and isinstance(fcall.get("name"), str)):
+        raise _bad("function_call must be auto, none or a named function", "function_call")
+    for key, kind, what in (("user", str, "a string"), ("metadata", dict, "an object"),
+                            ("logit_bias", dict, "an object"), ("seed", int, "an integer"),
+                            ("parallel_tool_calls", bool, "a boolean"), ("store", bool, "a boolean"),
+                            ("logprobs", bool, "a boolean"), ("top_logprobs", int, "an integer"),
+                            ("reasoning_effort", str, "a string"), ("service_tier", str, "a string"),
+                            ("modalities", list, "an array"), ("audio", dict, "an object"),
+                            ("prediction", dict, "an object")):
+        _opt(body, key, kind, what)
     choice = body.get("tool_choice")
-    if choice is not None and choice not in ("auto", "none", "required") and not (
+    if choice is not None and not _in(choice, ("auto", "none", "required")) and not (
             isinstance(choice, dict) and isinstance(choice.get("function"), dict)
             and isinstance(choice["function"].get("name"), str)):
         raise _bad("tool_choice must be auto, none, required or a named function",
                    "tool_choice")
     fmt = body.get("response_format")
     if fmt is not None and (not isinstance(fmt, dict) or
-                            fmt.get("type") not in ("text", "json_object", "json_schema")):
+                            not _in(fmt.get("type"), ("text", "json_object", "json_schema"))):
         raise _bad("response_format.type must be text, json_object or json_schema",
                    "response_format")
+    if fmt is not None and fmt["type"] == "json_schema":
+        js = fmt.get("json_schema")
+        if not isinstance(js, dict) or not isinstance(js.get("name"), str):
+            raise _bad("response_format.json_schema needs a name", "response_format.json_schema")
+        _opt(js, "schema", dict, "an object", "response_format.json_schema.schema")
 
 
 def validate_embeddings(body: Any) -> None:
@@ -151,5 +214,6 @@ def validate_embeddings(body: Any) -> None:
     if dims is not None and (not _is_int(dims) or dims < 1):
         raise _bad("dimensions must be a positive integer", "dimensions")
     fmt = body.get("encoding_format")
-    if fmt is not None and fmt not in ("float", "base64"):
+    if fmt is not None and not _in(fmt, ("float", "base64")):
         raise _bad("encoding_format must be float or base64", "encoding_format")
+    _opt(body, "user", str, "a string")

@@ -33,11 +33,18 @@ class Faults:
     no_usage: bool = False
     cached: bool = False
     thinking: bool = False
+    # OpenAI wire only (issue 13): misbehaving servers seen in the field
+    drop: bool = False          # read the request, then close the connection without answering
+    empty: bool = False         # stream: 200, then only [DONE]
+    early_done: bool = False    # stream: 200, a role chunk, then [DONE] (no token, no finish reason)
+    stream_error: int | None = None  # stream: 200, then llama.cpp's "error: {...}" line with this code
+    invalid_500: bool = False   # 500 whose body says it is a validation error
 
 
 _STATUS = re.compile(r"fault-([1-5]\d\d)")
 _SLOW = re.compile(r"(?<!stream-)slow-(\d+)")
 _DELAY = re.compile(r"stream-delay-(\d+)")
+_STREAM_ERROR = re.compile(r"fault-stream-error-(\d\d\d)")
 
 
 @lru_cache(maxsize=4096)
@@ -45,6 +52,7 @@ def parse_faults(model: str) -> Faults:
     status = _STATUS.search(model)
     slow = _SLOW.search(model)
     delay = _DELAY.search(model)
+    stream_error = _STREAM_ERROR.search(model)
     return Faults(
         status=int(status.group(1)) if status else None,
         slow_ms=int(slow.group(1)) if slow else 0,
@@ -53,6 +61,11 @@ def parse_faults(model: str) -> Faults:
         no_usage="no-usage" in model,
         cached="cached" in model,
         thinking="thinking" in model,
+        drop="fault-drop" in model,
+        empty="fault-empty" in model,
+        early_done="fault-early-done" in model,
+        stream_error=int(stream_error.group(1)) if stream_error else None,
+        invalid_500="fault-invalid-500" in model,
     )
 
 

@@ -100,6 +100,11 @@ def chat(req: Request, deployment: str | None = None) -> Response | Stream:
         return error(400, "Missing required parameter: 'model'.", "missing_required_parameter",
                      param="model")
     faults = parse_faults(model)
+    if faults.drop:
+        return Response(0, b"", drop=True, slow_ms=faults.slow_ms)
+    if faults.invalid_500:
+        return error(500, "Invalid 'messages': the prompt could not be parsed.",
+                     type_="invalid_request_error")
     failed = fault_response(faults, error)
     if failed:
         return failed
@@ -140,6 +145,15 @@ def _stream(cid: str, call_id: str, model: str, reply: Reply, counts: Counts, n:
 
     events = [chunk([{"role": "assistant", "content": None if reply.tool else "",
                       "refusal": None}] * n)]
+    if faults.empty:
+        return stream_for([DONE], faults, cut_at=1)
+    if faults.early_done:
+        return stream_for(events + [DONE], faults, cut_at=1)
+    if faults.stream_error:
+        # llama.cpp server: an error after the 200 headers is sent as an "error:" SSE line
+        err = {"code": faults.stream_error, "type": "exceed_context_size_error",
+               "message": "the request exceeds the available context size, try increasing it"}
+        return stream_for([b"error: " + orjson.dumps(err) + b"\n\n"], faults, cut_at=1)
     if reply.tool:
         events.append(chunk([{"tool_calls": [{
             "index": 0, "id": call_id, "type": "function",

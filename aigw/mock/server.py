@@ -168,6 +168,9 @@ class Handler(BaseHTTPRequestHandler):
         return ("\r\n".join(lines) + "\r\n").encode("latin-1")
 
     def _send(self, resp: Response) -> None:
+        if resp.drop:
+            self.close_connection = True
+            return
         head = self._head(resp.status, resp.content_type, resp.headers)
         body = b"" if self.command == "HEAD" else resp.body
         try:

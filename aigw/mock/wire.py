@@ -30,6 +30,7 @@ class Response:
     content_type: str = JSON
     headers: dict[str, str] = field(default_factory=dict)
     slow_ms: int = 0
+    drop: bool = False  # send nothing and close the connection
 
 
 @dataclass

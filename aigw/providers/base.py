@@ -235,7 +235,7 @@ def content_parts(content: Any, text: Callable[[str], dict],
         elif kind == "image_url":
             parts.append(image(part))
         else:
-            raise bad_request(f"content part type {kind!r} is not supported by this provider")
+            raise bad_request("only text and image_url content parts are supported by this provider")
     return parts
 
 
@@ -348,3 +348,84 @@ def summarize_error(status: int, data: bytes) -> str:
     except orjson.JSONDecodeError:
         msg = None
     return scrub(msg) if msg else f"provider returned HTTP {status}"
+
+
+# -- errors the request caused ------------------------------------------------
+
+# 4xx statuses a provider answers because of the request itself (the client can fix it);
+# 401/403/407 are about the gateway's own provider credentials, 429 is the provider's load
+_REQUEST_STATUSES = frozenset({400, 404, 409, 413, 415, 422})
+# error type / code / status strings providers use for validation errors
+# (OpenAI, Anthropic, Gemini INVALID_ARGUMENT / FAILED_PRECONDITION, llama.cpp, vLLM, pydantic)
+_VALIDATION_NAMES = frozenset({
+    "invalid_request_error", "invalid_request", "invalid_argument", "failed_precondition",
+    "exceed_context_size_error", "context_length_exceeded", "badrequest", "badrequesterror",
+    "bad_request", "validation_error", "request_too_large", "string_above_max_length",
+})
+
+
+def _error_object(obj: Any) -> dict | None:
+    if isinstance(obj, list) and obj:
+        obj = obj[0]
+    if not isinstance(obj, dict):
+        return None
+    err = obj.get("error")
+    if isinstance(err, dict):
+        return err
+    return obj if ("message" in obj or "code" in obj) and "choices" not in obj else None
+
+
+def _validation_status(err: dict) -> int | None:
+    """The 4xx an error object names (``code: 400``), or 400 for a validation type."""
+    for key in ("code", "status"):
+        v = err.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v in _REQUEST_STATUSES:
+            return v
+        if isinstance(v, str) and v.isdigit() and int(v) in _REQUEST_STATUSES:
+            return int(v)
+    for key in ("type", "code", "status"):
+        v = err.get(key)
+        if isinstance(v, str) and v.lower() in _VALIDATION_NAMES:
+            return 413 if v.lower() == "request_too_large" else 400
+    return None
+
+
+def request_error_status(status: int, data: bytes) -> int | None:
+    """When a provider's error answer was caused by the request itself, the 4xx status to
+    relay to the client; None when the fault is the provider's or the gateway's.
+
+    A 4xx of :data:`_REQUEST_STATUSES` is relayed as it is.  A 5xx counts as the
+    request's fault only when its body says so unambiguously: an error object whose
+    ``code``/``status`` is one of those 4xx, or whose ``type``/``code``/``status`` is a
+    validation error name (e.g. a server that answers 500 ``invalid_request_error``)."""
+    if status in _REQUEST_STATUSES:
+        return status
+    if status < 500 or not data:
+        return None
+    try:
+        err = _error_object(orjson.loads(data))
+    except orjson.JSONDecodeError:
+        return None
+    return _validation_status(err) if err is not None else None
+
+
+def stream_error(head: bytes) -> tuple[int, str] | None:
+    """An error a provider put in a 200 stream before any output: ``data: {"error": …}``
+    (OpenAI-style) or llama.cpp's ``error: {…}`` SSE line (a field SSE clients ignore).
+    Returns (status to relay, message); status is the request's 4xx when the error object
+    names one, else 502."""
+    for line in head.splitlines():
+        name, _, value = line.partition(b":")
+        if name.strip() not in (b"data", b"error") or not value.strip().startswith(b"{"):
+            continue
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            continue
+        err = _error_object(obj) if name.strip() == b"data" else (_error_object(obj) or obj)
+        if not isinstance(err, dict) or (name.strip() == b"data" and "error" not in obj):
+            continue
+        status = _validation_status(err) or 502
+        msg = err.get("message")
+        return status, scrub(msg) if isinstance(msg, str) and msg else f"provider stream error ({status})"
+    return None

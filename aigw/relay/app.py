@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import logging
 import time
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Generator, Iterable, Iterator
 
 import gevent
 import orjson
@@ -21,10 +22,9 @@ from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..types import Usage
 from .observe import observe
+from .upstream import POOL, SendFailed, discard, finish, send  # noqa: F401 (POOL: tests)
 
 log = logging.getLogger("aigw")
-
-POOL = urllib3.PoolManager(num_pools=64, maxsize=64, block=False, retries=False)
 
 _REASONS = {200: "OK", 400: "Bad Request", 402: "Payment Required", 403: "Forbidden",
             404: "Not Found", 413: "Payload Too Large", 429: "Too Many Requests",
@@ -47,9 +47,14 @@ class Retryable(Exception):
 
     def __init__(self, kind: str, status: int | None = None, summary: str = ""):
         super().__init__(kind)
-        self.kind = kind          # connect | timeout | first_token_timeout | status | protocol
+        self.kind = kind          # connect | timeout | first_token_timeout | status | protocol | empty
         self.status = status
         self.summary = summary
+
+
+class SentAndFailed(Exception):
+    """The request left for the provider and then the exchange failed: the provider may
+    have processed it, so no other target is tried (that could send it twice)."""
 
 
 def application(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
@@ -135,6 +140,15 @@ class Relay:
                     breaker.record_failure(target.key)
                 last = r
                 continue
+            except SentAndFailed:
+                attempt.update(result="sent_failed")
+                if breaker is not None:
+                    breaker.record_failure(target.key)
+                self.outcome.error = "upstream_failed"
+                raise GatewayError(
+                    502, f"Provider '{target.provider.name}' received the request but the "
+                         "connection failed before an answer; it was not retried, so it is "
+                         "never sent twice.", code="upstream_failed")
             if breaker is not None:
                 breaker.record_success(target.key)
             return result
@@ -148,7 +162,8 @@ class Relay:
         tgt = self.outcome.attempts[-1]["provider"]
         detail = {"connect": "connection failed", "timeout": "timed out",
                   "first_token_timeout": "first token did not arrive in time",
-                  "protocol": "sent an invalid response"}.get(last.kind, f"answered {last.status}")
+                  "protocol": "sent an invalid response",
+                  "empty": "sent a stream with no output"}.get(last.kind, f"answered {last.status}")
         msg = f"All {n} upstream attempt(s) failed; last: provider '{tgt}' {detail}"
         if last.summary:
             msg += f": {last.summary}"
@@ -168,34 +183,35 @@ class Relay:
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
             up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
-        timeout = urllib3.Timeout(connect=p.connect_timeout, read=p.first_byte_timeout)
         try:
-            resp = POOL.urlopen(up.method, up.url, body=up.body, headers=up.headers,
-                                timeout=timeout, retries=False, redirect=False,
-                                preload_content=False, decode_content=True)
-        except urllib3.exceptions.ReadTimeoutError:
-            raise Retryable("timeout")
-        except (urllib3.exceptions.HTTPError, OSError):
-            raise Retryable("connect")
+            resp = send(up.method, up.url, up.body, up.headers, p.connect_timeout, p.first_byte_timeout)
+        except SendFailed as f:
+            if f.kind == "sent":
+                self.outcome.reached_provider = True
+                raise SentAndFailed() from None
+            if f.kind == "timeout":  # no answer within first_byte: the configured failover
+                self.outcome.reached_provider = True
+            raise Retryable(f.kind) from None
         self.outcome.reached_provider = True
         if resp.status >= 400:
-            data = _read_all(resp, p.total_timeout)
+            try:
+                data = _read_all(resp, p.total_timeout)
+            except gevent.Timeout:
+                discard(resp)
+                data = b""
+            except (urllib3.exceptions.HTTPError, OSError):
+                data = b""
             summary = _safe_summary(adapter, resp.status, data)
-            if resp.status in failover_status:
-                raise Retryable("status", resp.status, summary)
-            self.outcome.error = "provider_error"
-            attempt.update(result="error", status=resp.status)
-            status = 502 if resp.status in (401, 403, 407) else resp.status
-            raise GatewayError(status, f"Provider '{p.name}' rejected the request ({resp.status}): {summary}",
-                               code="provider_error")
+            self._provider_error(p, attempt, resp.status, data, summary, failover_status)
         if ctx.stream and ctx.api != "embeddings":
             return self._stream(adapter, target, attempt, resp, start_response)
         try:
             data = _read_all(resp, p.total_timeout)
         except gevent.Timeout:
+            discard(resp)
             raise Retryable("timeout")
         except (urllib3.exceptions.HTTPError, OSError):
-            raise Retryable("protocol")
+            raise SentAndFailed() from None  # the answer broke off: the provider had it
         try:
             if ctx.api == "embeddings":
                 out = adapter.embeddings_response(data, target.model)
@@ -205,6 +221,29 @@ class Relay:
             raise Retryable("protocol")
         attempt["result"] = "ok"
         return self._respond(start_response, out, target)
+
+    def _provider_error(self, p, attempt: dict[str, Any], status: int, data: bytes, summary: str,
+                        failover_status: set[int]) -> None:
+        """A provider's error answer: raises Retryable (try the next target) or GatewayError.
+
+        An error the request itself caused (a 4xx such as 400/404/413/422, or a 5xx or
+        stream error event whose body says it is a validation error) is relayed with the
+        provider's status and message: it is not retried (another target would refuse it
+        too) and not counted against the circuit breaker (the provider is healthy)."""
+        from ..providers.base import request_error_status
+        caused = request_error_status(status, data)
+        if caused is None and status in failover_status:
+            raise Retryable("status", status, summary)
+        self.outcome.error = "provider_error"
+        attempt.update(result="error", status=status)
+        if caused is not None:
+            out = caused
+        elif status in (401, 403, 407):
+            out = 502  # the gateway's own provider credentials were refused: not the client's fault
+        else:
+            out = status if 400 <= status <= 599 else 502
+        raise GatewayError(out, f"Provider '{p.name}' rejected the request ({status}): {summary}",
+                           code="provider_error")
 
     # ------------------------------------------------------------ non-stream
     def _respond(self, start_response: Callable, resp: dict[str, Any], target,
@@ -238,9 +277,11 @@ class Relay:
     def _stream(self, adapter, target, attempt: dict[str, Any], resp,
                 start_response: Callable) -> Iterator[bytes]:
         """Wait for the first token (failover is still possible), then stream."""
+        from ..providers.base import UpstreamStreamError, stream_error
         p = target.provider
         decoder = adapter.chat_stream(target.model)
         first: list[dict[str, Any]] = []
+        head = bytearray()  # the raw bytes before the first token (bounded), to explain an empty stream
         try:
             with gevent.Timeout(p.first_byte_timeout):
                 while not any(_has_token(c) for c in first) and not decoder.done:
@@ -248,22 +289,36 @@ class Relay:
                     if not raw:
                         first.extend(decoder.close())
                         break
+                    if len(head) < _HEAD_KEEP:
+                        head += raw[: _HEAD_KEEP - len(head)]
                     first.extend(decoder.feed(raw))
         except gevent.Timeout:
-            resp.close()
+            discard(resp)
             raise Retryable("first_token_timeout")
+        except UpstreamStreamError as e:  # an error event before any output
+            discard(resp)
+            found = stream_error(bytes(head))
+            self._provider_error(p, attempt, found[0] if found else 502, b"",
+                                 found[1] if found else e.message, set(range(500, 600)))
         except (urllib3.exceptions.HTTPError, OSError):
-            raise Retryable("protocol")
+            discard(resp)
+            raise SentAndFailed() from None  # the provider had the request: no second send
         except Exception:
+            discard(resp)
             raise Retryable("protocol")
-        if not first and decoder.done is False:
-            raise Retryable("protocol")
+        if not any(_has_token(c) for c in first):
+            # the stream ended ([DONE] or EOF) and produced nothing: no token, no finish reason
+            finish(resp, decoder.done)
+            found = stream_error(bytes(head))  # e.g. llama.cpp's "error: {...}" SSE line
+            if found is not None:
+                self._provider_error(p, attempt, found[0], b"", found[1], set(range(500, 600)))
+            raise Retryable("empty")
         self.outcome.ttft = time.perf_counter() - self.t0
         attempt["result"] = "ok"
         headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
         headers += self._served_headers()
         start_response("200 OK", headers)
-        return self._stream_body(first, decoder, resp, target)
+        return _Stream(self._stream_body(first, decoder, resp, target), resp, self)
 
     def _stream_body(self, first: list[dict[str, Any]], decoder, resp, target) -> Iterator[bytes]:
         ctx = self.ctx
@@ -291,7 +346,7 @@ class Relay:
             yield from out.abort("The provider stream timed out.")
         except GeneratorExit:  # client went away: charge what the provider produced so far
             self.outcome.error = self.outcome.error or "client_disconnected"
-            self.outcome.usage = out.usage_so_far()
+            out.settle()
             self.outcome.status = 499
             raise
         except Exception as exc:
@@ -300,7 +355,7 @@ class Relay:
             self.outcome.error = "stream_broken"
             yield from out.abort("The provider stream ended unexpectedly.")
         finally:
-            resp.release_conn() if ok else resp.close()
+            finish(resp, ok)
             if ctx.state != "finished":
                 self.outcome.status = self.outcome.status or 200
                 self._finish()
@@ -470,6 +525,17 @@ class StreamOut:
         relay = self.relay
         return relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
 
+    def settle(self) -> tuple[Any, float | None]:
+        """Usage and cost of what the stream produced so far, put on the outcome: every
+        way a stream ends (complete, broken, timed out, abandoned) logs and meters what
+        the budget plugins charge (they charge the outcome's cost, else price its usage)."""
+        relay = self.relay
+        usage = self.usage_so_far()
+        relay.outcome.usage = usage
+        cost = 0.0 if self.cached else relay._cost(usage, self.target)
+        relay.outcome.cost_usd = cost
+        return usage, cost
+
     def _emit(self, c: dict[str, Any]) -> bytes:
         if self.encoder is not None:
             return b"".join(self.encoder.feed(c))
@@ -481,10 +547,7 @@ class StreamOut:
         # text still held back by restorers (stream ended without finish_reason)
         for tail in self._flush():
             yield self._emit(tail)
-        usage = self.usage_so_far()
-        relay.outcome.usage = usage
-        cost = 0.0 if self.cached else relay._cost(usage, self.target)
-        relay.outcome.cost_usd = cost
+        usage, cost = self.settle()
         if complete and not self.cached and self.raw_chunks:
             from ..cache import assemble_stream
             try:
@@ -508,7 +571,7 @@ class StreamOut:
     def abort(self, message: str) -> Iterator[bytes]:
         """End a broken stream with an error event; what was produced is still accounted."""
         relay = self.relay
-        relay.outcome.usage = self.usage_so_far()
+        self.settle()
         err = error_body(relay.api, 502, message, "stream_error")
         if self.encoder is not None:
             yield sse.encode(err, event="error")
@@ -517,6 +580,35 @@ class StreamOut:
 
 
 # --------------------------------------------------------------------- helpers
+_HEAD_KEEP = 8192
+
+
+class _Stream:
+    """The WSGI body of a relayed stream.  If the server closes it before the first
+    iteration (the client went away while the headers were being sent), the generator's
+    own ``finally`` never runs: this closes the upstream connection and finishes the
+    request (releasing its reservations) instead."""
+
+    def __init__(self, gen: Generator[bytes, None, None], resp, relay: "Relay"):
+        self.gen = gen
+        self.resp = resp
+        self.relay = relay
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self.gen
+
+    def close(self) -> None:
+        started = inspect.getgeneratorstate(self.gen) != inspect.GEN_CREATED
+        self.gen.close()
+        if not started:
+            discard(self.resp)
+            relay = self.relay
+            if relay.ctx.state != "finished":
+                relay.outcome.status = 499
+                relay.outcome.error = relay.outcome.error or "client_disconnected"
+                relay._finish()
+
+
 class _Closing:
     """A one-chunk WSGI body whose ``close`` (called by the server after the
     body was sent) runs the finish hooks, so reconciling never delays the client."""

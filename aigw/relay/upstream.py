@@ -1,0 +1,93 @@
+"""One HTTP exchange with a provider: send, classify what failed, and give the
+connection back to the pool only when it is provably clean.
+
+Two rules keep pooled keep-alive connections from poisoning later requests and
+keep failover from sending one request twice:
+
+* A connection goes back to the pool only after its response was read to the
+  end (urllib3 releases it by itself once the body reached EOF).  A response
+  left unread — a stream we stop reading at ``[DONE]`` before the chunked
+  terminator, a broken stream, a timeout, a client that went away — has its
+  connection closed and discarded.  (``http.client`` refuses to read the next
+  answer on a connection whose previous response is still open: the next
+  request would be *sent* and then fail with ``ResponseNotReady``.)
+* A failure is ``connect`` (the request never left: the TCP connection could
+  not be made) only for urllib3's ``NewConnectionError`` / ``ConnectTimeoutError``,
+  raised before a byte of the request was written.  Anything that fails after
+  that is ``sent``: the provider may have received and processed the request,
+  so it is not retried anywhere.
+"""
+from __future__ import annotations
+
+import gevent
+import urllib3
+
+POOL = urllib3.PoolManager(num_pools=64, maxsize=64, block=False, retries=False)
+
+# after the stream's last event, how long and how much we read to reach the body's end
+DRAIN_SECONDS = 2.0
+DRAIN_BYTES = 64 * 1024
+
+
+class SendFailed(Exception):
+    """No HTTP response came back.  ``kind``: connect (never left) | timeout (sent, no
+    answer within first_byte) | sent (sent, then the connection failed)."""
+
+    def __init__(self, kind: str):
+        super().__init__(kind)
+        self.kind = kind
+
+
+def send(method: str, url: str, body: bytes | None, headers: dict[str, str],
+         connect_timeout: float, read_timeout: float):
+    """urlopen with the failure classified; the response body is left unread."""
+    timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
+    try:
+        return POOL.urlopen(method, url, body=body, headers=headers, timeout=timeout,
+                            retries=False, redirect=False, preload_content=False,
+                            decode_content=True)
+    except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError):
+        raise SendFailed("connect") from None
+    except urllib3.exceptions.ReadTimeoutError:
+        raise SendFailed("timeout") from None
+    except (urllib3.exceptions.HTTPError, OSError):
+        raise SendFailed("sent") from None
+
+
+def finish(resp, complete: bool) -> bool:
+    """Done with ``resp``: when ``complete`` (the payload was fully decoded), read what is
+    left of the body (the chunked terminator, trailing bytes) within a small bound so
+    urllib3 returns the connection to the pool; otherwise, or if the end is not reached
+    within the bound, close the connection.  True when the connection was kept."""
+    if complete and _drain(resp):
+        resp.release_conn()  # no-op when urllib3 already released it at EOF
+        return True
+    discard(resp)
+    return False
+
+
+def discard(resp) -> None:
+    """Close the connection under ``resp`` (never returned to the pool)."""
+    try:
+        resp.close()
+    except Exception:
+        pass
+
+
+def _drain(resp) -> bool:
+    seen = 0
+    try:
+        with gevent.Timeout(DRAIN_SECONDS, False):
+            while seen <= DRAIN_BYTES:
+                data = resp.read1(DRAIN_BYTES)
+                if not data:
+                    return _at_end(resp)
+                seen += len(data)
+    except Exception:
+        return False
+    return False
+
+
+def _at_end(resp) -> bool:
+    fp = getattr(resp, "_fp", None)
+    return fp is None or fp.isclosed()
