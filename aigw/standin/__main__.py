@@ -24,7 +24,7 @@ from .bundled import BUNDLED  # noqa: E402
 from .config import ConfigError, PluginInfo, load  # noqa: E402
 from .process import Supervisor, query_info, server_defs  # noqa: E402
 from .proxy import Gateway  # noqa: E402
-from .rpc import RpcClient  # noqa: E402
+from .rpc import Pool, RpcClient  # noqa: E402
 
 
 class RawHeadersHandler(WSGIHandler):
@@ -82,6 +82,11 @@ def admin_app(gw: Gateway, ready: dict[str, bool]) -> Any:
             with gw.stats.lock:
                 gw.stats.reset()
             status, body = "200 OK", {"reset": True}
+        elif path == "/_standin/instances" and method == "GET":
+            # every plugin.StartInstance sent so far: plugin name and config (secrets masked)
+            started = [{"name": n, "config": c} for pool in {id(r.pool): r.pool for r in gw.rpcs.values()}.values()
+                       for n, c in pool.started]
+            status, body = "200 OK", {"started": started}
         elif path == "/_standin/pluginserver" and method == "GET":
             status, body = "200 OK", {"pids": ready.get("pids", {})}
         data = orjson.dumps(body)
@@ -117,10 +122,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
     supervisors = [Supervisor(sd, env) for sd in defs if sd.start_cmd]
-    rpcs_by_socket: dict[str, RpcClient] = {}
+    # one RPC object per plugin (mp_rpc.lua new(plugin)) over one keepalive pool per socket
+    pools: dict[str, Pool] = {}
     rpcs: dict[str, RpcClient] = {}
     for sd in defs:
-        rpcs[sd.name] = rpcs_by_socket.setdefault(sd.socket, RpcClient(sd.socket, timeout=args.pdk_timeout))
+        pool = pools.setdefault(sd.socket, Pool(sd.socket, args.pdk_timeout))
+        rpcs[sd.name] = RpcClient(sd.socket, timeout=args.pdk_timeout, pool=pool)
     gw = Gateway(config, registry, rpcs, strict_pdk=args.strict_pdk)
     ready: dict[str, Any] = {"ok": False, "pids": {}}
 
@@ -138,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         admin.start()
     for s in supervisors:
         s.start()
-    for sock in rpcs_by_socket:
+    for sock in pools:
         _wait_socket(sock, 30, supervisors)
     ready["pids"] = {s.sd.name: s.pid() for s in supervisors}
     server = WSGIServer((args.host, args.port), gw, handler_class=RawHeadersHandler, log=None,
