@@ -110,3 +110,66 @@ def test_a_setting_without_env_directive_does_not_reach_the_plugin_server(mock):
         r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=CHAT, timeout=30)
         # the relay (started with the first instance) is not on the service's port
         assert r.status_code in (500, 502), r.text
+
+
+# ------------------------------------------------------------------ 4. plugin server restart
+
+def _load(gw: Gateway, seconds: float, threads: int, on_start=None) -> list[tuple[float, int]]:
+    """``threads`` clients sending chat requests back to back for ``seconds``: (time, status)."""
+    import threading
+    import time
+
+    out: list[tuple[float, int]] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        s = requests.Session()
+        while time.monotonic() < stop:
+            try:
+                status = s.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=CHAT,
+                                timeout=30).status_code
+            except requests.RequestException:
+                status = -1
+            with lock:
+                out.append((time.monotonic(), status))
+
+    ts = [threading.Thread(target=client) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    if on_start:
+        on_start()
+    for t in ts:
+        t.join()
+    return out
+
+
+def test_kill_under_load_recovers_within_seconds_and_no_event_reaches_another_plugin(make_gateway):
+    import signal
+    import time
+
+    gw = make_gateway()
+    pid = gw.standin.pluginserver_pid()
+    killed: list[float] = []
+
+    def kill_later() -> None:
+        time.sleep(1.5)
+        killed.append(time.monotonic())
+        os.kill(pid, signal.SIGKILL)
+
+    results = _load(gw, 9.0, 8, kill_later)
+    t_kill = killed[0]
+    before = [s for t, s in results if t < t_kill]
+    after = [(t - t_kill, s) for t, s in results if t >= t_kill]
+    assert before and all(s == 200 for s in before), before
+    failures = [t for t, s in after if s != 200]
+    recovered = [t for t, s in after if s == 200 and t > (max(failures) if failures else 0)]
+    # the respawn waits 1 s (process.lua); everything after ~3 s must be served again
+    assert failures == [] or max(failures) < 4.0, failures[-5:]
+    assert len(recovered) > 20, len(recovered)
+    new_pid = gw.standin.pluginserver_pid()
+    assert new_pid and new_pid != pid
+    stats = gw.standin.stats()
+    assert stats["misrouted_events"] == []
+    # the stale ids were refused ("no plugin instance") and restarted, not served by others
+    assert "no plugin instance" in gw.standin.logs()
