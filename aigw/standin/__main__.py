@@ -27,8 +27,50 @@ from .proxy import Gateway  # noqa: E402
 from .rpc import Pool, RpcClient  # noqa: E402
 
 
+# nginx's request-head limits with Kong's defaults (kong.conf.default 3.9.1 1103-1111:
+# client_header_buffer_size 1k, large_client_header_buffers 4 8k): a header line must fit in
+# 8k and the head in the buffers; there is no header count limit (nginx answers 400 "Request
+# Header Or Cookie Too Large" past those). pywsgi's http.client parser would refuse >100 headers.
+LARGE_HEADER_BUFFER = 8 * 1024
+MAX_HEAD = 1024 + 4 * LARGE_HEADER_BUFFER
+
+
+class HeadTooLarge(ValueError):
+    pass
+
+
+def parse_head(fp: Any) -> Any:
+    from email.parser import Parser
+    from io import BytesIO
+
+    from gevent.pywsgi import headers_factory
+
+    lines, total = [], 0
+    while True:
+        line = fp.readline(LARGE_HEADER_BUFFER + 1)
+        total += len(line)
+        if len(line) > LARGE_HEADER_BUFFER or total > MAX_HEAD:
+            raise HeadTooLarge("Request Header Or Cookie Too Large")
+        if line in (b"\r\n", b"\n", b""):
+            break
+        lines.append(line)
+    msg = Parser(_class=type(headers_factory(BytesIO(b"\r\n")))).parsestr(b"".join(lines).decode("iso-8859-1"))
+    msg.status = ""
+    return msg
+
+
 class RawHeadersHandler(WSGIHandler):
     """Keeps the request headers as received (order, case, repeats) for the PDK."""
+
+    def MessageClass(self, fp: Any, *_: Any) -> Any:  # noqa: N802 - pywsgi's name
+        return parse_head(fp)
+
+    def _handle_client_error(self, ex: Exception) -> Any:
+        if isinstance(ex, HeadTooLarge):
+            body = b"<html><head><title>400 Request Header Or Cookie Too Large</title></head></html>\r\n"
+            return ("400", b"HTTP/1.1 400 Bad Request\r\nServer: kong/3.9.1\r\nContent-Type: text/html\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        return super()._handle_client_error(ex)
 
     def handle(self) -> None:
         # nginx's tcp_nodelay (on by default): without it pywsgi's separate header and

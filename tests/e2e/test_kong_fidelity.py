@@ -173,3 +173,34 @@ def test_kill_under_load_recovers_within_seconds_and_no_event_reaches_another_pl
     assert stats["misrouted_events"] == []
     # the stale ids were refused ("no plugin instance") and restarted, not served by others
     assert "no plugin instance" in gw.standin.logs()
+
+
+# ------------------------------------------------------------------ 6. header counts
+
+@pytest.mark.parametrize("n", [95, 150, 1200])
+def test_any_header_count_kong_accepts_reaches_every_plugin(gateway, n):
+    """Past 100 headers Kong's get_headers() drops the rest, the ticket included (added last)."""
+    gateway.standin.reset_stats()
+    headers = {**gateway.headers(), **{f"x-h{i}": "v" for i in range(n)}}
+    r = requests.post(gateway.url + "/v1/chat/completions", headers=headers, json=CHAT)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "Echo: hello there"
+    assert gateway.standin.stats()["rpc_errors"] == 0
+
+
+def test_kong_refuses_a_head_nginx_would_refuse(gateway):
+    headers = {**gateway.headers(), **{f"x-pad{i}": "v" * 200 for i in range(200)}}  # ~40 KiB
+    r = requests.post(gateway.url + "/v1/chat/completions", headers=headers, json=CHAT)
+    assert r.status_code == 400 and "Too Large" in r.text
+
+
+def test_relay_accepts_many_headers_and_errors_in_the_api_format(gateway):
+    relay = f"http://127.0.0.1:{gateway.relay_port}"
+    many = {f"x-h{i}": "v" for i in range(2000)}
+    r = requests.post(relay + "/v1/chat/completions", headers={**many, "x-aigw-ticket": "1.2.3"}, json=CHAT)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "relay_forbidden"
+    huge = {f"x-pad{i}": "v" * 1000 for i in range(300)}  # 300 KiB of headers
+    r = requests.post(relay + "/v1/chat/completions", headers=huge, json=CHAT)
+    assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
+    r = requests.post(relay + "/v1/messages", headers=huge, json=CHAT)
+    assert r.status_code == 431 and r.json()["type"] == "error" and r.json()["error"]["type"]
