@@ -76,7 +76,10 @@ def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
     mock_port = int(os.environ.get("MOCK_PORT", "9100"))
     _ensure_redis()
-    env = {**os.environ, **gateway_env(f"http://127.0.0.1:{mock_port}")}
+    from .standin.process import forward_aigw_env
+
+    # AIGW_* settings reach the plugin server through nginx `env` directives, as under Kong
+    env = forward_aigw_env({**os.environ, **gateway_env(f"http://127.0.0.1:{mock_port}")})
     procs: list[subprocess.Popen] = []
 
     def stop(*_):

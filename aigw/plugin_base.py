@@ -56,12 +56,36 @@ def flatten_headers(headers: dict[str, Any] | None) -> dict[str, str]:
     return out
 
 
+# kong.request.get_headers() returns at most lua_max_req_headers (default 100) headers
+# (kong/pdk/request.lua 3.9.1 664-679, kong/globalpatches.lua 131-158); the ticket is added
+# last, so past the cap later plugins would not see it. With a max (at most 1000, request.lua
+# 55) the cap moves; past it, the headers that matter are read one by one with get_header,
+# which reads ngx.var and has no cap (kong/tools/http.lua 545-566).
+MAX_HEADERS = 1000
+_UNCAPPED = (TICKET_HEADER, "x-consumer-groups")
+
+
+def request_headers(kong) -> dict[str, str]:
+    """The request headers (first value of each), complete for what the gateway relies on
+    whatever their number: 1 PDK call, plus one per ``_UNCAPPED`` header past 1000 headers."""
+    raw = kong.request.get_headers(MAX_HEADERS)
+    headers = flatten_headers(raw)
+    if sum(len(v) if isinstance(v, list) else 1 for v in (raw or {}).values()) >= MAX_HEADERS:
+        for name in _UNCAPPED:
+            value = kong.request.get_header(name)
+            if value is None:
+                headers.pop(name, None)
+            else:
+                headers[name] = value if isinstance(value, str) else str(value)
+    return headers
+
+
 def get_context(kong) -> RequestContext:
     """Find this request's context, or create it (first AI plugin of the request).
 
     PDK calls: 1 for every later plugin (get_headers); 5 for the first.
     """
-    headers = flatten_headers(kong.request.get_headers())
+    headers = request_headers(kong)
     ctx = STORE.lookup(headers.get(TICKET_HEADER))
     if ctx is not None:
         return ctx

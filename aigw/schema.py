@@ -91,8 +91,12 @@ def kong_fields(name: str) -> list[dict[str, Any]]:
 
 
 # keys Kong adds to every plugin config before handing it to the plugin
-# (kong/runloop/plugins_iterator.lua get_plugin_config)
+# (kong/runloop/plugins_iterator.lua 3.9.1 get_plugin_config, 157-190: route_id, service_id,
+# consumer_id, plugin_instance_name when set; __plugin_id, __ws_id, __key__, __seq__ always)
 KONG_ADDED_KEYS = frozenset({"route_id", "service_id", "consumer_id", "plugin_instance_name"})
+# the original ``{vault://...}`` text of the resolved fields of a record, kept by Kong in that
+# record at any depth (kong/db/schema/init.lua 3.9.1, 1880 and 2023 ``data["$refs"] = refs``)
+REFS_KEY = "$refs"
 
 
 def _with_defaults(cls):
@@ -129,6 +133,7 @@ def validate(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
     internal = {k: cfg.pop(k) for k in list(cfg) if k.startswith("__") or k in KONG_ADDED_KEYS}
     # Kong sends null for unset optional fields: drop them so defaults apply
     _drop_nulls(cfg)
+    _drop_refs(cfg)
     errors = sorted(_validator(name).iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
         e = errors[0]
@@ -163,3 +168,14 @@ def _drop_nulls(node: Any) -> None:
     elif isinstance(node, list):
         for v in node:
             _drop_nulls(v)
+
+
+def _drop_refs(node: Any) -> None:
+    """Remove Kong's ``$refs`` bookkeeping (resolved values are already in place)."""
+    if isinstance(node, dict):
+        node.pop(REFS_KEY, None)
+        for v in node.values():
+            _drop_refs(v)
+    elif isinstance(node, list):
+        for v in node:
+            _drop_refs(v)

@@ -14,10 +14,69 @@ log = logging.getLogger("aigw")
 _server: WSGIServer | None = None
 
 
+# Kong forwards every request header it accepted: nginx limits the request head by size,
+# not count (Kong 3.9.1 kong.conf.default 1103-1111: client_header_buffer_size 1k,
+# large_client_header_buffers 4 8k, so about 33 KiB), and Kong adds its own few. pywsgi parses
+# headers with http.client, which refuses more than 100 and answers a bare 400. The relay
+# accepts any count within a size bound well above Kong's and errors in the API's format.
+MAX_HEADER_BYTES = 256 * 1024
+MAX_HEADER_LINE = 64 * 1024
+
+
+class HeaderLimit(ValueError):
+    """The request head is larger than the relay accepts (431)."""
+
+
+def _parse_headers(fp):
+    """Like ``http.client.parse_headers`` without its 100-header cap."""
+    from email.parser import Parser
+
+    from gevent.pywsgi import headers_factory
+
+    lines: list[bytes] = []
+    total = 0
+    while True:
+        line = fp.readline(MAX_HEADER_LINE + 1)
+        if len(line) > MAX_HEADER_LINE:
+            raise HeaderLimit("a request header line is too long")
+        total += len(line)
+        if total > MAX_HEADER_BYTES:
+            raise HeaderLimit("the request headers are too large")
+        if line in (b"\r\n", b"\n", b""):
+            break
+        lines.append(line)
+    msg_class = type(headers_factory(__import__("io").BytesIO(b"\r\n")))
+    return Parser(_class=msg_class).parsestr(b"".join(lines).decode("iso-8859-1"))
+
+
 class OneWriteHandler(WSGIHandler):
     """pywsgi sends the status line + headers and the first body chunk in two syscalls
     (gevent 26 ``WSGIHandler._write_with_headers``); a relay answer is usually one small
-    body, so send both in one write: one wake-up of Kong instead of two."""
+    body, so send both in one write: one wake-up of Kong instead of two.
+
+    Request headers: any number (see ``MAX_HEADER_BYTES``); a malformed or oversized request
+    head gets a JSON error in the API's format instead of pywsgi's empty 400."""
+
+    def MessageClass(self, fp, *_):  # noqa: N802 - pywsgi's name
+        msg = _parse_headers(fp)
+        msg.status = ""
+        return msg
+
+    def _handle_client_error(self, ex):
+        from ..errors import ANTHROPIC, OPENAI, GatewayError
+
+        api = ANTHROPIC if (getattr(self, "path", "") or "").split("?")[0].rstrip("/").endswith("/messages") \
+            else OPENAI
+        if isinstance(ex, HeaderLimit):
+            err = GatewayError(431, f"Request header fields too large: {ex}.", code="headers_too_large")
+        else:
+            err = GatewayError(400, "Malformed HTTP request.", code="bad_request")
+        body = err.encode(api)
+        status = f"{err.status} {'Request Header Fields Too Large' if err.status == 431 else 'Bad Request'}"
+        head = (f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        log.warning("aigw relay refused a request: %s", type(ex).__name__)
+        return (str(err.status), head + body)
 
     def _write_with_headers(self, data):
         if not data or len(data) > 65536:

@@ -24,11 +24,53 @@ from .bundled import BUNDLED  # noqa: E402
 from .config import ConfigError, PluginInfo, load  # noqa: E402
 from .process import Supervisor, query_info, server_defs  # noqa: E402
 from .proxy import Gateway  # noqa: E402
-from .rpc import RpcClient  # noqa: E402
+from .rpc import Pool, RpcClient  # noqa: E402
+
+
+# nginx's request-head limits with Kong's defaults (kong.conf.default 3.9.1 1103-1111:
+# client_header_buffer_size 1k, large_client_header_buffers 4 8k): a header line must fit in
+# 8k and the head in the buffers; there is no header count limit (nginx answers 400 "Request
+# Header Or Cookie Too Large" past those). pywsgi's http.client parser would refuse >100 headers.
+LARGE_HEADER_BUFFER = 8 * 1024
+MAX_HEAD = 1024 + 4 * LARGE_HEADER_BUFFER
+
+
+class HeadTooLarge(ValueError):
+    pass
+
+
+def parse_head(fp: Any) -> Any:
+    from email.parser import Parser
+    from io import BytesIO
+
+    from gevent.pywsgi import headers_factory
+
+    lines, total = [], 0
+    while True:
+        line = fp.readline(LARGE_HEADER_BUFFER + 1)
+        total += len(line)
+        if len(line) > LARGE_HEADER_BUFFER or total > MAX_HEAD:
+            raise HeadTooLarge("Request Header Or Cookie Too Large")
+        if line in (b"\r\n", b"\n", b""):
+            break
+        lines.append(line)
+    msg = Parser(_class=type(headers_factory(BytesIO(b"\r\n")))).parsestr(b"".join(lines).decode("iso-8859-1"))
+    msg.status = ""
+    return msg
 
 
 class RawHeadersHandler(WSGIHandler):
     """Keeps the request headers as received (order, case, repeats) for the PDK."""
+
+    def MessageClass(self, fp: Any, *_: Any) -> Any:  # noqa: N802 - pywsgi's name
+        return parse_head(fp)
+
+    def _handle_client_error(self, ex: Exception) -> Any:
+        if isinstance(ex, HeadTooLarge):
+            body = b"<html><head><title>400 Request Header Or Cookie Too Large</title></head></html>\r\n"
+            return ("400", b"HTTP/1.1 400 Bad Request\r\nServer: kong/3.9.1\r\nContent-Type: text/html\r\n"
+                    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        return super()._handle_client_error(ex)
 
     def handle(self) -> None:
         # nginx's tcp_nodelay (on by default): without it pywsgi's separate header and
@@ -82,6 +124,11 @@ def admin_app(gw: Gateway, ready: dict[str, bool]) -> Any:
             with gw.stats.lock:
                 gw.stats.reset()
             status, body = "200 OK", {"reset": True}
+        elif path == "/_standin/instances" and method == "GET":
+            # every plugin.StartInstance sent so far: plugin name and config (secrets masked)
+            started = [{"name": n, "config": c} for pool in {id(r.pool): r.pool for r in gw.rpcs.values()}.values()
+                       for n, c in pool.started]
+            status, body = "200 OK", {"started": started}
         elif path == "/_standin/pluginserver" and method == "GET":
             status, body = "200 OK", {"pids": ready.get("pids", {})}
         data = orjson.dumps(body)
@@ -117,10 +164,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(2) from None
 
     supervisors = [Supervisor(sd, env) for sd in defs if sd.start_cmd]
-    rpcs_by_socket: dict[str, RpcClient] = {}
+    # one RPC object per plugin (mp_rpc.lua new(plugin)) over one keepalive pool per socket
+    pools: dict[str, Pool] = {}
     rpcs: dict[str, RpcClient] = {}
     for sd in defs:
-        rpcs[sd.name] = rpcs_by_socket.setdefault(sd.socket, RpcClient(sd.socket, timeout=args.pdk_timeout))
+        pool = pools.setdefault(sd.socket, Pool(sd.socket, args.pdk_timeout))
+        rpcs[sd.name] = RpcClient(sd.socket, timeout=args.pdk_timeout, pool=pool)
     gw = Gateway(config, registry, rpcs, strict_pdk=args.strict_pdk)
     ready: dict[str, Any] = {"ok": False, "pids": {}}
 
@@ -138,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         admin.start()
     for s in supervisors:
         s.start()
-    for sock in rpcs_by_socket:
+    for sock in pools:
         _wait_socket(sock, 30, supervisors)
     ready["pids"] = {s.sd.name: s.pid() for s in supervisors}
     server = WSGIServer((args.host, args.port), gw, handler_class=RawHeadersHandler, log=None,

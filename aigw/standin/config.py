@@ -182,33 +182,74 @@ def resolve_reference(ref: str, env: dict[str, str]) -> str:
 
 
 def _resolve_refs(conf: dict[str, Any], fields: list, env: dict[str, str], where: str) -> None:
-    """Resolve references in every ``referenceable`` field, at any depth: records,
-    arrays/sets of records or strings, and map values (kong/db/schema/init.lua
-    walks nested fields when it resolves references)."""
+    """Resolve references as Kong's ``process_auto_fields`` does when a plugin is selected
+    (kong/db/schema/init.lua 3.9.1, 1879-1980 and 2023): in every record, at any depth
+    (records, arrays/sets of records, map values), a ``referenceable`` string field holding a
+    reference gets the resolved value, and the record gets a ``$refs`` key mapping the field to
+    the original reference (arrays of referenceable strings: ``$refs[field][i]``; maps:
+    ``$refs[field][key]``). ``$refs`` is part of what ``StartInstance`` sends."""
 
-    def walk(value: Any, spec: dict[str, Any], path: str) -> Any:
-        kind = spec.get("type")
-        if value is None:
-            return value
-        if kind == "record" and isinstance(value, dict):
-            for name, sub in schema.field_items(spec.get("fields", ())):
-                if name in value:
-                    value[name] = walk(value[name], sub, f"{path}.{name}")
-            return value
-        if kind in ("array", "set") and isinstance(value, list):
-            el = spec.get("elements") or {}
-            return [walk(v, el, f"{path}[{i}]") for i, v in enumerate(value)]
-        if kind == "map" and isinstance(value, dict):
-            vs = spec.get("values") or {}
-            return {k: walk(v, vs, f"{path}.{k}") for k, v in value.items()}
-        if spec.get("referenceable") and is_reference(value):
-            try:
-                return resolve_reference(value, env)
-            except KeyError as exc:
-                raise ConfigError(f"{where}: {path}: cannot resolve vault reference: {exc.args[0]}") from None
-        return value
+    def record(value: dict[str, Any], rfields: Any, path: str) -> None:
+        refs: dict[str, Any] = {}
+        for name, sub in schema.field_items(rfields):
+            if name not in value or value[name] is None:
+                continue
+            v, kind, fpath = value[name], sub.get("type"), f"{path}.{name}"
+            if kind == "record" and isinstance(v, dict):
+                record(v, sub.get("fields", ()), fpath)
+            elif kind in ("array", "set") and isinstance(v, list):
+                el = sub.get("elements") or {}
+                if el.get("type") == "record":
+                    for i, x in enumerate(v):
+                        if isinstance(x, dict):
+                            record(x, el.get("fields", ()), f"{fpath}[{i}]")
+                elif el.get("type") == "string" and el.get("referenceable"):
+                    found: dict[int, str] = {}
+                    for i, x in enumerate(v):
+                        if is_reference(x):
+                            found[i] = x
+                            v[i] = resolve(x, f"{fpath}[{i}]")
+                    if found:
+                        # a Lua table {[i+1] = ref}; cjson writes it as an array, nulls in the holes
+                        refs[name] = [found.get(i) for i in range(max(found) + 1)]
+            elif kind == "map" and isinstance(v, dict):
+                vs = sub.get("values") or {}
+                if vs.get("type") == "record":
+                    for k, x in v.items():
+                        if isinstance(x, dict):
+                            record(x, vs.get("fields", ()), f"{fpath}.{k}")
+                elif vs.get("type") == "string" and vs.get("referenceable"):
+                    mfound = {k: x for k, x in v.items() if is_reference(x)}
+                    for k, x in mfound.items():
+                        v[k] = resolve(x, f"{fpath}.{k}")
+                    if mfound:
+                        refs[name] = mfound
+            elif kind == "string" and sub.get("referenceable") and is_reference(v):
+                refs[name] = v
+                value[name] = resolve(v, fpath)
+        if refs:
+            value["$refs"] = refs
 
-    walk(conf, {"type": "record", "fields": fields}, "config")
+    def resolve(ref: str, path: str) -> str:
+        try:
+            return resolve_reference(ref, env)
+        except KeyError as exc:
+            # Kong (resolve_reference, init.lua 1693) logs a warning and uses ""; the stand-in
+            # refuses to load instead, so a test cannot pass on an empty secret
+            raise ConfigError(f"{where}: {path}: cannot resolve vault reference: {exc.args[0]}") from None
+
+    record(conf, fields, "config")
+
+
+def drop_nulls(node: Any) -> Any:
+    """Kong selects plugins with ``nulls = false``: ``process_auto_fields`` turns every null into
+    an absent key, at any depth (kong/db/schema/init.lua 3.9.1, 1926-1928, recursing through
+    ``adjust_field_for_context`` 1645-1690)."""
+    if isinstance(node, dict):
+        return {k: drop_nulls(v) for k, v in node.items() if v is not None}
+    if isinstance(node, list):
+        return [drop_nulls(v) for v in node]
+    return node
 
 
 # ---------------------------------------------------------------- loading
@@ -399,12 +440,18 @@ def _plugin(raw: dict[str, Any], implied: dict[str, str], cfg: Config,
         conf = schema.process(info.fields, raw.get("config") or {})
     except schema.SchemaError as exc:
         raise ConfigError(f"{where}: schema violation ({exc})") from None
+    if not info.bundled:  # the bundled re-implementations index their config like Lua tables
+        conf = drop_nulls(conf)
     _resolve_refs(conf, info.fields, env, where)
     pid = raw.get("id") or make_id("plugin", f"{name}:{scope['route']}:{scope['service']}:{scope['consumer']}")
-    # kong/runloop/plugins_iterator.lua get_plugin_config
+    # kong/runloop/plugins_iterator.lua 3.9.1 get_plugin_config (157-190): route_id, service_id,
+    # consumer_id and plugin_instance_name are Lua nils when unset, which cjson leaves out
+    for key, value in (("route_id", scope["route"]), ("service_id", scope["service"]),
+                       ("consumer_id", scope["consumer"]), ("plugin_instance_name", raw.get("instance_name"))):
+        if value is not None:
+            conf[key] = value
     conf.update({
-        "route_id": scope["route"], "service_id": scope["service"], "consumer_id": scope["consumer"],
-        "plugin_instance_name": raw.get("instance_name"), "__plugin_id": pid, "__ws_id": WS_ID,
+        "__plugin_id": pid, "__ws_id": WS_ID,
         # kong.db.plugins:cache_key(name, route, service, consumer, nil, ws_id)
         "__key__": ":".join(["plugins", name, scope["route"] or "", scope["service"] or "",
                              scope["consumer"] or "", "", WS_ID]),

@@ -20,6 +20,7 @@ plugin.lua ``exposed_api``. Semantics follow kong/pdk/*.lua:
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import uuid
@@ -251,6 +252,49 @@ def serialize(req: Req) -> dict[str, Any]:
     return out
 
 
+# lua_max_req_headers (kong/templates/kong_defaults.lua 198: 100): ngx.req.get_headers()'s default
+# max (kong/globalpatches.lua 3.9.1 131-158)
+MAX_REQ_HEADERS = int(os.environ.get("KONG_LUA_MAX_REQ_HEADERS") or 100)
+
+
+def _capped(headers: list[list[str]], n: int) -> dict[str, list[str]]:
+    return multimap(headers[:n])
+
+
+def _get_headers(req: Req, max_headers: Any = None, *_: Any) -> dict[str, list[str]]:
+    """kong/pdk/request.lua 3.9.1 664-679: at most ``lua_max_req_headers`` headers without a
+    max, else 1 <= max <= 1000 (MIN_HEADERS/MAX_HEADERS, 54-55); in the log phase plugin.lua's
+    exposed_api returns the headers saved when the log phase began (``req_get_headers()``,
+    default max) whatever the max (plugin.lua 82-85, 126)."""
+    if req.phase == "log":
+        return _capped(req.headers, MAX_REQ_HEADERS)
+    if max_headers is None:
+        return _capped(req.headers, MAX_REQ_HEADERS)
+    if isinstance(max_headers, bool) or not isinstance(max_headers, (int, float)):
+        raise PdkFailure("max_headers must be a number")
+    if max_headers < 1:
+        raise PdkFailure("max_headers must be >= 1")
+    if max_headers > 1000:
+        raise PdkFailure("max_headers must be <= 1000")
+    return _capped(req.headers, int(max_headers))
+
+
+def _get_header(req: Req, name: Any) -> str | None:
+    """kong/tools/http.lua 3.9.1 545-566: ``ngx.var.http_<name>`` (no cap); only a value holding
+    ", " is looked up again in ``ngx.req.get_headers()`` (capped). In the log phase: the saved
+    (capped) headers (plugin.lua 87-99)."""
+    if not isinstance(name, str):
+        raise PdkFailure("header name must be a string")
+    if req.phase == "log":
+        v = _capped(req.headers, MAX_REQ_HEADERS).get(name.lower().replace("_", "-"))
+        return v[0] if v else None
+    value = header_get(req.headers, name)
+    if value is None or ", " not in value:
+        return value
+    v = _capped(req.headers, MAX_REQ_HEADERS).get(name.lower().replace("_", "-"))
+    return v[0] if v else None
+
+
 def _get_body(req: Req, mimetype: str | None = None, *_: Any) -> Any:
     ct = (mimetype or header_get(req.headers, "content-type") or "").split(";")[0].strip().lower()
     if ct == "application/json":
@@ -365,8 +409,8 @@ METHODS: dict[str, Method] = {
     "kong.request.get_query_arg": lambda r, n: (lambda v: None if v is None else (v[0] if v else True))(
         query_multimap(r.query).get(n)),
     "kong.request.get_query": lambda r, *_: query_multimap(r.query),
-    "kong.request.get_header": lambda r, n: header_get(r.headers, n),
-    "kong.request.get_headers": lambda r, *_: multimap(r.headers),
+    "kong.request.get_header": _get_header,
+    "kong.request.get_headers": _get_headers,
     "kong.request.get_raw_body": lambda r: r.body,
     "kong.request.get_body": _get_body,
     "kong.request.get_start_time": _start_time_ms,

@@ -28,6 +28,53 @@ import orjson
 from .config import PluginInfo
 
 
+def main_env_value(names: list[str]) -> str:
+    """A ``KONG_NGINX_MAIN_ENV`` value that declares ``env NAME;`` for each name. Kong renders
+    every ``nginx_main_<directive>`` as ``<directive> <value>;`` in nginx.conf's main block
+    (kong/templates/nginx.lua 3.9.1, 9-12; key namespace ``nginx_main_`` in
+    kong/conf_loader/constants.lua 113-117), so ``A; env B`` becomes ``env A; env B;``."""
+    return "; env ".join(names)
+
+
+def forward_aigw_env(env: dict[str, str]) -> dict[str, str]:
+    """``env`` with ``KONG_NGINX_MAIN_ENV`` extended by every ``AIGW_*`` name in it: the rule of
+    our Docker entrypoint (docker/entrypoint.sh), so that those settings reach the plugin server
+    under Kong; for the stand-in's test helper and ``aigw.dev``."""
+    names = sorted(k for k in env if k.startswith("AIGW_"))
+    if not names:
+        return dict(env)
+    value = main_env_value(names)
+    prev = env.get("KONG_NGINX_MAIN_ENV")
+    return {**env, "KONG_NGINX_MAIN_ENV": f"{prev}; env {value}" if prev else value}
+
+
+def worker_env(env: dict[str, str]) -> dict[str, str]:
+    """The environment of an nginx worker, which Kong's start_cmd inherits.
+
+    nginx removes every variable inherited from its parent except ``TZ`` and those named by
+    ``env`` directives (nginx core module, directive ``env``; ``env NAME=value`` sets one). Kong
+    spawns the start command from worker 0 with ``ngx_pipe.spawn`` and no ``environ`` option
+    (kong/runloop/plugin_servers/process.lua 3.9.1, 152), i.e. with that environment; the
+    ``/bin/sh`` running ``exec <start_cmd>`` then adds ``PWD`` (measured on Kong 3.9.1: the
+    spawned server had exactly ``PWD``). ``env`` directives come from ``KONG_NGINX_MAIN_ENV``."""
+    out: dict[str, str] = {}
+    if "TZ" in env:
+        out["TZ"] = env["TZ"]
+    value = env.get("KONG_NGINX_MAIN_ENV")
+    if value:
+        # the rendered directive text is "env <value>;": split it back into statements
+        for stmt in ("env " + value).split(";"):
+            words = stmt.split(None, 1)
+            if len(words) != 2 or words[0] != "env":
+                continue
+            name, eq, val = words[1].strip().partition("=")
+            if eq:
+                out[name] = val
+            elif name in env:
+                out[name] = env[name]
+    return out
+
+
 @dataclass
 class ServerDef:
     name: str
@@ -53,6 +100,9 @@ def default_server_defs(plugins_dir: str, prefix: str) -> list[ServerDef]:
     d = os.path.abspath(plugins_dir)
     start = _script("aigw-pluginserver", ["-m", "aigw.pluginserver"]) + [
         "-d", d, "-p", prefix, "--socket-name", sock_name, "-g", "--no-lua-style"]
+    if start[0] == sys.executable:
+        # not installed: the worker's environment has no PYTHONPATH, so the command carries it
+        start = ["/usr/bin/env", "PYTHONPATH=" + str(Path(__file__).resolve().parents[2])] + start
     out = []
     for i, n in enumerate(names):
         query = _script("aigw-plugin-info", ["-m", "aigw.pluginserver", "plugin-info"]) + ["-d", d, n]
@@ -120,7 +170,7 @@ class Supervisor:
                 time.sleep(delay)
             if self._stopping:
                 return
-            self.proc = subprocess.Popen("exec " + self.sd.start_cmd, shell=True, env=self.env,
+            self.proc = subprocess.Popen("exec " + self.sd.start_cmd, shell=True, env=worker_env(self.env),
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             next_spawn = time.monotonic() + 1
             sys.stderr.write(f"[standin] [pluginserver] started {self.sd.name}, pid {self.proc.pid}\n")

@@ -38,8 +38,9 @@ PHASE_ORDER = ("rewrite", "access", "response", "log")
 
 
 class Stats:
-    def __init__(self) -> None:
+    def __init__(self, rpcs: dict[str, RpcClient] | None = None) -> None:
         self.lock = threading.Lock()
+        self.rpcs = rpcs or {}
         self.reset()
 
     def reset(self) -> None:
@@ -54,7 +55,9 @@ class Stats:
                 "pdk_calls": {p: dict(v) for p, v in self.pdk_calls.items()},
                 "pdk_calls_total": sum(sum(v.values()) for v in self.pdk_calls.values()),
                 "events": {p: dict(v) for p, v in self.events.items()},
-                "unimplemented_pdk": list(self.unimplemented), "rpc_errors": self.rpc_errors}
+                "unimplemented_pdk": list(self.unimplemented), "rpc_errors": self.rpc_errors,
+                "misrouted_events": [m for p in {id(r.pool): r.pool for r in self.rpcs.values()}.values()
+                                     for m in p.misrouted]}
 
 
 def kong_error(req: Req, status: int, message: str) -> Response:
@@ -70,7 +73,7 @@ class Gateway:
         self.registry = registry
         self.rpcs = rpcs  # pluginserver entry name -> client
         self.strict_pdk = strict_pdk
-        self.stats = Stats()
+        self.stats = Stats(rpcs)
         self.router = Router(config)
         self.balancers = {name: Balancer(u) for name, u in config.upstreams.items()}
         self.http = urllib3.PoolManager(maxsize=64, block=False, retries=False)
@@ -118,13 +121,15 @@ class Gateway:
             return
         rpc = self.rpcs[plugin.info.server or ""]
         self.stats.events[plugin.name][phase] += 1
-        for attempt in range(2):
+        # mp_rpc.lua 3.9.1 Rpc:handle_event (301-320): an error containing "no plugin instance"
+        # resets the plugin's instances and retries (Kong without a bound; here 5 attempts)
+        for attempt in range(5):
             try:
                 iid = rpc.instance_id(plugin.name, plugin.config)
                 self._bridge(req, rpc, iid, plugin, phase)
                 return
             except RpcError as exc:
-                if "no plugin instance" in str(exc).lower() and attempt == 0:
+                if "no plugin instance" in str(exc).lower() and attempt < 4:
                     rpc.reset_plugin(plugin.name)
                     sys.stderr.write(f"[standin] [warn] [{plugin.name}] {exc}; restarting instance\n")
                     continue
@@ -132,6 +137,7 @@ class Gateway:
 
     def _bridge(self, req: Req, rpc: RpcClient, iid: int, plugin: Plugin, phase: str) -> None:
         step = rpc.call("plugin.HandleEvent", {"InstanceId": iid, "EventName": phase})
+        rpc.check_event(plugin.name, iid, step)
         event_id = step["EventId"]
         while step["Data"] != "ret":
             method, args = step["Data"]["Method"], step["Data"].get("Args") or []

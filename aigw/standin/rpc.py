@@ -13,6 +13,7 @@ import socket
 import threading
 from typing import Any
 
+import gevent
 import msgpack
 import orjson
 
@@ -39,37 +40,57 @@ class Connection:
             pass
 
 
-class RpcClient:
-    """One plugin server socket; thread/greenlet safe."""
+class Pool:
+    """One keepalive pool per socket path, shared by every plugin's RPC object (Kong's cosocket
+    pool is keyed by ``unix:<path>``), plus the worker's instance table (plugin.lua
+    ``running_instances``, module-level: one per worker) and, for tests, what the server issued."""
 
-    def __init__(self, path: str, timeout: float = 60.0, pool_size: int = 64):
-        self.path = path
-        self.timeout = timeout
-        self.pool_size = pool_size
-        self._pool: list[Connection] = []
-        self._lock = threading.Lock()
-        self._msgid = 0
-        self.server_pid: int | None = None
-        # plugin id -> (seq, instance id); plugin.lua running_instances
-        self.instances: dict[str, tuple[int, int, str]] = {}
+    def __init__(self, path: str, timeout: float, size: int = 64):
+        self.path, self.timeout, self.size = path, timeout, size
+        self.conns: list[Connection] = []
+        self.lock = threading.Lock()
+        # plugin id -> {"seq", "id", "plugin_name", "conf_plugin_id", "rpc"}; id None = being started
+        self.running: dict[str, dict[str, Any]] = {}
+        self.issued: dict[int, str] = {}  # instance id -> plugin name of its latest StartInstance
+        self.misrouted: list[dict[str, Any]] = []
+        self.started: list[tuple[str, dict[str, Any]]] = []
 
-    def _get(self) -> Connection:
-        with self._lock:
-            if self._pool:
-                return self._pool.pop()
+    def get(self) -> Connection:
+        with self.lock:
+            if self.conns:
+                return self.conns.pop()
         return Connection(self.path, self.timeout)
 
-    def _put(self, c: Connection) -> None:
-        with self._lock:
-            if len(self._pool) < self.pool_size:
-                self._pool.append(c)
+    def put(self, c: Connection) -> None:
+        with self.lock:
+            if len(self.conns) < self.size:
+                self.conns.append(c)
                 return
         c.close()
 
+    def drop_all(self) -> list[Connection]:
+        with self.lock:
+            stale, self.conns = self.conns, []
+        return stale
+
+
+class RpcClient:
+    """The RPC object of ONE external plugin (mp_rpc.lua ``new(plugin)``: each plugin has its own
+    msg ids and its own ``pluginserver_pid``), over the socket's shared pool; greenlet safe."""
+
+    def __init__(self, path: str, timeout: float = 60.0, pool: Pool | None = None):
+        self.path = path
+        self.timeout = timeout
+        self.pool = pool or Pool(path, timeout)
+        self._msgid = 0
+        self.server_pid: int | None = None
+
+    @property
+    def started(self) -> list[tuple[str, dict[str, Any]]]:
+        return self.pool.started
+
     def close(self) -> None:
-        with self._lock:
-            pool, self._pool = self._pool, []
-        for c in pool:
+        for c in self.pool.drop_all():
             c.close()
 
     def call(self, method: str, *args: Any) -> Any:
@@ -80,18 +101,13 @@ class RpcClient:
             return self._call(method, args, pooled_ok=False)
 
     def _call(self, method: str, args: tuple, pooled_ok: bool) -> Any:
-        with self._lock:
-            self._msgid += 1
-            msgid = self._msgid
-            pooled = bool(self._pool) and pooled_ok
-            if not pooled_ok:
-                stale, self._pool = self._pool, []
-            else:
-                stale = []
-        for c in stale:
+        self._msgid += 1
+        msgid = self._msgid
+        pooled = bool(self.pool.conns) and pooled_ok
+        for c in ([] if pooled_ok else self.pool.drop_all()):
             c.close()
         try:
-            c = self._get()
+            c = self.pool.get()
         except OSError as exc:
             raise RpcError(f"trying to connect: {exc}") from None
         received = False
@@ -106,7 +122,7 @@ class RpcClient:
                     if msg[0] != 1 or msg[1] != msgid:
                         raise RpcError("unexpected RPC response ID from plugin server")
                     returned = True
-                    self._put(c)
+                    self.pool.put(c)
                     if msg[2] is not None:
                         raise RpcError(str(msg[2]))
                     return msg[3]
@@ -129,30 +145,85 @@ class RpcClient:
             raise
 
     def _notification(self, label: str, args: Any) -> None:
-        # plugin.lua rpc_notifications:serverPid — a new server pid invalidates every instance
+        """plugin.lua 3.9.1 ``rpc_notifications:serverPid`` (149-160): a pid different from the
+        one this plugin's RPC object saw before drops the instances started through it."""
         if label == "serverPid":
             pid = int(args)
             if self.server_pid is not None and pid != self.server_pid:
-                self.instances.clear()
+                for key, info in list(self.pool.running.items()):
+                    if info.get("rpc") is self:
+                        self.pool.running.pop(key, None)
             self.server_pid = pid
 
     def instance_id(self, name: str, conf: dict[str, Any]) -> int:
-        """plugin.lua get_instance_id: reuse the instance for this plugin id and __seq__."""
+        """plugin.lua 3.9.1 ``get_instance_id`` (237-303): reuse the cached instance of this
+        plugin id and ``__seq__``; wait (0.1 s steps, 10 s at most) while another request starts
+        it; else claim the slot, StartInstance, and close the previous instance."""
         key = conf["__plugin_id"]
-        cached = self.instances.get(key)
-        if cached and cached[0] == conf["__seq__"]:
-            return cached[1]
-        status = self.call("plugin.StartInstance", {"Name": name, "Config": orjson.dumps(conf).decode()})
-        self.instances[key] = (conf["__seq__"], status["Id"], name)
-        if cached:
+        running = self.pool.running
+        info = running.get(key)
+        waited = 0
+        while info is not None and info.get("id") is None:
+            gevent.sleep(0.1)
+            waited += 1
+            if waited > 100:
+                running.pop(key, None)
+                raise RpcError(f"Could not claim instance_id for {name} (key: {key})")
+            info = running.get(key)
+        if info is not None and info.get("seq") == conf["__seq__"] and info.get("conf_plugin_id") == key:
+            return info["id"]
+        old_id = info["id"] if info else None
+        if info is None:
+            info = {"seq": conf["__seq__"], "conf_plugin_id": key}
+            running[key] = info
+        else:
+            info["id"] = None
+        try:
+            # mp_rpc.lua 3.9.1 Rpc:call_start_instance (224-242): Config = cjson_encode(conf)
+            status = self.call("plugin.StartInstance", {"Name": name, "Config": orjson.dumps(conf).decode()})
+        except RpcError:
+            running.pop(key, None)
+            raise
+        self.pool.issued[status["Id"]] = status.get("Name") or name
+        self.pool.started.append((name, masked(conf)))
+        info.update({"id": status["Id"], "plugin_name": name, "seq": conf["__seq__"], "conf_plugin_id": key,
+                     "rpc": self})
+        if old_id is not None:
             try:
-                self.call("plugin.CloseInstance", cached[1])
+                self.call("plugin.CloseInstance", old_id)
             except RpcError:
                 pass
         return status["Id"]
 
+    def check_event(self, name: str, iid: int, step: dict[str, Any]) -> None:
+        """Test instrumentation (Kong has none): record an event that reached an instance of
+        another plugin, known from the server's latest StartInstance answer for this id or from
+        the ``Name`` our launcher adds to HandleEvent answers."""
+        holder = step.get("Name") if isinstance(step, dict) else None
+        issued = self.pool.issued.get(iid)
+        if (holder is not None and holder != name) or (issued is not None and issued != name):
+            self.pool.misrouted.append({"plugin": name, "instance": iid, "holder": holder or issued})
+
     def reset_plugin(self, name: str) -> None:
-        """plugin.lua reset_instances_for_plugin."""
-        for k, v in list(self.instances.items()):
-            if v[2] == name:
-                self.instances.pop(k, None)
+        """plugin.lua ``reset_instance`` -> ``reset_instances_for_plugin`` (162-185)."""
+        for k, v in list(self.pool.running.items()):
+            if v.get("plugin_name") == name:
+                self.pool.running.pop(k, None)
+
+
+def masked(conf: Any) -> Any:
+    """A copy of a config with every value that came from a vault reference replaced by
+    ``"***"`` (the fields a record's ``$refs`` names), for the stand-in's test admin API."""
+    if isinstance(conf, list):
+        return [masked(v) for v in conf]
+    if not isinstance(conf, dict):
+        return conf
+    out = {k: masked(v) for k, v in conf.items()}
+    for field, ref in (conf.get("$refs") or {}).items():
+        if isinstance(ref, str):
+            out[field] = "***"
+        elif isinstance(ref, list) and isinstance(out.get(field), list):
+            out[field] = ["***" if r is not None else v for r, v in zip(ref, out[field])] + out[field][len(ref):]
+        elif isinstance(ref, dict) and isinstance(out.get(field), dict):
+            out[field] = {k: ("***" if k in ref else v) for k, v in out[field].items()}
+    return out

@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 import yaml
 
+from .process import forward_aigw_env
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,10 +39,12 @@ class StandInError(RuntimeError):
 class StandIn:
     def __init__(self, config: str | Path | dict[str, Any], env: dict[str, str] | None = None,
                  plugins_dir: str | Path = REPO_ROOT / "plugins", port: int | None = None,
-                 admin_port: int | None = None, timeout: float = 30.0, extra_args: list[str] | None = None):
+                 admin_port: int | None = None, timeout: float = 30.0, extra_args: list[str] | None = None,
+                 forward_aigw: bool = True, wait_pluginserver: bool = True):
         self.config, self.env, self.plugins_dir = config, env, Path(plugins_dir)
         self.port, self.admin_port = port or free_port(), admin_port or free_port()
         self.timeout, self.extra_args = timeout, list(extra_args or [])
+        self.forward_aigw, self.wait_pluginserver = forward_aigw, wait_pluginserver
         self.proc: subprocess.Popen | None = None
         self._tmp: tempfile.TemporaryDirectory | None = None
         self._log = bytearray()
@@ -66,6 +70,10 @@ class StandIn:
         prefix.mkdir()
         env = dict(os.environ)
         env.update(self.env or {})
+        if self.forward_aigw:
+            # as docker/entrypoint.sh: every AIGW_* setting gets an nginx `env` directive, the
+            # only way a variable reaches a plugin server Kong spawns (process.worker_env)
+            env = forward_aigw_env(env)
         env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         cmd = [sys.executable, "-m", "aigw.standin", "--config", str(cfg_path), "--port", str(self.port),
                "--admin-port", str(self.admin_port), "--plugins-dir", str(self.plugins_dir),
@@ -109,6 +117,10 @@ class StandIn:
 
     def reset_stats(self) -> None:
         self._admin("POST", "/_standin/stats/reset")
+
+    def started_instances(self) -> list[dict[str, Any]]:
+        """Every ``plugin.StartInstance`` so far: ``{"name", "config"}`` (secrets masked)."""
+        return self._admin("GET", "/_standin/instances")["started"]
 
     def pluginserver_pid(self) -> int | None:
         pids = self._admin("GET", "/_standin/pluginserver")["pids"]

@@ -381,3 +381,12 @@ def test_plugin_server_respawned_and_instances_restarted():
             time.sleep(0.05)
         assert r.status_code == 299 and r.json()["tag"] == "t"
         assert "no plugin instance" in kong.logs()
+
+
+def test_get_headers_without_max_returns_at_most_100(env):
+    """kong/pdk/request.lua 664-679 + globalpatches.lua: lua_max_req_headers = 100 by default."""
+    headers = {f"x-h{i:03d}": "v" for i in range(150)}
+    r = requests.get(env["kong"].url + "/h", headers={"Host": "api.example.com", **headers})
+    assert r.status_code == 299
+    seen = r.json()["headers"]
+    assert len(seen) == 100 and "x-h149" not in seen

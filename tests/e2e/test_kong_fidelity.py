@@ -1,0 +1,206 @@
+"""Issue 11: the plugins under the behaviours of real Kong 3.9.1 that the stand-in reproduces
+(docs/standin.md cites the Kong source of each). Official SDK -> stand-in -> plugin server -> relay.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import pytest
+import requests
+
+from aigw.standin.process import forward_aigw_env, main_env_value, worker_env
+
+from .conftest import Gateway, reference_config, free_port
+
+CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello there"}]}
+
+
+def _walk(node: Any, path: str = "config"):
+    yield path, node
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _walk(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{path}[{i}]")
+
+
+# ------------------------------------------------------------------ 1. config as Kong sends it
+
+def test_plugins_accept_the_config_exactly_as_kong_sends_it(gateway):
+    """$refs at any depth, no nulls, Kong's __key__/__plugin_id/__seq__/__ws_id and service_id."""
+    r = requests.post(gateway.url + "/v1/chat/completions", headers=gateway.headers(), json=CHAT)
+    assert r.status_code == 200, r.text
+    started = {s["name"]: s["config"] for s in gateway.standin.started_instances()}
+    assert {"ai-redact", "ai-router", "ai-cache", "ai-tokens", "ai-cost"} <= set(started)
+    router = started["ai-router"]
+    # the record holding a resolved reference keeps the original under $refs (init.lua 1880/2023)
+    by_name = {p["name"]: p for p in router["providers"]}
+    assert by_name["openai"]["$refs"] == {"api_key": "{vault://env/openai-api-key}"}
+    assert by_name["openai"]["api_key"] == "***"  # resolved (masked by the stand-in's admin API)
+    assert "$refs" not in router  # no top-level field of ai-router was a reference
+    for name in ("ai-cache", "ai-tokens", "ai-cost"):
+        assert started[name]["$refs"] == {"redis_url": "{vault://env/aigw-redis-url}"}, name
+    for name, conf in started.items():
+        nulls = [p for p, v in _walk(conf) if v is None]
+        assert nulls == [], (name, nulls)  # Kong selects with nulls = false
+        assert {"__key__", "__plugin_id", "__seq__", "__ws_id", "service_id"} <= set(conf), name
+        assert conf["__key__"].startswith(f"plugins:{name}::"), conf["__key__"]
+        # service-scoped: route_id / consumer_id are Lua nils, absent from the JSON
+        assert "route_id" not in conf and "consumer_id" not in conf and "plugin_instance_name" not in conf
+
+
+def test_refs_beside_every_referenced_field_and_a_route_scoped_plugin(make_gateway):
+    """A plugin on a route gets route_id; a provider with base_url from a reference gets two $refs."""
+    def edit(doc):
+        svc = next(s for s in doc["services"] if s["name"] == "ai")
+        router = next(p for p in svc["plugins"] if p["name"] == "ai-router")
+        router["config"]["providers"][0]["base_url"] = "{vault://env/aigw-test-openai-url}"
+        route = next(r for r in svc["routes"] if r["name"] == "openai-chat")
+        route["plugins"] = [dict(router, config=dict(router["config"]))]
+        route["plugins"][0]["instance_name"] = "router-on-chat"
+
+    gw = make_gateway(edit, env={"AIGW_TEST_OPENAI_URL": "https://api.openai.com/v1"})
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=CHAT)
+    assert r.status_code == 200, r.text
+    conf = next(s["config"] for s in gw.standin.started_instances()
+                if s["name"] == "ai-router" and "route_id" in s["config"])
+    assert conf["plugin_instance_name"] == "router-on-chat"
+    assert conf["providers"][0]["$refs"] == {"api_key": "{vault://env/openai-api-key}",
+                                            "base_url": "{vault://env/aigw-test-openai-url}"}
+
+
+# ------------------------------------------------------------------ 2. the plugin server's environment
+
+def test_worker_env_is_what_nginx_keeps():
+    env = {"TZ": "UTC", "HOME": "/root", "AIGW_A": "1", "AIGW_B": "2", "SECRET": "s",
+           "KONG_NGINX_MAIN_ENV": main_env_value(["AIGW_A", "AIGW_MISSING", "X=set-here"])}
+    assert worker_env(env) == {"TZ": "UTC", "AIGW_A": "1", "X": "set-here"}
+    assert worker_env({"HOME": "/root", "AIGW_A": "1"}) == {}
+    fwd = forward_aigw_env({"AIGW_B": "2", "AIGW_A": "1", "KONG_NGINX_MAIN_ENV": "OTHER"})
+    assert fwd["KONG_NGINX_MAIN_ENV"] == "OTHER; env AIGW_A; env AIGW_B"
+
+
+def _environ(pid: int) -> dict[str, str]:
+    with open(f"/proc/{pid}/environ", "rb") as f:
+        items = [x.decode() for x in f.read().split(b"\0") if x]
+    return dict(x.split("=", 1) for x in items)
+
+
+def test_plugin_server_gets_only_what_kong_passes(gateway):
+    """Spawned from a worker: the AIGW_* settings (nginx `env` directives), PWD from the shell,
+    nothing else: no vault secrets, no HOME/PATH."""
+    env = _environ(gateway.standin.pluginserver_pid())
+    extra = {k for k in env if not k.startswith("AIGW_")} - {"PWD", "TZ"}
+    assert extra == set(), sorted(extra)  # no PATH, HOME, vault secrets (OPENAI_API_KEY...)
+    assert env["AIGW_RELAY_PORT"] == str(gateway.relay_port)
+    assert env["AIGW_PROVIDER_OPENAI_BASE_URL"] == gateway.mock.url.rstrip("/") + "/v1"
+
+
+def test_a_setting_without_env_directive_does_not_reach_the_plugin_server(mock):
+    """Without the `env` directives the relay port and provider URLs are lost, as on Kong:
+    the relay listens on its default port, so Kong's service finds no relay (502)."""
+    relay_port = free_port()
+    gw = Gateway(mock, reference_config(relay_port))
+    gw.standin.forward_aigw = False
+    with gw:
+        pid = gw.standin.pluginserver_pid()
+        assert not any(k.startswith("AIGW_") for k in _environ(pid))
+        r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=CHAT, timeout=30)
+        # the relay (started with the first instance) is not on the service's port
+        assert r.status_code in (500, 502), r.text
+
+
+# ------------------------------------------------------------------ 4. plugin server restart
+
+def _load(gw: Gateway, seconds: float, threads: int, on_start=None) -> list[tuple[float, int]]:
+    """``threads`` clients sending chat requests back to back for ``seconds``: (time, status)."""
+    import threading
+    import time
+
+    out: list[tuple[float, int]] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client() -> None:
+        s = requests.Session()
+        while time.monotonic() < stop:
+            try:
+                status = s.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=CHAT,
+                                timeout=30).status_code
+            except requests.RequestException:
+                status = -1
+            with lock:
+                out.append((time.monotonic(), status))
+
+    ts = [threading.Thread(target=client) for _ in range(threads)]
+    for t in ts:
+        t.start()
+    if on_start:
+        on_start()
+    for t in ts:
+        t.join()
+    return out
+
+
+def test_kill_under_load_recovers_within_seconds_and_no_event_reaches_another_plugin(make_gateway):
+    import signal
+    import time
+
+    gw = make_gateway()
+    pid = gw.standin.pluginserver_pid()
+    killed: list[float] = []
+
+    def kill_later() -> None:
+        time.sleep(1.5)
+        killed.append(time.monotonic())
+        os.kill(pid, signal.SIGKILL)
+
+    results = _load(gw, 9.0, 8, kill_later)
+    t_kill = killed[0]
+    before = [s for t, s in results if t < t_kill]
+    after = [(t - t_kill, s) for t, s in results if t >= t_kill]
+    assert before and all(s == 200 for s in before), before
+    failures = [t for t, s in after if s != 200]
+    recovered = [t for t, s in after if s == 200 and t > (max(failures) if failures else 0)]
+    # the respawn waits 1 s (process.lua); everything after ~3 s must be served again
+    assert failures == [] or max(failures) < 4.0, failures[-5:]
+    assert len(recovered) > 20, len(recovered)
+    new_pid = gw.standin.pluginserver_pid()
+    assert new_pid and new_pid != pid
+    stats = gw.standin.stats()
+    assert stats["misrouted_events"] == []
+    # the stale ids were refused ("no plugin instance") and restarted, not served by others
+    assert "no plugin instance" in gw.standin.logs()
+
+
+# ------------------------------------------------------------------ 6. header counts
+
+@pytest.mark.parametrize("n", [95, 150, 1200])
+def test_any_header_count_kong_accepts_reaches_every_plugin(gateway, n):
+    """Past 100 headers Kong's get_headers() drops the rest, the ticket included (added last)."""
+    gateway.standin.reset_stats()
+    headers = {**gateway.headers(), **{f"x-h{i}": "v" for i in range(n)}}
+    r = requests.post(gateway.url + "/v1/chat/completions", headers=headers, json=CHAT)
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"] == "Echo: hello there"
+    assert gateway.standin.stats()["rpc_errors"] == 0
+
+
+def test_kong_refuses_a_head_nginx_would_refuse(gateway):
+    headers = {**gateway.headers(), **{f"x-pad{i}": "v" * 200 for i in range(200)}}  # ~40 KiB
+    r = requests.post(gateway.url + "/v1/chat/completions", headers=headers, json=CHAT)
+    assert r.status_code == 400 and "Too Large" in r.text
+
+
+def test_relay_accepts_many_headers_and_errors_in_the_api_format(gateway):
+    relay = f"http://127.0.0.1:{gateway.relay_port}"
+    many = {f"x-h{i}": "v" for i in range(2000)}
+    r = requests.post(relay + "/v1/chat/completions", headers={**many, "x-aigw-ticket": "1.2.3"}, json=CHAT)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "relay_forbidden"
+    huge = {f"x-pad{i}": "v" * 1000 for i in range(300)}  # 300 KiB of headers
+    r = requests.post(relay + "/v1/chat/completions", headers=huge, json=CHAT)
+    assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
+    r = requests.post(relay + "/v1/messages", headers=huge, json=CHAT)
+    assert r.status_code == 431 and r.json()["type"] == "error" and r.json()["error"]["type"]
