@@ -72,6 +72,7 @@ class RequestContext:
     include_usage: bool = False    # the client asked for stream usage
     prompt_count: Any = None       # aigw.tokens.counting.Count
     max_output: int | None = None
+    output_cap: int | None = None  # output tokens per choice reserved by ai-tokens/ai-cost
     # redaction
     data_classes: set[str] = field(default_factory=set)
     redaction_counts: dict[str, int] = field(default_factory=dict)

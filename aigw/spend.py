@@ -3,9 +3,12 @@
 ai-cost with ``policy: redis`` keeps one sliding log per budget counter
 (``aigw/limits.py``, ``aigw/data/limiter.lua``)::
 
-    {prefix}usd:<scope>:<subject>:<period>:log    sorted set  request id -> reserve time (ms)
-    {prefix}usd:<scope>:<subject>:<period>:amt    hash        request id -> micro-USD
-    {prefix}usd:<scope>:<subject>:<period>:total  string      running sum
+    {prefix}usd:<counter>:<scope>:<subject>:<period>:log    sorted set  request id -> reserve time (ms)
+    {prefix}usd:<counter>:<scope>:<subject>:<period>:amt    hash        request id -> micro-USD
+    {prefix}usd:<counter>:<scope>:<subject>:<period>:total  string      running sum
+
+``<counter>`` names the ai-cost plugin instance (``i.<plugin id>``) or the shared
+counter its config names (``n.<name>``); see aigw/gateway/limits.py ``counter_id``.
 
 ``:total`` still holds entries older than the window until the next request on
 that counter purges them, so this tool sums the amounts of the log entries
@@ -32,6 +35,7 @@ _GLOB_SPECIAL = "\\*?[]"
 
 @dataclass(frozen=True)
 class Spend:
+    counter: str      # i.<plugin id> (one ai-cost instance) or n.<name> (a shared counter)
     scope: str        # consumer | group | global
     subject: str      # consumer or group name; "*" for global
     period: str       # day | month
@@ -47,15 +51,16 @@ def _glob_escape(s: str) -> str:
     return "".join("\\" + c if c in _GLOB_SPECIAL else c for c in s)
 
 
-def _parse_key(key: str, prefix: str) -> tuple[str, str, str] | None:
-    """``{prefix}usd:<scope>:<subject>:<period>:log`` -> (scope, subject, period)."""
+def _parse_key(key: str, prefix: str) -> tuple[str, str, str, str] | None:
+    """``{prefix}usd:<counter>:<scope>:<subject>:<period>:log`` -> (counter, scope, subject, period)."""
     if not key.startswith(prefix + "usd:") or not key.endswith(":log"):
         return None
     head, _, period = key[len(prefix) + 4:-4].rpartition(":")
-    scope, _, subject = head.partition(":")
-    if not scope or not subject or period not in PERIODS:
+    counter, _, rest = head.partition(":")
+    scope, _, subject = rest.partition(":")
+    if not counter or not scope or not subject or period not in PERIODS:
         return None
-    return scope, subject, period
+    return counter, scope, subject, period
 
 
 def read_spend(client: redis.Redis, prefix: str = "aigw:", consumer: str | None = None) -> list[Spend]:
@@ -68,7 +73,7 @@ def read_spend(client: redis.Redis, prefix: str = "aigw:", consumer: str | None 
         parsed = _parse_key(key, prefix)
         if parsed is None:
             continue
-        scope, subject, period = parsed
+        counter, scope, subject, period = parsed
         if consumer is not None and (scope, subject) != ("consumer", consumer):
             continue
         cutoff = now_ms - PERIODS[period] * 1000  # the limiter purges scores <= cutoff
@@ -76,16 +81,17 @@ def read_spend(client: redis.Redis, prefix: str = "aigw:", consumer: str | None 
         amounts = client.hmget(key[:-4] + ":amt", ids) if ids else []
         vals = [int(a) for a in amounts if a is not None]  # None: released meanwhile
         if vals:
-            out.append(Spend(scope, subject, period, sum(vals), len(vals)))
-    out.sort(key=lambda s: (s.scope, s.subject, list(PERIODS).index(s.period)))
+            out.append(Spend(counter, scope, subject, period, sum(vals), len(vals)))
+    out.sort(key=lambda s: (s.counter, s.scope, s.subject, list(PERIODS).index(s.period)))
     return out
 
 
 def _table(rows: Sequence[Spend]) -> str:
-    head = ("scope", "subject", "period", "spend_usd", "requests")
-    lines = [head] + [(s.scope, s.subject, s.period, f"{s.usd:.6f}", str(s.requests)) for s in rows]
+    head = ("counter", "scope", "subject", "period", "spend_usd", "requests")
+    lines = [head] + [(s.counter, s.scope, s.subject, s.period, f"{s.usd:.6f}", str(s.requests))
+                      for s in rows]
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in
+    return "\n".join("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
                                enumerate(zip(r, widths))).rstrip() for r in lines)
 
 

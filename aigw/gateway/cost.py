@@ -7,7 +7,7 @@ from ..context import Outcome, RequestContext
 from ..cost.pricing import PriceTable, usd_to_micros
 from ..errors import GatewayError
 from .common import require_router
-from .limits import Reserver, ScopedLimit, retry_after, worst_case_tokens
+from .limits import Reserver, ScopedLimit, retry_after, rule_label, worst_case_tokens
 
 
 class CostRuntime:
@@ -46,9 +46,16 @@ class CostRuntime:
         amount = usd_to_micros(max(worst) if worst else 0.0)
 
         def denied(decision) -> GatewayError:
+            label = rule_label(decision.rule)          # scope:subject:period
+            scope, period = label.split(":", 1)[0], label.rsplit(":", 1)[1]
+            if amount > decision.rule.limit:
+                # can never fit: a client error that SDKs do not retry (they retry 408/409/429/5xx)
+                return GatewayError(400, f"This request may cost up to {amount / 1e6:.6f} USD, more than the "
+                                         f"whole {period} budget of {decision.rule.limit / 1e6:.6f} USD for this "
+                                         f"{scope}; lower max_tokens, n or the prompt.",
+                                    code="budget_exceeds_limit", param="max_tokens")
             return GatewayError(429, "Spend budget exhausted for this "
-                                     f"{decision.rule.key.split(':')[1]} (period "
-                                     f"{decision.rule.key.rsplit(':', 1)[1]}).",
+                                     f"{scope} (period {period}).",
                                 code="budget_exceeded", type_="insufficient_quota",
                                 headers={"Retry-After": retry_after(decision)})
 

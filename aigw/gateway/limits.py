@@ -8,9 +8,11 @@ releases the reservation when the call failed.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -54,10 +56,35 @@ class ScopedLimit:
         return [f"{self.scope}:{s}" for s in subjects]
 
 
+_COUNTER_SAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def counter_id(cfg: dict[str, Any], kind: str) -> str:
+    """Which counters a plugin instance uses: its own by default, a named one on purpose.
+
+    ``counter: <name>`` in the config gives ``n.<name>``: every instance (route, service,
+    node) naming the same counter shares it. Otherwise the instance's own id: Kong's plugin
+    id (``__plugin_id``: the same on every node, stable across config reloads) as
+    ``i.<id>``, or, when the config carries none, a digest of where the plugin is attached
+    (route/service/consumer ids) and its limits, as ``d.<sha256[:16]>``.
+    """
+    named = cfg.get("counter")
+    if isinstance(named, str) and named:
+        return "n." + _COUNTER_SAFE.sub("_", named)
+    pid = cfg.get("__plugin_id")
+    if isinstance(pid, str) and pid:
+        return "i." + _COUNTER_SAFE.sub("_", pid)
+    where = [str(cfg.get(k) or "") for k in ("route_id", "service_id", "consumer_id")]
+    rules = cfg.get("limits" if kind == "tok" else "budgets") or []
+    digest = hashlib.sha256(repr((kind, where, rules)).encode()).hexdigest()[:16]
+    return "d." + digest
+
+
 class Reserver:
     def __init__(self, kind: str, limits: list[ScopedLimit], cfg: dict[str, Any]):
         self.kind = kind  # "tok" | "usd"
         self.limits = limits
+        self.counter = counter_id(cfg, kind)
         self.fail_open = bool(cfg.get("fail_open", False))
         self.limiter = make_limiter(cfg.get("policy", "local"), cfg.get("redis_url"),
                                     prefix=redis_prefix(),
@@ -68,7 +95,7 @@ class Reserver:
         out = []
         for lim in self.limits:
             for key in lim.keys(ctx):
-                out.append(Rule(key=f"{self.kind}:{key}:{lim.window}", limit=lim.amount,
+                out.append(Rule(key=f"{self.kind}:{self.counter}:{key}:{lim.window}", limit=lim.amount,
                                 window=WINDOWS[lim.window]))
         return out
 
@@ -104,12 +131,50 @@ class Reserver:
         return decision
 
 
+def output_choices(body: Any) -> int:
+    """How many completions one request makes the provider generate (and bill): ``n``,
+    or ``best_of`` where an OpenAI-compatible server honours it (it generates best_of
+    and returns n). Anthropic has no such field (n > 1 is refused); Gemini's
+    ``candidateCount`` is translated from ``n``."""
+    if not isinstance(body, dict):
+        return 1
+    out = 1
+    for key in ("n", "best_of"):
+        v = body.get(key)
+        if isinstance(v, int) and not isinstance(v, bool) and v > out:
+            out = v
+    return out
+
+
+def output_per_choice(ctx: RequestContext, default_max_output: int) -> int:
+    """Output tokens one choice may produce: the request's max_completion_tokens/max_tokens,
+    else the model's ``max_output`` and ``default_max_output`` (the smaller when both)."""
+    if ctx.max_output:
+        return ctx.max_output
+    spec_max = getattr(ctx.model, "max_output", None) if ctx.model is not None else None
+    options = [v for v in (spec_max, default_max_output) if v]
+    return min(options) if options else 0
+
+
 def worst_case_tokens(ctx: RequestContext, default_max_output: int) -> tuple[int, int]:
-    """(prompt tokens, output tokens to reserve): the router's count and the request's
-    max output, or the configured default when the request sets none."""
+    """(prompt tokens, output tokens to reserve): the router's count, and the output per
+    choice times the choices the request asks for (``n``/``best_of``).
+
+    Also caps the request at what was reserved (``ctx.output_cap``, the smallest of the
+    plugins' per-choice reservations): the relay sends it upstream as ``max_tokens`` when
+    the client set none, and stops relaying a choice that reaches it."""
     prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
-    max_out = 0 if ctx.api == "embeddings" else (ctx.max_output or default_max_output)
-    return prompt, max_out
+    if ctx.api == "embeddings":
+        return prompt, 0
+    per_choice = output_per_choice(ctx, default_max_output)
+    if per_choice > 0 and (ctx.output_cap is None or per_choice < ctx.output_cap):
+        ctx.output_cap = per_choice
+    return prompt, per_choice * output_choices(ctx.canonical)
+
+
+def rule_label(rule: Rule) -> str:
+    """``scope:subject:window`` of a rule key (``<kind>:<counter>:<scope>:<subject>:<window>``)."""
+    return rule.key.split(":", 2)[-1]
 
 
 def ratelimit_headers(decision, unit: str = "tokens") -> dict[str, str]:

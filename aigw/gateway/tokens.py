@@ -6,7 +6,7 @@ from typing import Any
 from ..context import Outcome, RequestContext
 from ..errors import GatewayError
 from .common import require_router
-from .limits import Reserver, ScopedLimit, ratelimit_headers, retry_after, worst_case_tokens
+from .limits import Reserver, ScopedLimit, ratelimit_headers, retry_after, rule_label, worst_case_tokens
 
 
 class TokensRuntime:
@@ -28,11 +28,13 @@ class TokensRuntime:
 
         def denied(decision) -> GatewayError:
             if decision.rule is not None and amount > decision.rule.limit:
-                return GatewayError(429, f"This request needs up to {amount} tokens, more than the whole "
-                                         f"limit of {decision.rule.limit}; lower max_tokens or the prompt.",
-                                    code="tokens_exceed_limit", type_="tokens",
+                # can never fit: a client error that SDKs do not retry (they retry 408/409/429/5xx)
+                return GatewayError(400, f"This request needs up to {amount} tokens, more than the whole "
+                                         f"limit of {decision.rule.limit} ({rule_label(decision.rule)}); "
+                                         "lower max_tokens, n or the prompt.",
+                                    code="tokens_exceed_limit", param="max_tokens",
                                     headers=ratelimit_headers(decision))
-            return GatewayError(429, f"Token rate limit reached for this consumer ({decision.rule.key.split(':', 1)[1]}); "
+            return GatewayError(429, f"Token rate limit reached for this consumer ({rule_label(decision.rule)}); "
                                      f"this request needs up to {amount} tokens.",
                                 code="rate_limit_exceeded", type_="tokens",
                                 headers={"Retry-After": retry_after(decision), **ratelimit_headers(decision)})

@@ -38,6 +38,13 @@ def plugin_config(doc: dict[str, Any], name: str, svc: str = "ai") -> dict[str, 
     return next(p for p in service(doc, svc)["plugins"] if p["name"] == name)["config"]
 
 
+def plugin_id(doc: dict[str, Any], name: str, svc: str = "ai") -> str:
+    """The plugin's Kong id, set explicitly (a uuid) when the file has none: ai-tokens and
+    ai-cost name their Redis counters after it (``i.<id>``, aigw/gateway/limits.py)."""
+    p = next(p for p in service(doc, svc)["plugins"] if p["name"] == name)
+    return p.setdefault("id", str(uuid.uuid4()))
+
+
 def remove_plugin(doc: dict[str, Any], name: str, svc: str = "ai") -> None:
     s = service(doc, svc)
     s["plugins"] = [p for p in s["plugins"] if p["name"] != name]
@@ -85,7 +92,7 @@ class Gateway:
     def openai(self, **kw):
         import openai
         return openai.OpenAI(base_url=self.url + "/v1", api_key=kw.pop("api_key", demo_token()),
-                             max_retries=0, **kw)
+                             max_retries=kw.pop("max_retries", 0), **kw)
 
     def anthropic(self, **kw):
         import anthropic
@@ -161,5 +168,5 @@ def unique(prefix: str = "t") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
-__all__ = ["Gateway", "add_model", "burst", "DEMO_JWT_SECRET", "demo_token", "plugin_config",
+__all__ = ["Gateway", "add_model", "burst", "DEMO_JWT_SECRET", "demo_token", "plugin_config", "plugin_id",
            "remove_plugin", "service", "unique", "free_port"]

@@ -16,7 +16,7 @@ import requests
 
 from aigw.limits import RedisLimiter, Rule
 
-from .conftest import add_model, free_port, plugin_config, unique
+from .conftest import add_model, free_port, plugin_config, plugin_id, unique
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 TOOLS = [{"type": "function", "function": {
@@ -283,6 +283,8 @@ def test_hit_costs_nothing_and_charges_no_limit(make_gateway, mock):
         # tight: a request reserves its prompt estimate (~65) + max_tokens 100 and fits in 250;
         # once reconciled to the mock's usage (64 + 62 words) another fresh one no longer fits
         plugin_config(doc, "ai-tokens")["limits"] = [{"scope": "consumer", "tokens": 250, "window": "hour"}]
+        ids.update(tok=plugin_id(doc, "ai-tokens"), usd=plugin_id(doc, "ai-cost"))
+    ids: dict[str, str] = {}
     gw = make_gateway(edit)
     prompt = unique("free") + " apple" * 60
     r1 = chat(gw, prompt, max_tokens=100)
@@ -291,8 +293,8 @@ def test_hit_costs_nothing_and_charges_no_limit(make_gateway, mock):
     assert "X-AI-Tokens-Cached" not in r1.headers
     wait_stored(gw, r1.headers["X-Cache-Key"])
     limiter = RedisLimiter(REDIS_URL, _prefix(gw))
-    tok = Rule("tok:consumer:demo-app:hour", 250, 3600)
-    usd = Rule("usd:consumer:demo-app:day", 50_000_000, 86400)
+    tok = Rule(f"tok:i.{ids['tok']}:consumer:demo-app:hour", 250, 3600)
+    usd = Rule(f"usd:i.{ids['usd']}:consumer:demo-app:day", 50_000_000, 86400)
 
     def usage_now() -> tuple[int, int]:
         return limiter.used(tok), limiter.used(usd)

@@ -208,7 +208,8 @@ def test_budget_shared_by_two_gateways_admits_exactly_k_of_50(make_gateway, mock
         remove_plugin(doc, "ai-cache")
         plugin_config(doc, "ai-tokens")["limits"] = []
         cost = plugin_config(doc, "ai-cost")
-        cost.update(redis_url=REDIS_URL, budgets=[{"scope": "consumer", "usd": budget / 1e6, "period": "day"}])
+        cost.update(redis_url=REDIS_URL, counter="team-budget",
+                    budgets=[{"scope": "consumer", "usd": budget / 1e6, "period": "day"}])
         cost["prices"].update({f"openai/{first}": CHEAP, "mistral/m-budget-dear": DEAR})
         add_model(doc, "budgeted", [{"provider": "openai", "model": first},
                                     {"provider": "mistral", "model": "m-budget-dear"}], strategy="priority")
@@ -232,7 +233,7 @@ def test_budget_shared_by_two_gateways_admits_exactly_k_of_50(make_gateway, mock
     for r in ok:
         assert r.headers["x-ai-provider"] == "openai"
         assert_cost_header(r.headers, actual / 1e6)
-    rule = Rule(f"usd:consumer:{CONSUMER}:day", budget, 86400)
+    rule = Rule(f"usd:n.team-budget:consumer:{CONSUMER}:day", budget, 86400)
     limiter = RedisLimiter(REDIS_URL, prefix=prefix)
     deadline = time.time() + 5
     while limiter.used(rule) != K * actual and time.time() < deadline:

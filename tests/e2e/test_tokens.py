@@ -20,7 +20,8 @@ import requests
 from aigw.limits import RedisLimiter, Rule
 from aigw.tokens.counting import count_chat, count_completion_text
 
-from .conftest import Gateway, add_model, burst, free_port, plugin_config, reference_config, remove_plugin
+from .conftest import (Gateway, add_model, burst, free_port, plugin_config, reference_config, remove_plugin,
+                       service)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CONSUMER = "demo-app"  # the consumer of demo_token()
@@ -35,9 +36,12 @@ def mock_usage(prompt: str, reply: str) -> tuple[int, int]:
     return _words(prompt) + 3, _words(reply)
 
 
-def limit_rule(limit: int, window: str = "minute", scope_key: str = f"consumer:{CONSUMER}") -> Rule:
-    """The rule ai-tokens builds (aigw/gateway/limits.py: ``tok:<scope>:<subject>:<window>``)."""
-    return Rule(key=f"tok:{scope_key}:{window}", limit=limit, window={"minute": 60, "hour": 3600}[window])
+def limit_rule(limit: int, window: str = "minute", scope_key: str = f"consumer:{CONSUMER}",
+               counter: str | None = None) -> Rule:
+    """The rule ai-tokens builds (aigw/gateway/limits.py: ``tok:<counter>:<scope>:<subject>:<window>``,
+    the counter being ``i.<plugin id>`` unless the config names one)."""
+    return Rule(key=f"tok:{counter or TOKENS_COUNTER}:{scope_key}:{window}", limit=limit,
+                window={"minute": 60, "hour": 3600}[window])
 
 
 def used_after_settle(limiter: RedisLimiter, rule: Rule, expect: int, timeout: float = 5.0) -> int:
@@ -50,7 +54,12 @@ def used_after_settle(limiter: RedisLimiter, rule: Rule, expect: int, timeout: f
     return used
 
 
+TOKENS_ID = "5f0c7a52-7d8e-4c1b-9a51-3f2d6b1e0a14"   # the ai-tokens plugin's id in these tests
+TOKENS_COUNTER = f"i.{TOKENS_ID}"
+
+
 def tokens_config(doc, limit: int, **extra) -> None:
+    next(p for p in service(doc)["plugins"] if p["name"] == "ai-tokens")["id"] = TOKENS_ID
     cfg = plugin_config(doc, "ai-tokens")
     cfg.update({"policy": "redis", "redis_url": REDIS_URL, "limits": [
         {"scope": "consumer", "tokens": limit, "window": "minute"}], **extra})
@@ -266,11 +275,24 @@ def test_reset_headers_and_retry_after(gw):
     assert r2.json()["error"]["code"] == "rate_limit_exceeded"
     assert 55 <= int(r2.headers["retry-after"]) <= 60
     assert r2.headers["x-ratelimit-remaining-tokens"] == str(limit - used)
-    # a request larger than the whole limit is refused outright, without Retry-After
+    # a request larger than the whole limit can never fit: 400, which SDKs do not retry
     big = {**body, "max_tokens": 5000}
     r3 = requests.post(url, headers=gw.headers(), json=big)
-    assert r3.status_code == 429 and r3.json()["error"]["code"] == "tokens_exceed_limit"
+    assert r3.status_code == 400 and r3.json()["error"]["code"] == "tokens_exceed_limit"
+    assert r3.json()["error"]["type"] == "invalid_request_error"
     assert "retry-after" not in r3.headers
+    # n multiplies the output: 4 x 600 > 2000 although one choice of 600 would fit
+    r4 = requests.post(url, headers=gw.headers(), json={**body, "max_tokens": 600, "n": 4})
+    assert r4.status_code == 400 and r4.json()["error"]["code"] == "tokens_exceed_limit"
+    # the official SDK with its default retries sends it once, and raises BadRequestError
+    import openai
+    mock_calls: list = []
+    client = gw.openai(max_retries=2)
+    client._client.event_hooks["request"].append(mock_calls.append)  # every HTTP request the SDK sends
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(**big)
+    assert exc.value.code == "tokens_exceed_limit"
+    assert len(mock_calls) == 1
 
 
 # ----------------------------------------------------------------------- store down
@@ -469,3 +491,52 @@ def test_abandoned_stream_is_charged_for_what_was_produced(gw):
     charged = limiter.used(rule) - before
     # charged: the prompt plus the few tokens streamed, far below the 500-token reservation
     assert prompt < charged < prompt + 100
+
+
+# ------------------------------------------------------------ counters per instance
+@pytest.mark.parametrize("shared", [False, True])
+def test_two_routes_count_apart_unless_configured_to_share(make_gateway, shared):
+    """Issue 14's repro: global limits of 100,000 and 5,000 on two routes. Each route's
+    ai-tokens is its own plugin instance with its own counter; naming the same
+    ``counter`` in both configs shares one on purpose."""
+    prefix = f"aigw-test:{uuid.uuid4().hex[:8]}:"
+
+    def edit(doc):
+        remove_plugin(doc, "ai-cache")
+        plugin_config(doc, "ai-cost")["budgets"] = []
+        svc = service(doc)
+        svc["plugins"] = [p for p in svc["plugins"] if p["name"] != "ai-tokens"]
+        for route, limit in (("openai-chat", 100_000), ("anthropic-messages", 5_000)):
+            cfg = {"policy": "redis", "redis_url": REDIS_URL,
+                   "limits": [{"scope": "global", "tokens": limit, "window": "minute"}]}
+            if shared:
+                cfg["counter"] = "chat-and-messages"
+            r = next(r for r in svc["routes"] if r["name"] == route)
+            r.setdefault("plugins", []).append({"name": "ai-tokens", "config": cfg})
+
+    gw = make_gateway(edit, env={"AIGW_REDIS_PREFIX": prefix})
+    body = {"model": "gpt-4o-mini", "max_tokens": 50, "messages": [{"role": "user", "content": "REPLY:one two"}]}
+    a = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body, timeout=30)
+    assert a.status_code == 200, a.text
+    assert a.headers["x-ratelimit-limit-tokens"] == "100000"
+    used_a = int(a.headers["x-ai-total-tokens"])
+    if shared:  # reconcile runs after the body went out: let A's usage settle first
+        rule = limit_rule(100_000, scope_key="global:*", counter="n.chat-and-messages")
+        assert used_after_settle(RedisLimiter(REDIS_URL, prefix=prefix), rule, used_a) == used_a
+    b = requests.post(gw.url + "/v1/messages", headers={**gw.headers(), "anthropic-version": "2023-06-01"},
+                      json=body, timeout=30)
+    assert b.status_code == 200, b.text
+    assert b.headers["x-ratelimit-limit-tokens"] == "5000"
+    reserved_b = count_chat(body, "gpt-4o-mini").tokens + 50
+    remaining_b = int(b.headers["x-ratelimit-remaining-tokens"])
+    if shared:
+        assert remaining_b == 5000 - used_a - reserved_b
+    else:
+        assert remaining_b == 5000 - reserved_b
+    # the keys in Redis: one counter per instance, or one named counter
+    r = __import__("redis").Redis.from_url(REDIS_URL)
+    counters = {k.decode()[len(prefix):].split(":")[1] for k in r.scan_iter(match=prefix + "tok:*:log")}
+    if shared:
+        assert counters == {"n.chat-and-messages"}
+    else:
+        assert len(counters) == 2 and all(c.startswith("i.") for c in counters)

@@ -32,12 +32,16 @@ def prefix(client):
         client.delete(*keys)
 
 
-def rule(key: str, period: str = "day", limit: int = 10**12) -> Rule:
-    return Rule(f"usd:{key}:{period}", limit, WINDOWS[period])
+COUNTER = "i.plugin-1"  # the counter part ai-cost puts in its keys (aigw/gateway/limits.py counter_id)
 
 
-def spend(limiter: RedisLimiter, key: str, period: str, reserved: int, actual: int | None) -> None:
-    res, _ = limiter.reserve([rule(key, period)], reserved, uuid.uuid4().hex)
+def rule(key: str, period: str = "day", limit: int = 10**12, counter: str = COUNTER) -> Rule:
+    return Rule(f"usd:{counter}:{key}:{period}", limit, WINDOWS[period])
+
+
+def spend(limiter: RedisLimiter, key: str, period: str, reserved: int, actual: int | None,
+          counter: str = COUNTER) -> None:
+    res, _ = limiter.reserve([rule(key, period, counter=counter)], reserved, uuid.uuid4().hex)
     if actual is None:
         limiter.release(res)
     else:
@@ -57,21 +61,24 @@ def test_reads_reconciled_spend_per_counter(client, prefix):
     spend(lim, "consumer:bob:with:colons", "day", 10, 7)
     spend(lim, "group:research", "month", 100, 40)
     spend(lim, "global:*", "day", 10, 10)
-    rows = {(s.scope, s.subject, s.period): (s.micro_usd, s.requests) for s in read_spend(client, prefix)}
+    spend(lim, "consumer:alice", "day", 50, 20, counter="n.shared")  # another counter, same consumer
+    rows = {(s.counter, s.scope, s.subject, s.period): (s.micro_usd, s.requests)
+            for s in read_spend(client, prefix)}
     assert rows == {
-        ("consumer", "alice", "day"): (1500, 2),
-        ("consumer", "alice", "month"): (1500, 1),
-        ("consumer", "bob:with:colons", "day"): (7, 1),
-        ("group", "research", "month"): (40, 1),
-        ("global", "*", "day"): (10, 1),
+        (COUNTER, "consumer", "alice", "day"): (1500, 2),
+        (COUNTER, "consumer", "alice", "month"): (1500, 1),
+        (COUNTER, "consumer", "bob:with:colons", "day"): (7, 1),
+        (COUNTER, "group", "research", "month"): (40, 1),
+        (COUNTER, "global", "*", "day"): (10, 1),
+        ("n.shared", "consumer", "alice", "day"): (20, 1),
     }
-    assert [s.usd for s in read_spend(client, prefix, consumer="alice")] == [0.0015, 0.0015]
+    assert [s.usd for s in read_spend(client, prefix, consumer="alice")] == [0.0015, 0.0015, 0.00002]
 
 
 def test_entries_outside_the_window_are_not_counted_although_total_still_has_them(client, prefix):
     lim = RedisLimiter(REDIS_URL, prefix=prefix)
     spend(lim, "consumer:carol", "day", 900, 900)
-    base = f"{prefix}usd:consumer:carol:day"
+    base = f"{prefix}usd:{COUNTER}:consumer:carol:day"
     sec, _ = client.time()
     old_ms = (int(sec) - 86400 - 5) * 1000  # reserved a day and 5 s ago: out of the window
     client.zadd(base + ":log", {"old-request": old_ms})
@@ -102,12 +109,12 @@ def test_cli_text_and_json(client, prefix, capsys):
     spend(lim, "consumer:erin", "month", 100_000, 2_000_000)
     assert main(["--redis-url", REDIS_URL, "--prefix", prefix]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["scope", "subject", "period", "spend_usd", "requests"]
-    assert out[1].split() == ["consumer", "dave", "day", "0.012345", "1"]
-    assert out[2].split() == ["consumer", "erin", "month", "2.000000", "1"]
+    assert out[0].split() == ["counter", "scope", "subject", "period", "spend_usd", "requests"]
+    assert out[1].split() == [COUNTER, "consumer", "dave", "day", "0.012345", "1"]
+    assert out[2].split() == [COUNTER, "consumer", "erin", "month", "2.000000", "1"]
     assert main(["--redis-url", REDIS_URL, "--prefix", prefix, "--consumer", "erin", "--json"]) == 0
     data = orjson.loads(capsys.readouterr().out)
-    assert data == {"prefix": prefix, "spend": [{"scope": "consumer", "subject": "erin", "period": "month",
+    assert data == {"prefix": prefix, "spend": [{"counter": COUNTER, "scope": "consumer", "subject": "erin", "period": "month",
                                                  "micro_usd": 2_000_000, "requests": 1, "usd": 2.0}]}
     assert main(["--redis-url", REDIS_URL, "--prefix", prefix, "--consumer", "nobody"]) == 0
     assert "no spend recorded" in capsys.readouterr().out
