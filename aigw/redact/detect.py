@@ -232,8 +232,11 @@ def _b64json(part: str) -> object:
 
 def _jwt(value: str) -> list[Span]:
     value = value[:_trim_lines(value)[0][1]]
+    parts = "".join(value.split()).split(".")
+    if len(parts) != 3 or len(parts[0]) < 7 or len(parts[1]) < 7 or len(parts[2]) < 8:
+        return []
     try:
-        header = _b64json(value.split(".", 1)[0])
+        header = _b64json(parts[0])
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         return []
     return _whole(isinstance(header, dict) and ("alg" in header or "typ" in header), value)
@@ -273,10 +276,17 @@ def _openai(value: str) -> list[Span]:
 
 
 def _aws(value: str) -> list[Span]:
-    compact = _SEPS.sub("", value)
-    if compact != value and sum(c.isdigit() for c in compact) < 2:
-        return []  # separated: upper-case prose after "ASIA" is not a key
-    return [(0, len(value))]
+    seps = _SEPS.findall(value)
+    if not seps or sum(c.isdigit() for c in value) >= 2:
+        return [(0, len(value))]
+    # separated and (almost) no digits: a key written in regular groups or broken over
+    # two lines, not upper-case prose after "ASIA"
+    groups = _SEPS.split(value)
+    if len(seps) == 1 and "\n" in seps[0]:
+        return [(0, len(value))]
+    if len(set(seps)) == 1 and len({len(g) for g in groups[:-1]}) == 1:
+        return [(0, len(value))]
+    return []
 
 
 def _github(value: str) -> list[Span]:
@@ -399,8 +409,9 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
               # the tail of a key whose BEGIN line is elsewhere (another block or message)
               r"|[A-Za-z0-9+/=\s\\]{16,}-----END [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----",
               hints=(b"PRIVATE KEY",)),
-        _Spec("jwt", r"eyJ(?:[A-Za-z0-9_\-]|\r?\n){4,}\.(?:\r?\n)?eyJ(?:[A-Za-z0-9_\-]|\r?\n){4,}\.(?:\r?\n)?"
-                     r"[A-Za-z0-9_\-]{8,}(?:\r?\n[A-Za-z0-9_\-]+)*",
+        _Spec("jwt", r"eyJ[A-Za-z0-9_\-]*(?:\r?\n[A-Za-z0-9_\-]+)*(?:\r?\n)?\.(?:\r?\n)?"
+                     r"e(?:\r?\n)?y(?:\r?\n)?J[A-Za-z0-9_\-]*(?:\r?\n[A-Za-z0-9_\-]+)*(?:\r?\n)?\.(?:\r?\n)?"
+                     r"[A-Za-z0-9_\-]+(?:\r?\n[A-Za-z0-9_\-]+)*",
               hints=(b"eyJ",), validate=_jwt, bad_before=key_edge, bad_after=key_edge),
         _Spec("anthropic_key", r"sk-ant-[A-Za-z0-9_\-]+(?:\r?\n[A-Za-z0-9_\-]+)*", validate=_key(27),
               hints=(b"sk-ant-",), bad_before=key_edge),
@@ -415,10 +426,10 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
               r"(?:xox[abposre]-[A-Za-z0-9\-]{10,}(?:\r?\n[A-Za-z0-9\-]+)*|https://hooks\.slack\.com/(?:services|workflows)/"
               r"[A-Za-z0-9_/]{10,})",
               hints=(b"xox", b"hooks.slack.com"), validate=_key(14), bad_before=_WORD),
-        _Spec("credit_card", r"\d(?:(?:[ \t\n./\-]|\r\n| - )?\d){11,}", hints=(),
+        _Spec("credit_card", r"\d(?:(?:[ \t\n./\-]|\r\n| [\-./] )?\d){11,}", hints=(),
               validate=_card, bad_before=_WORD | _b("-.,/"), bad_after=_WORD,
               joiners=_b(".,-/"), loose_end=True),
-        _Spec("iban", r"[A-Z]{2}[ \t\r\n./\-]{0,2}\d(?:[ \t\r\n./\-]{0,2}\d)(?:[ \t\r\n./\-]{0,2}[A-Z0-9]){11,36}",
+        _Spec("iban", r"[A-Z]{2}[ \t\r\n./\-]{0,3}\d(?:[ \t\r\n./\-]{0,3}\d)(?:[ \t\r\n./\-]{0,3}[A-Z0-9]){11,36}",
               validate=_iban_value,
               bad_before=_WORD, bad_after=_WORD, loose_end=True),
         _Spec("us_ssn", r"\d{3}[ \t\r\n./\-]{1,3}\d{2}[ \t\r\n./\-]{1,3}\d{4}", validate=_ssn_value,
@@ -431,7 +442,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
               joiners=_b(":.")),
         _Spec("ipv4", r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", hints=(b".",), validate=_ipv4,
               bad_before=_WORD | _b("."), bad_after=_WORD, joiners=_b("."), not_after=_VERSION_WORDS),
-        _Spec("phone", r"(?:\+|\()?\d(?:(?:[ \t\n./\-]|\r\n| - )?\(?\d\)?){6,17}", validate=_phone(region),
+        _Spec("phone", r"(?:\+|\()?\d(?:(?:[ \t\n./\-]|\r\n| [\-./] )?\(?\d\)?){6,17}", validate=_phone(region),
               bad_before=_WORD | _b("-./:@#$,"), bad_after=_WORD | _b("@"), joiners=_b(".,-/:"),
               not_after=_VERSION_WORDS),
     ]
