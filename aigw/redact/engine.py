@@ -23,7 +23,7 @@ from aigw.errors import GatewayError
 from .detect import BUILTIN_ENTITIES, SECRET_ENTITIES, CustomPattern, Detector, Found, cached_detector, resolve, _looks_random
 from .fields import BadShape, walk
 from .fields import Slot as _Slot
-from .normalize import Normalized, normalize
+from .normalize import Normalized, normalize, warm_up
 
 ACTIONS = ("redact", "mask", "hash", "block", "allow")
 APIS = ("chat", "embeddings", "completions", "anthropic")
@@ -70,6 +70,7 @@ class RedactConfig:
         if unknown:
             raise ValueError(f"actions name unknown entity types: {', '.join(unknown)}")
         self._guard()
+        warm_up()  # the normaliser's character table, built once per process
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "RedactConfig":

@@ -25,12 +25,12 @@ from __future__ import annotations
 import bisect
 import html
 import re
+import sys
 import unicodedata
 from dataclasses import dataclass, field
 
 _MAX_STAGES = 4
 _NEEDS_ESCAPES = re.compile(r"[%&\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _ESCAPE = re.compile(
     r"(?P<pct>(?:%[0-9A-Fa-f]{2})+)"
     r"|(?P<html>&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});)"
@@ -122,23 +122,61 @@ class Normalized:
         return start, end
 
 
+_NON_ASCII = re.compile(r"[^\x00-\x7f]+")
+_CHANGING: re.Pattern | None = None
+
+
+def _changing() -> re.Pattern:
+    """One regex class of every non-ASCII character the unicode stage changes (built once
+    per process, ~0.5 s): the stage then visits only those characters, at C speed."""
+    global _CHANGING
+    if _CHANGING is None:
+        ranges: list[list[int]] = []
+        for cp in range(0x80, sys.maxunicode + 1):
+            if 0xD800 <= cp < 0xE000:
+                continue
+            ch = chr(cp)
+            if unicodedata.category(ch) in _SPECIAL_CATS or unicodedata.normalize("NFKC", ch) != ch:
+                if ranges and ranges[-1][1] == cp - 1:
+                    ranges[-1][1] = cp
+                else:
+                    ranges.append([cp, cp])
+        def cls(rs: list[list[int]]) -> str:
+            return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                           for a, b in rs)
+        # the BMP part compiles to a bitmap (fast); the few astral ranges are separate
+        bmp = [r for r in ranges if r[1] <= 0xFFFF]
+        astral = [r for r in ranges if r[0] > 0xFFFF]
+        _CHANGING = re.compile(f"[{cls(bmp)}]|[{cls(astral)}]")
+    return _CHANGING
+
+
+def warm_up() -> None:
+    _changing()
+
+
+_SPECIAL_CATS = frozenset({"Cf", "Pd", "Zs", "Zl", "Zp", "Cc"})
+
+
 def _unicode_stage(text: str) -> tuple[str, _Map | None]:
     pieces: list[str] = []
     m = _Map()
     last = 0
     n = 0  # length of the normalised text so far
-    for run in _NON_ASCII.finditer(text):
-        s, e = run.span()
-        pieces.append(text[last:s])
-        n += s - last
-        for k in range(s, e):
-            ch = text[k]
-            out = _unicode_char(ch)
-            if out != ch:
-                m.add(n, n + len(out), k, k + 1)
-            pieces.append(out)
-            n += len(out)
-        last = e
+    changing = _changing()
+    hits = (h.start() for run in _NON_ASCII.finditer(text)
+            for h in changing.finditer(text, run.start(), run.end()))
+    for k in hits:
+        ch = text[k]
+        out = _unicode_char(ch)
+        if out == ch:
+            continue
+        pieces.append(text[last:k])
+        n += k - last
+        m.add(n, n + len(out), k, k + 1)
+        pieces.append(out)
+        n += len(out)
+        last = k + 1
     if not m.ns:
         return text, None
     pieces.append(text[last:])
@@ -165,12 +203,20 @@ def _pct(run: str) -> list[tuple[str, int]]:
     return out
 
 
+def _escapes(text: str):
+    """``_ESCAPE`` matches, tried only where an escape can start (a fast one-class scan)."""
+    for start in _NEEDS_ESCAPES.finditer(text):
+        mt = _ESCAPE.match(text, start.start())
+        if mt is not None:
+            yield mt
+
+
 def _escape_stage(text: str) -> tuple[str, _Map | None]:
     pieces: list[str] = []
     m = _Map()
     last = 0
     n = 0
-    for mt in _ESCAPE.finditer(text):
+    for mt in _escapes(text):
         s, e = mt.span()
         if s < last:
             continue  # the low half of a surrogate pair decoded with its high half
