@@ -79,6 +79,7 @@ def _email(value: str) -> list[Span]:
     while start < len(value) and value[start] in "._%+-":
         start += 1
     local, _, domain = value[start:].rpartition("@")
+    local, domain = local.rstrip(), domain.lstrip()
     if not local or len(local) > 64 or len(value) - start > 254:
         return []
     if local.endswith(".") or ".." in local:
@@ -132,7 +133,24 @@ def _groups(value: str) -> list[Span]:
 _MAX_CARD_GROUPS = 40  # longer grouped runs are not split into cards (about 10 cards)
 
 
+_STRONG_BREAK = re.compile(r"[ \t]*\r?\n[ \t]*\r?\n[ \t\r\n]*")
+
+
 def _card(value: str) -> list[Span]:
+    # a paragraph break ends a number: each block is checked on its own
+    out: list[Span] = []
+    pos = 0
+    for brk in list(_STRONG_BREAK.finditer(value)) + [None]:
+        end = brk.start() if brk else len(value)
+        block = value[pos:end]
+        if block:
+            out.extend((pos + s, pos + e) for s, e in _card_block(block))
+        if brk:
+            pos = brk.end()
+    return out
+
+
+def _card_block(value: str) -> list[Span]:
     digits = "".join(ch for ch in value if ch.isdigit())
     if card_number_ok(digits):
         return [(0, len(value))]
@@ -165,22 +183,26 @@ def _card(value: str) -> list[Span]:
     return []
 
 
+_SEPS = re.compile(r"[ \t\r\n./\-]+")
+
+
 def _iban_value(value: str) -> list[Span]:
-    if _iban.is_valid(value):
+    if _iban.is_valid(_SEPS.sub("", value)):
         return [(0, len(value))]
     # the loose candidate may have taken following upper-case words: trim groups
-    cut = len(value)
-    while True:
-        cut = value.rfind(" ", 0, cut)
-        if cut < 0:
-            return []
-        if _iban.is_valid(value[:cut]):
-            return [(0, cut)]
+    for sep in reversed(list(_SEPS.finditer(value))):
+        if _iban.is_valid(_SEPS.sub("", value[:sep.start()])):
+            return [(0, sep.start())]
+    return []
 
 
 def _ssn_value(value: str) -> list[Span]:
-    seps = {ch for ch in value if not ch.isdigit()}
-    return _whole(len(seps) == 1 and _ssn.is_valid(value.replace(next(iter(seps)), "")), value)
+    seps = _NON_DIGITS.findall(value)
+    return _whole(len(seps) == 2 and seps[0] == seps[1] and _ssn.is_valid(_NON_DIGITS.sub("", value)),
+                  value)
+
+
+_NON_DIGITS = re.compile(r"[^0-9]+")
 
 
 def _ipv4(value: str) -> list[Span]:
@@ -209,18 +231,68 @@ def _b64json(part: str) -> object:
 
 
 def _jwt(value: str) -> list[Span]:
+    value = value[:_trim_lines(value)[0][1]]
+    parts = "".join(value.split()).split(".")
+    if len(parts) != 3 or len(parts[0]) < 7 or len(parts[1]) < 7 or len(parts[2]) < 8:
+        return []
     try:
-        header = _b64json(value.split(".", 1)[0])
+        header = _b64json(parts[0])
     except (binascii.Error, ValueError, orjson.JSONDecodeError):
         return []
     return _whole(isinstance(header, dict) and ("alg" in header or "typ" in header), value)
 
 
+def _looks_random(part: str) -> bool:
+    """A line of a broken key rather than a prose word: a digit, two capitals, or _ or -."""
+    return (any(c.isdigit() for c in part) or sum(c.isupper() for c in part) >= 2
+            or "_" in part or "-" in part)
+
+
+def _trim_lines(value: str, min_len: int = 0) -> list[Span]:
+    """A key broken over lines: keep leading lines, drop trailing prose-like ones."""
+    lines = value.split("\n")
+    keep = len(lines)
+    while keep > 1 and not _looks_random(lines[keep - 1].strip()):
+        keep -= 1
+    end = len("\n".join(lines[:keep])).__index__()
+    end = len(value[:end].rstrip("\r"))
+    compact = "".join(value[:end].split())
+    return [(0, end)] if len(compact) >= min_len else []
+
+
+def _key(min_len: int) -> Validator:
+    return lambda value: _trim_lines(value, min_len)
+
+
 def _openai(value: str) -> list[Span]:
+    spans = _trim_lines(value, 23)
+    if not spans:
+        return []
+    value = value[:spans[0][1]]
     body = value[3:]
     if value.startswith("sk-ant-"):
         return []
     return _whole(any(c.isdigit() for c in body) and any(c.isalpha() for c in body), value)
+
+
+def _aws(value: str) -> list[Span]:
+    seps = _SEPS.findall(value)
+    if not seps or sum(c.isdigit() for c in value) >= 2:
+        return [(0, len(value))]
+    # separated and (almost) no digits: a key written in regular groups or broken over
+    # two lines, not upper-case prose after "ASIA"
+    groups = _SEPS.split(value)
+    if len(seps) == 1 and "\n" in seps[0]:
+        return [(0, len(value))]
+    if len(set(seps)) == 1 and len({len(g) for g in groups[:-1]}) == 1:
+        return [(0, len(value))]
+    return []
+
+
+def _github(value: str) -> list[Span]:
+    if value.startswith("github_pat_"):
+        return _trim_lines(value, 33)
+    return [(0, len(value))]
 
 
 def _national_lengths(region: str) -> frozenset[int]:
@@ -232,6 +304,8 @@ def _national_lengths(region: str) -> frozenset[int]:
 
 
 def _phone_ok(text: str, region: str, national: frozenset[int]) -> bool:
+    if _ODD_SEP.search(text):
+        return False  # a paragraph break or a run of separators: not one number
     groups = _groups(text)
     digits = sum(e - s for s, e in groups)
     if not 7 <= digits <= 15 or text.count("(") != text.count(")"):
@@ -250,10 +324,14 @@ def _phone_ok(text: str, region: str, national: frozenset[int]) -> bool:
     if "." in text and any(e - s < 2 for s, e in groups[1 if plus else 0:]):
         return False  # dotted numbers: 415.555.0132 yes, 4.4.26269.296 (a build) no
     try:
-        num = phonenumbers.parse(text, region)
+        num = phonenumbers.parse(_PARSE_SEP.sub(" ", text), region)
     except phonenumbers.NumberParseException:
         return False
     return phonenumbers.is_valid_number(num)
+
+
+_ODD_SEP = re.compile(r"\n[ \t\r]*\n|[ \t\r\n./\-]{4,}")
+_PARSE_SEP = re.compile(r"[ \t\r\n/]+")
 
 
 def _phone(region: str) -> Validator:
@@ -310,6 +388,8 @@ class _Spec:
     bad_after: frozenset[int] = frozenset()   # bytes that may not follow it
     joiners: frozenset[int] = frozenset()     # byte + digit after the span: part of a longer token
     not_after: tuple[bytes, ...] = ()         # words that make the span something else ("version")
+    loose_end: bool = False                   # the candidate may run on over separators: only
+                                              # the validated spans' ends are checked
 
 
 def _b(chars: str) -> frozenset[int]:
@@ -324,31 +404,37 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
     key_edge = _WORD | _b("-")
     specs = [
         _Spec("private_key",
-              r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----(?:[\s\S]*?-----END [A-Z0-9 ]{0,40}"
-              r"PRIVATE KEY( BLOCK)?-----|[A-Za-z0-9+/=\s\\:,\-]*)",
+              r"-----BEGIN [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----(?:[^\x00]*?-----END [A-Z0-9 ]{0,40}"
+              r"PRIVATE KEY( BLOCK)?-----|[A-Za-z0-9+/=\s\\:,\-]*)"
+              # the tail of a key whose BEGIN line is elsewhere (another block or message)
+              r"|[A-Za-z0-9+/=\s\\]{16,}-----END [A-Z0-9 ]{0,40}PRIVATE KEY( BLOCK)?-----",
               hints=(b"PRIVATE KEY",)),
-        _Spec("jwt", r"eyJ[A-Za-z0-9_\-]{4,}\.eyJ[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{8,}",
+        _Spec("jwt", r"eyJ[A-Za-z0-9_\-]*(?:\r?\n[A-Za-z0-9_\-]+)*(?:\r?\n)?\.(?:\r?\n)?"
+                     r"e(?:\r?\n)?y(?:\r?\n)?J[A-Za-z0-9_\-]*(?:\r?\n[A-Za-z0-9_\-]+)*(?:\r?\n)?\.(?:\r?\n)?"
+                     r"[A-Za-z0-9_\-]+(?:\r?\n[A-Za-z0-9_\-]+)*",
               hints=(b"eyJ",), validate=_jwt, bad_before=key_edge, bad_after=key_edge),
-        _Spec("anthropic_key", r"sk-ant-[A-Za-z0-9_\-]{20,}",
+        _Spec("anthropic_key", r"sk-ant-[A-Za-z0-9_\-]+(?:\r?\n[A-Za-z0-9_\-]+)*", validate=_key(27),
               hints=(b"sk-ant-",), bad_before=key_edge),
-        _Spec("openai_key", r"sk-[A-Za-z0-9_\-]{20,}",
+        _Spec("openai_key", r"sk-[A-Za-z0-9_\-]+(?:\r?\n[A-Za-z0-9_\-]+)*",
               hints=(b"sk-",), validate=_openai, bad_before=key_edge),
-        _Spec("aws_access_key", r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}",
-              hints=(b"A",), bad_before=_WORD, bad_after=_WORD),
-        _Spec("github_token", r"(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{22,246})",
-              hints=(b"gh", b"github_pat_"), bad_before=_WORD, bad_after=_WORD),
+        _Spec("aws_access_key", r"(?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])(?:[ \t\r\n./\-]?[A-Z0-9]){16}",
+              hints=(b"A",), validate=_aws, bad_before=_WORD, bad_after=_WORD),
+        _Spec("github_token", r"(?:gh[pousr]_(?:[A-Za-z0-9]{36,251}|(?:[ \t\r\n./\-]?[A-Za-z0-9]){36})"
+                              r"|github_pat_[A-Za-z0-9_]+(?:\r?\n[A-Za-z0-9_]+)*)",
+              hints=(b"gh", b"github_pat_"), validate=_github, bad_before=_WORD, bad_after=_WORD),
         _Spec("slack_token",
-              r"(?:xox[abposre]-[A-Za-z0-9\-]{10,}|https://hooks\.slack\.com/(?:services|workflows)/"
+              r"(?:xox[abposre]-[A-Za-z0-9\-]{10,}(?:\r?\n[A-Za-z0-9\-]+)*|https://hooks\.slack\.com/(?:services|workflows)/"
               r"[A-Za-z0-9_/]{10,})",
-              hints=(b"xox", b"hooks.slack.com"), bad_before=_WORD),
-        _Spec("credit_card", r"\d(?:[ \-]?\d){11,}", hints=(),
+              hints=(b"xox", b"hooks.slack.com"), validate=_key(14), bad_before=_WORD),
+        _Spec("credit_card", r"\d(?:(?:[ \t\n./\-]|\r\n| [\-./] )?\d){11,}", hints=(),
               validate=_card, bad_before=_WORD | _b("-.,/"), bad_after=_WORD,
-              joiners=_b(".,-/")),
-        _Spec("iban", r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,36}", validate=_iban_value,
-              bad_before=_WORD, bad_after=_WORD),
-        _Spec("us_ssn", r"\d{3}[ \-]\d{2}[ \-]\d{4}", validate=_ssn_value,
+              joiners=_b(".,-/"), loose_end=True),
+        _Spec("iban", r"[A-Z]{2}[ \t\r\n./\-]{0,3}\d(?:[ \t\r\n./\-]{0,3}\d)(?:[ \t\r\n./\-]{0,3}[A-Z0-9]){11,36}",
+              validate=_iban_value,
+              bad_before=_WORD, bad_after=_WORD, loose_end=True),
+        _Spec("us_ssn", r"\d{3}[ \t\r\n./\-]{1,3}\d{2}[ \t\r\n./\-]{1,3}\d{4}", validate=_ssn_value,
               bad_before=_WORD | _b("-./+$"), bad_after=_WORD, joiners=_b(".,-/")),
-        _Spec("email", r"[A-Za-z0-9._%+\-]{1,64}@[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,63}",
+        _Spec("email", r"[A-Za-z0-9._%+\-]{1,64}[ \t]{0,2}(?:\r?\n)?[ \t]{0,2}@[ \t]{0,2}(?:\r?\n)?[ \t]{0,2}[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,63}",
               hints=(b"@",), validate=_email, bad_after=_WORD | _b("-")),
         _Spec("ipv6",
               r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.\d{1,3}){3})?",
@@ -356,7 +442,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
               joiners=_b(":.")),
         _Spec("ipv4", r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}", hints=(b".",), validate=_ipv4,
               bad_before=_WORD | _b("."), bad_after=_WORD, joiners=_b("."), not_after=_VERSION_WORDS),
-        _Spec("phone", r"(?:\+|\()?\d(?:[ .\-]?\(?\d\)?){6,17}", validate=_phone(region),
+        _Spec("phone", r"(?:\+|\()?\d(?:(?:[ \t\n./\-]|\r\n| [\-./] )?\(?\d\)?){6,17}", validate=_phone(region),
               bad_before=_WORD | _b("-./:@#$,"), bad_after=_WORD | _b("@"), joiners=_b(".,-/:"),
               not_after=_VERSION_WORDS),
     ]
@@ -424,7 +510,7 @@ class Detector:
                 continue
             for m in det.regex.finditer(data):
                 s, e = m.span()
-                if s == e or not _edges_ok(data, s, e, spec):
+                if s == e or not _edges_ok(data, s, e, spec, check_end=not spec.loose_end):
                     continue  # part of a longer token: neither it nor a piece of it counts
                 value = data[s:e].decode("utf-8", errors="replace")
                 spans = spec.validate(value) if spec.validate else [(0, len(value))]
@@ -444,12 +530,12 @@ class Detector:
         return resolve(self.candidates(text))
 
 
-def _edges_ok(data: bytes, s: int, e: int, spec: _Spec) -> bool:
+def _edges_ok(data: bytes, s: int, e: int, spec: _Spec, check_end: bool = True) -> bool:
     if s > 0 and data[s - 1] in spec.bad_before:
         return False
     if spec.not_after and data[max(0, s - 16):s].rstrip(b" :=").lower().endswith(spec.not_after):
         return False
-    if e < len(data):
+    if check_end and e < len(data):
         nxt = data[e]
         if nxt in spec.bad_after:
             return False

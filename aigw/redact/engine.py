@@ -7,6 +7,7 @@ closed on any exception).
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import hashlib
 import hmac
@@ -19,11 +20,16 @@ import re2
 
 from aigw.errors import GatewayError
 
-from .detect import BUILTIN_ENTITIES, SECRET_ENTITIES, CustomPattern, Detector, Found, cached_detector
+from .detect import BUILTIN_ENTITIES, SECRET_ENTITIES, CustomPattern, Detector, Found, cached_detector, resolve, _looks_random
+from .fields import BadShape, walk
+from .fields import Slot as _Slot
+from .normalize import Normalized, normalize, warm_up
 
 ACTIONS = ("redact", "mask", "hash", "block", "allow")
 APIS = ("chat", "embeddings", "completions", "anthropic")
 DEFAULT_MAX_SCAN_BYTES = 4 * 1024 * 1024
+# strings (values and keys) one request may hold; more is refused (413), not scanned slowly
+DEFAULT_MAX_SCAN_STRINGS = 200_000
 # data-class keys in ``actions`` are consulted in this order after the entity itself
 _CLASS_ORDER = ("secret", "financial", "pii")
 
@@ -49,6 +55,7 @@ class RedactConfig:
     phone_region: str = "US"
     hash_salt: str = ""
     max_scan_bytes: int = DEFAULT_MAX_SCAN_BYTES
+    max_scan_strings: int = DEFAULT_MAX_SCAN_STRINGS
 
     def __post_init__(self) -> None:
         for key, action in self.actions.items():
@@ -63,6 +70,7 @@ class RedactConfig:
         if unknown:
             raise ValueError(f"actions name unknown entity types: {', '.join(unknown)}")
         self._guard()
+        warm_up()  # the normaliser's character table, built once per process
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "RedactConfig":
@@ -82,6 +90,7 @@ class RedactConfig:
             phone_region=str(cfg.get("phone_region") or "US"),
             hash_salt=str(cfg.get("hash_salt") or ""),
             max_scan_bytes=int(cfg.get("max_scan_bytes") or DEFAULT_MAX_SCAN_BYTES),
+            max_scan_strings=int(cfg.get("max_scan_strings") or DEFAULT_MAX_SCAN_STRINGS),
         )
 
     @functools.cached_property
@@ -139,144 +148,6 @@ def _guard_verdict(guard: _Guard, text: str) -> str | None:
     if guard.allow and not any(rx.search(text) for rx in guard.allow):
         return "no_allow_pattern_matched"
     return None
-
-
-# ---------------------------------------------------------------- body walking
-
-@dataclass
-class _Slot:
-    """One string to scan: where it lives and who said it."""
-    parent: Any               # dict or list holding the string
-    key: Any                  # key or index in parent
-    text: str
-    msg: int = -1             # message index (for the guard), -1 = not a message
-    role: str | None = None
-    guard: bool = False       # is this prompt text the guard looks at
-    owner: "_JsonArg | None" = None  # set when the string sits inside a parsed JSON argument
-
-
-@dataclass
-class _JsonArg:
-    """A JSON document carried in a string (tool-call arguments)."""
-    parent: Any
-    key: Any
-    value: Any
-    dirty: bool = False
-
-
-class _Walker:
-    def __init__(self) -> None:
-        self.slots: list[_Slot] = []
-        self.jsons: list[_JsonArg] = []
-
-    def text(self, parent: Any, key: Any, msg: int = -1, role: str | None = None,
-             guard: bool = False, owner: _JsonArg | None = None) -> None:
-        value = parent[key]
-        if isinstance(value, str) and value:
-            self.slots.append(_Slot(parent, key, value, msg, role, guard, owner))
-
-    def leaves(self, parent: Any, key: Any, owner: _JsonArg | None = None, depth: int = 0) -> None:
-        """Every string leaf of a JSON value (dict keys untouched)."""
-        if depth > 64:
-            raise ValueError("JSON nested too deeply to scan")
-        value = parent[key]
-        if isinstance(value, str):
-            self.text(parent, key, owner=owner)
-        elif isinstance(value, dict):
-            for k in value:
-                self.leaves(value, k, owner, depth + 1)
-        elif isinstance(value, list):
-            for i in range(len(value)):
-                self.leaves(value, i, owner, depth + 1)
-
-    def json_string(self, parent: Any, key: Any) -> None:
-        """A string holding JSON: scan its string leaves, or the raw text if it is not JSON."""
-        raw = parent.get(key) if isinstance(parent, dict) else None
-        if not isinstance(raw, str) or not raw:
-            return
-        try:
-            doc = orjson.loads(raw)
-        except orjson.JSONDecodeError:
-            self.text(parent, key)
-            return
-        arg = _JsonArg(parent, key, doc)
-        self.jsons.append(arg)
-        holder = [doc]
-        arg.value = holder
-        self.leaves(holder, 0, owner=arg)
-
-    def parts(self, parent: Any, key: Any, msg: int, role: str | None, anthropic: bool) -> None:
-        """Message content: a string or a list of parts/blocks."""
-        content = parent.get(key) if isinstance(parent, dict) else None
-        if isinstance(content, str):
-            self.text(parent, key, msg, role, guard=True)
-            return
-        if not isinstance(content, list):
-            return
-        for part in content:
-            if not isinstance(part, dict):
-                continue
-            kind = part.get("type")
-            if kind == "text":
-                self.text(part, "text", msg, role, guard=True)
-            elif anthropic and kind == "tool_use" and "input" in part:
-                self.leaves(part, "input")
-            elif anthropic and kind == "tool_result":
-                self.parts(part, "content", msg, role, anthropic)
-            # images, audio, files, thinking blocks: untouched
-
-
-def _walk_chat(w: _Walker, body: dict) -> None:
-    for i, msg in enumerate(_list(body.get("messages"))):
-        if not isinstance(msg, dict):
-            continue
-        role = msg.get("role") if isinstance(msg.get("role"), str) else None
-        w.parts(msg, "content", i, role, anthropic=False)
-        for call in _list(msg.get("tool_calls")):
-            fn = call.get("function") if isinstance(call, dict) else None
-            if isinstance(fn, dict):
-                w.json_string(fn, "arguments")
-        if isinstance(msg.get("function_call"), dict):
-            w.json_string(msg["function_call"], "arguments")
-
-
-def _walk_embeddings(w: _Walker, body: dict) -> None:
-    _walk_prompt(w, body, "input")
-
-
-def _walk_completions(w: _Walker, body: dict) -> None:
-    _walk_prompt(w, body, "prompt")
-    if isinstance(body.get("suffix"), str):
-        w.text(body, "suffix")
-
-
-def _walk_prompt(w: _Walker, body: dict, key: str) -> None:
-    value = body.get(key)
-    if isinstance(value, str):
-        w.text(body, key, 0, "user", guard=True)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            if isinstance(item, str):  # token arrays (ints / lists of ints) untouched
-                w.text(value, i, i, "user", guard=True)
-
-
-def _walk_anthropic(w: _Walker, body: dict) -> None:
-    if "system" in body:
-        w.parts(body, "system", -1, "system", anthropic=True)
-    for i, msg in enumerate(_list(body.get("messages"))):
-        if isinstance(msg, dict):
-            role = msg.get("role") if isinstance(msg.get("role"), str) else None
-            w.parts(msg, "content", i, role, anthropic=True)
-
-
-def _list(value: Any) -> list:
-    return value if isinstance(value, list) else []
-
-
-_WALKERS: dict[str, Callable[[_Walker, dict], None]] = {
-    "chat": _walk_chat, "embeddings": _walk_embeddings,
-    "completions": _walk_completions, "anthropic": _walk_anthropic,
-}
 
 
 def _guard_text(cfg: RedactConfig, slots: list[_Slot]) -> str:
@@ -354,15 +225,129 @@ class _Numbering:
         return self._seen[key]
 
 
+# ---------------------------------------------------------------- finding
+
+# A value split across two strings is looked for in a window of this many
+# characters on each side of the boundary (longer than any detected value but
+# private keys, whose BEGIN and END halves are each detected on their own).
+BOUNDARY_WINDOW = 1024
+# How adjacent strings are joined when looking across their boundary: directly
+# ("jane.doe@" + "example.com") and as a line break, which the number and key
+# detectors read as a separator ("4111 1111" + "1111 1111").
+_JOINERS = ("", "\n")
+_SEP = "\x00"  # between strings in the one text all detectors scan: nothing matches across it
+
+
+@dataclass
+class _Hit:
+    """A finding in original offsets: ``pieces`` = [(slot index, start, end)], in order."""
+    entity: str
+    priority: int
+    pieces: list[tuple[int, int, int]]
+    value: str
+
+
+def _find(detector: Detector, slots: list[_Slot]) -> list[_Hit]:
+    norms = [normalize(s.text) for s in slots]
+    texts = [n.text for n in norms]
+    hits: list[_Hit] = []
+    # 1. every string on its own, in one detector pass over all of them
+    joined = _SEP.join(texts)
+    starts = _offsets(texts, 1)
+    for prio, f in detector.candidates(joined):
+        i = bisect.bisect_right(starts, f.start) - 1
+        s, e = f.start - starts[i], f.end - starts[i]
+        os_, oe = norms[i].span(s, e)
+        hits.append(_Hit(f.entity, prio, [(i, os_, oe)], slots[i].text[os_:oe]))
+    # 2. across the boundaries of the running text (parts, blocks, messages in order)
+    stream = [i for i, s in enumerate(slots) if s.stream]
+    if len(stream) > 1:
+        st_texts = [texts[i] for i in stream]
+        by_slot: dict[int, list[_Hit]] = {}
+        for h in hits:
+            by_slot.setdefault(h.pieces[0][0], []).append(h)
+        for joiner in _JOINERS:
+            hits.extend(h for h in _across(detector, slots, norms, stream, st_texts, joiner)
+                        if _extends_ok(h, by_slot, slots))
+    return hits
+
+
+def _extends_ok(h: _Hit, by_slot: dict[int, list[_Hit]], slots: list[_Slot]) -> bool:
+    """A value across a boundary that overlaps a value found inside one string is kept
+    only when it continues a secret with more random characters ("sk-...abc" + "Def9...");
+    "x@example.org" + "again" stays the address it was."""
+    for i, s, e in h.pieces:
+        for own in by_slot.get(i, ()):
+            _, os_, oe = own.pieces[0]
+            if os_ < e and s < oe:
+                if own.entity != h.entity or h.entity not in SECRET_ENTITIES:
+                    return False
+                rest = [slots[j].text[a:b] for j, a, b in h.pieces if j != i]
+                if not all(_looks_random(r.strip()) for r in rest):
+                    return False
+    return True
+
+
+def _offsets(texts: list[str], sep: int) -> list[int]:
+    out, pos = [], 0
+    for t in texts:
+        out.append(pos)
+        pos += len(t) + sep
+    return out
+
+
+def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], stream: list[int],
+            texts: list[str], joiner: str) -> list[_Hit]:
+    full = joiner.join(texts)
+    starts = _offsets(texts, len(joiner))
+    ends = [st + len(t) for st, t in zip(starts, texts)]
+    # windows around each boundary, merged where they overlap
+    ranges: list[list[int]] = []
+    for b in range(len(texts) - 1):
+        lo, hi = max(0, ends[b] - BOUNDARY_WINDOW), min(len(full), starts[b + 1] + BOUNDARY_WINDOW)
+        if ranges and lo <= ranges[-1][1]:
+            ranges[-1][1] = max(ranges[-1][1], hi)
+        else:
+            ranges.append([lo, hi])
+    out: list[_Hit] = []
+    for lo, hi in ranges:
+        for prio, f in detector.candidates(full[lo:hi]):
+            gs, ge = lo + f.start, lo + f.end
+            first = bisect.bisect_right(starts, gs) - 1
+            last = bisect.bisect_right(starts, ge - 1) - 1
+            if first == last and ge <= ends[first]:
+                continue  # inside one string: found on its own already
+            pieces = []
+            for k in range(first, last + 1):
+                s, e = max(gs, starts[k]), min(ge, ends[k])
+                if s >= e:
+                    continue
+                i = stream[k]
+                os_, oe = norms[i].span(s - starts[k], e - starts[k])
+                if os_ < oe:
+                    pieces.append((i, os_, oe))
+            if len(pieces) > 1:
+                value = "".join(slots[i].text[a:b] for i, a, b in pieces)
+                out.append(_Hit(f.entity, prio, pieces, value))
+    return out
+
+
+def _resolve(slots: list[_Slot], hits: list[_Hit]) -> list[_Hit]:
+    """Non-overlapping hits: on one line through all strings, the longest span wins."""
+    base = _offsets([s.text for s in slots], 1)
+    cands = []
+    for n, h in enumerate(hits):
+        (i0, s0, _), (i1, _, e1) = h.pieces[0], h.pieces[-1]
+        cands.append((h.priority, Found(str(n), base[i0] + s0, base[i1] + e1, "")))
+    # equal spans from the two joiners or the per-string pass: resolve keeps one
+    return [hits[int(f.entity)] for f in resolve(cands)]
+
+
 def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
     """Scan a request body; apply redact/mask/hash in place unless something is blocked."""
-    walker = _WALKERS.get(api)
-    if walker is None:
-        raise ValueError(f"unknown api {api!r}")
     if not isinstance(body, dict):
-        raise ValueError("request body must be a JSON object")
-    w = _Walker()
-    walker(w, body)
+        raise BadShape("The request body must be a JSON object.")
+    w = walk(api, body, cfg.max_scan_strings)
     slots = w.slots
     if sum(len(s.text.encode("utf-8")) for s in slots) > cfg.max_scan_bytes:
         raise ScanTooLarge()
@@ -375,59 +360,72 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
             return result
 
     detector = cfg.detector
-    found: list[list[Found]] = [detector.find(s.text) for s in slots]
+    hits = _resolve(slots, _find(detector, slots))
     numbering = _Numbering([s.text for s in slots])
     blocked: set[str] = set()
-    new_texts: list[str | None] = []
-    for slot, hits in zip(slots, found):
-        pieces, last = [], 0
-        for f in hits:
-            result.counts[f.entity] = result.counts.get(f.entity, 0) + 1
-            result.data_classes |= detector.classes[f.entity]
-            action = cfg.action_for(f.entity)
-            if action == "allow":
-                continue
-            if action == "block":
-                blocked.add(f.entity)
-                continue
-            if action == "redact":
-                repl = numbering.placeholder(f.entity, f.value)
-                if cfg.restore:
-                    result.restore_map[repl] = f.value
-            elif action == "mask":
-                repl = mask_value(f.entity, f.value)
-            else:
-                repl = hash_value(f.entity, f.value, cfg.hash_salt)
-            pieces.append(slot.text[last:f.start])
-            pieces.append(repl)
-            last = f.end
-        if pieces:
-            pieces.append(slot.text[last:])
-            new_texts.append("".join(pieces))
+    edits: dict[int, list[tuple[int, int, str]]] = {}
+    for h in hits:
+        result.counts[h.entity] = result.counts.get(h.entity, 0) + 1
+        result.data_classes |= detector.classes[h.entity]
+        action = cfg.action_for(h.entity)
+        if action == "allow":
+            continue
+        if action == "block":
+            blocked.add(h.entity)
+            continue
+        if action == "redact":
+            repl = numbering.placeholder(h.entity, h.value)
+            if cfg.restore:
+                result.restore_map[repl] = h.value
+        elif action == "mask":
+            repl = mask_value(h.entity, h.value)
         else:
-            new_texts.append(None)
+            repl = hash_value(h.entity, h.value, cfg.hash_salt)
+        # a value split over several strings: the replacement goes where it starts; a
+        # string the value fills completely keeps the replacement too (never left empty)
+        for n, (i, s, e) in enumerate(h.pieces):
+            whole = s == 0 and e == len(slots[i].text)
+            edits.setdefault(i, []).append((s, e, repl if n == 0 or whole else ""))
 
     if blocked:
         result.blocked = sorted(blocked)
         result.restore_map = {}
         return result
 
+    new_texts: dict[int, str] = {}
+    for i, spans in edits.items():
+        text, pieces, last = slots[i].text, [], 0
+        for s, e, repl in sorted(spans):
+            pieces.append(text[last:s])
+            pieces.append(repl)
+            last = e
+        pieces.append(text[last:])
+        new_texts[i] = "".join(pieces)
+
     # phase 1: write into parsed JSON copies; collect writes into the body
     writes: list[tuple[Any, Any, str]] = []
-    for slot, new in zip(slots, new_texts):
-        if new is None:
-            continue
-        if slot.owner is not None:
+    renames: dict[int, tuple[dict, dict[str, str]]] = {}
+    for i, new in new_texts.items():
+        slot = slots[i]
+        if slot.is_key:
+            renames.setdefault(id(slot.parent), (slot.parent, {}))[1][slot.key] = new
+            if slot.owner is not None:
+                slot.owner.dirty = True
+        elif slot.owner is not None:
             slot.parent[slot.key] = new
             slot.owner.dirty = True
         else:
             writes.append((slot.parent, slot.key, new))
+    for obj, names in renames.values():  # keys: rebuilt in place, order kept
+        items = list(obj.items())
+        obj.clear()
+        obj.update((names.get(k, k), v) for k, v in items)
     # phase 2: re-serialise changed JSON arguments
-    for arg in w.jsons:
-        if arg.dirty:
-            writes.append((arg.parent, arg.key, orjson.dumps(arg.value[0]).decode()))
+    for doc in w.jsons:
+        if doc.dirty:
+            writes.append((doc.parent, doc.key, orjson.dumps(doc.holder[0]).decode()))
     # phase 3: apply (plain assignments only)
     for parent, key, new in writes:
         parent[key] = new
-    result.changed = bool(writes)
+    result.changed = bool(writes or renames)
     return result

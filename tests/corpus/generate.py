@@ -13,10 +13,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import html
 import ipaddress
 import random
+import re
 import string
 import sys
+import unicodedata
+import urllib.parse
 from pathlib import Path
 from typing import Callable
 
@@ -375,6 +379,143 @@ def clean_text(seed: int = 42, min_bytes: int = 64 * 1024) -> str:
         paragraphs.append(para)
         size += len(para.encode()) + 2
     return "\n\n".join(paragraphs) + "\n"
+
+
+
+# ---------------------------------------------------------------- evasions
+#
+# The ways a value is hidden in text that a model still reads as the value:
+# compatibility forms, invisible characters, broken lines, odd separators and
+# the escapes of URLs, JSON and HTML.  ``evade`` applies one to a value;
+# ``reveal`` is an independent oracle (stdlib only, not the gateway's code)
+# that undoes them all, for checking that nothing of a value got through.
+
+EVASIONS = ("plain", "fullwidth", "zero_width", "line_breaks", "separators", "percent",
+            "json_escape", "html_escape")
+# the categories of the issue (#12): every one gets every evasion
+EVASION_ENTITIES = ("email", "phone", "credit_card", "iban", "us_ssn", "openai_key",
+                    "anthropic_key", "aws_access_key", "jwt", "github_token", "private_key")
+_NUMBERS = ("phone", "credit_card", "iban", "us_ssn")
+_FORMAT_CHARS = ("\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u200e", "\u202c")
+
+
+def _fullwidth(text: str) -> str:
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else "\u3000" if c == " " else c for c in text)
+
+
+def _every(text: str, rng: random.Random, fn: Callable[[str], str], share: float) -> str:
+    """Apply ``fn`` to the non-alphanumeric characters, or (``share`` of the time) to all."""
+    full = rng.random() < share
+    return "".join(fn(c) if full or not c.isalnum() else c for c in text)
+
+
+def _regroup(value: str, sep: str) -> str:
+    """A number written with ``sep`` between its groups (re-grouped by 4 if it had none)."""
+    if value.startswith("+") or value.startswith("("):  # phones: as the numbering plan groups them
+        num = phonenumbers.parse(value, "US")
+        value = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    groups = [g for g in re.split(r"[^0-9A-Za-z+]+", value) if g]
+    if len(groups) == 1:
+        g = groups[0]
+        head = "+" if g.startswith("+") else ""
+        g = g.lstrip("+")
+        groups = [head + g[:3]] + [g[i:i + 4] for i in range(3, len(g), 4)]
+    return sep.join(groups)
+
+
+def evade(entity: str, value: str, evasion: str, rng: random.Random) -> str:
+    if evasion == "plain":
+        return value
+    if evasion == "fullwidth":
+        return _fullwidth(value)
+    if evasion == "zero_width":
+        out = []
+        for i, c in enumerate(value):
+            out.append(c)
+            if i % 3 == 1 and c != "\n":
+                out.append(rng.choice(_FORMAT_CHARS))
+        return "".join(out)
+    if evasion == "line_breaks":
+        if entity in _NUMBERS:
+            return _regroup(value, rng.choice(["\n", "\r\n"]))
+        if entity == "email":
+            local, _, domain = value.partition("@")
+            return local + rng.choice(["@\n", "\n@"]) + domain
+        if entity == "private_key":
+            return value.replace("\n", "\r\n")
+        cut = len(value) // 2
+        return value[:cut] + "\n" + value[cut:]
+    if evasion == "separators":
+        if entity in _NUMBERS:
+            return _regroup(value, rng.choice([".", "/", " - ", "\t", " / ", "-"]))
+        if entity == "email":
+            local, _, domain = value.partition("@")
+            return local + rng.choice([" @ ", "@ ", " @"]) + domain
+        if entity == "private_key":
+            return value.replace("\n", " ")
+        if entity == "aws_access_key" or (entity == "github_token" and not value.startswith("github_pat_")):
+            head = 4
+            sep = rng.choice(["-", " ", ".", "/"])
+            return value[:head] + sep + sep.join(value[i:i + 4] for i in range(head, len(value), 4))
+        # long keys and tokens: broken into lines of 16
+        return "\n".join(value[i:i + 16] for i in range(0, len(value), 16))
+    if evasion == "percent":
+        return _every(value, rng, lambda c: "".join(f"%{b:02X}" for b in c.encode()), 0.4)
+    if evasion == "json_escape":
+        return _every(value, rng, lambda c: f"\\u{ord(c):04x}", 0.4)
+    if evasion == "html_escape":
+        named = {"@": "&commat;", ".": "&period;", "-": "&hyphen;", "_": "&lowbar;", "/": "&sol;"}
+        return _every(value, rng, lambda c: named.get(c) or rng.choice([f"&#{ord(c)};", f"&#x{ord(c):x};"]),
+                      0.4)
+    raise ValueError(evasion)
+
+
+def evasion_items(seed: int = 7, per: int = 3) -> list[tuple[str, str, str, str]]:
+    """[(text, entity, evasion, value)]: ``per`` values per entity and evasion, in sentences."""
+    rng = random.Random(seed)
+    out = []
+    for entity in EVASION_ENTITIES:
+        for evasion in EVASIONS:
+            for i in range(per):
+                value = GENERATORS[entity](rng)
+                template = _TEMPLATES[rng.randrange(len(_TEMPLATES))]
+                if template.startswith('{{"') and evasion in ("line_breaks", "separators") \
+                        and "\n" in evade(entity, value, evasion, random.Random(0)):
+                    template = _TEMPLATES[0]
+                text = template.format(v=evade(entity, value, evasion, rng),
+                                       label=rng.choice(_LABELS[entity]))
+                out.append((text, entity, evasion, value))
+    return out
+
+
+_REVEAL_ESC = re.compile(r"\\u([0-9a-fA-F]{4})")
+
+
+def reveal(text: str) -> str:
+    """Undo every evasion (independently of the gateway): escapes, NFKC, format characters."""
+    for _ in range(2):
+        text = html.unescape(text)
+        text = urllib.parse.unquote(text)
+        text = _REVEAL_ESC.sub(lambda m: chr(int(m.group(1), 16)), text)
+    text = unicodedata.normalize("NFKC", text)
+    return "".join(c for c in text if unicodedata.category(c) != "Cf").replace("\u2010", "-")
+
+
+def compact(text: str) -> str:
+    """Letters and digits only: separators and line breaks removed."""
+    return re.sub(r"[^0-9A-Za-z]", "", text)
+
+
+def value_leaked(entity: str, value: str, received: str) -> bool:
+    """Is ``value`` (in any evasion) readable in ``received``, the text a provider got?"""
+    seen = compact(reveal(received))
+    if entity == "private_key":
+        body = [ln for ln in value.splitlines() if "PRIVATE KEY" not in ln]
+        return any(len(ln) >= 16 and compact(ln) in seen for ln in body)
+    want = compact(value)
+    if entity in ("phone", "credit_card", "us_ssn"):
+        want = want.lstrip("+")
+    return want in seen
 
 
 CLEAN_PATH = Path(__file__).with_name("clean.txt")
