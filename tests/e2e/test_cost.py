@@ -27,15 +27,17 @@ from .conftest import Gateway, add_model, burst, free_port, plugin_config, refer
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CONSUMER = "demo-app"
-PACKAGED = orjson.loads((ROOT / "aigw" / "data" / "prices.json").read_bytes())["models"]
-
 
 def packaged_price(provider: str, model: str) -> dict:
-    """The packaged entry for ``provider/model``: exact, then the bare id, then undated."""
-    for name in (f"{provider}/{model}", model, re.sub(r"-(\d{8}|\d{4}-\d{2}-\d{2}|latest)$", "", model)):
-        if name in PACKAGED:
-            return PACKAGED[name]
-    raise KeyError(model)
+    """The catalogue's price for ``model`` at the reference config's ``provider``, read from
+    genai-prices directly (not through the gateway's conversion)."""
+    from datetime import UTC, datetime
+
+    from genai_prices import data_snapshot
+    pid = {"gemini": "google"}.get(provider, provider)
+    _, info = data_snapshot.get_snapshot().find_provider_model(model, None, pid, None)
+    mp = info.get_prices(datetime.now(UTC))
+    return {"input": float(mp.input_mtok), "output": float(mp.output_mtok)}
 
 
 def mock_usage(prompt: str, reply: str) -> tuple[int, int]:
