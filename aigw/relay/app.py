@@ -16,7 +16,7 @@ import gevent
 import orjson
 import urllib3
 
-from .. import sse
+from .. import sse, tracing
 from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..types import Usage
@@ -61,7 +61,7 @@ def application(environ: dict[str, Any], start_response: Callable) -> Iterable[b
         start_response(_status_line(403), [("Content-Type", "application/json"),
                                            ("Content-Length", str(len(body)))])
         return [body]
-    return Relay(ctx).run(start_response)
+    return Relay(ctx, environ).run(start_response)
 
 
 def _drain(environ: dict[str, Any]) -> None:
@@ -73,11 +73,12 @@ def _drain(environ: dict[str, Any]) -> None:
 
 
 class Relay:
-    def __init__(self, ctx: RequestContext):
+    def __init__(self, ctx: RequestContext, environ: dict[str, Any] | None = None):
         self.ctx = ctx
         self.api = ANTHROPIC if ctx.api == "anthropic" else OPENAI
         self.outcome = Outcome(cache_status=ctx.cache_status)
         self.t0 = time.perf_counter()
+        self.trace = tracing.begin(ctx, environ)  # spans, traceparent (aigw/tracing.py)
 
     # ------------------------------------------------------------------ entry
     def run(self, start_response: Callable) -> Iterable[bytes]:
@@ -112,6 +113,7 @@ class Relay:
 
     def _finish(self) -> None:
         self.outcome.duration = time.perf_counter() - self.t0
+        self.trace.finish(self.ctx, self.outcome)
         self.ctx.finish(self.outcome)
 
     # -------------------------------------------------------------- upstreams
@@ -131,6 +133,7 @@ class Relay:
                 result = self._attempt(adapter, target, attempt, failover_status, start_response)
             except Retryable as r:
                 attempt.update(result=r.kind, status=r.status)
+                self.trace.attempt_failed(r.kind, r.status)
                 if breaker is not None:
                     breaker.record_failure(target.key)
                 last = r
@@ -168,6 +171,7 @@ class Relay:
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
             up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
+        self.trace.provider_call(target, up)
         timeout = urllib3.Timeout(connect=p.connect_timeout, read=p.first_byte_timeout)
         try:
             resp = POOL.urlopen(up.method, up.url, body=up.body, headers=up.headers,
