@@ -98,7 +98,27 @@ def begin(ctx: Any, environ: dict[str, Any] | None) -> "_Off | RequestTrace":
         if tp and _TRACEPARENT.match(tp) and not tp.startswith("ff"):
             return _PassThrough(tp, environ.get("HTTP_TRACESTATE"))
         return OFF
-    return RequestTrace(tracer, ctx, environ)
+    try:
+        return RequestTrace(tracer, ctx, environ)
+    except Exception as exc:  # tracing never fails a request
+        _log_failure("begin", exc)
+        return OFF
+
+
+def _log_failure(where: str, exc: Exception) -> None:
+    log.warning("tracing: %s failed (%s); the request goes on untraced", where, type(exc).__name__)
+
+
+def _guarded(fn):
+    """A RequestTrace hook that logs instead of raising (tracing never fails a request)."""
+    def hook(self, *args):
+        try:
+            return fn(self, *args)
+        except Exception as exc:
+            _log_failure(fn.__name__, exc)
+    hook.__name__ = fn.__name__
+    hook.__doc__ = fn.__doc__
+    return hook
 
 
 class _Off:
@@ -161,6 +181,7 @@ class RequestTrace:
         self.attempt: Any = None
 
     # ----------------------------------------------------------------- hooks
+    @_guarded
     def provider_call(self, target: Any, up: Any) -> None:
         """A provider attempt starts: its span, and its traceparent on the upstream request."""
         from opentelemetry.trace import SpanKind, set_span_in_context
@@ -184,11 +205,13 @@ class RequestTrace:
                                                kind=SpanKind.CLIENT, attributes=attrs)
         self._propagator.inject(up.headers, context=set_span_in_context(self.attempt))
 
+    @_guarded
     def attempt_failed(self, kind: str, status: int | None) -> None:
         if self.attempt is not None:
             self._fail(self.attempt, str(status) if kind == "status" and status else kind, status)
             self._end_attempt()
 
+    @_guarded
     def finish(self, ctx: Any, outcome: Any) -> None:
         span = self.span
         target = outcome.target

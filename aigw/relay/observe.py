@@ -65,7 +65,8 @@ def observe(ctx: RequestContext, outcome: Outcome) -> None:
             model=event["gen_ai.request.model"] or "", response_model=event["gen_ai.response.model"] or "",
             provider=event["aigw.provider"] or "", consumer=ctx.consumer_name or "",
             status=outcome.status, duration_s=outcome.duration, ttft_s=outcome.ttft,
-            usage=outcome.usage, cost=outcome.cost_usd)
+            usage=outcome.usage, cost=outcome.cost_usd, operation=event["gen_ai.operation.name"],
+            reached_provider=outcome.reached_provider)
         if outcome.cache_status:
             metrics.record_cache(outcome.cache_status)
     except ImportError:

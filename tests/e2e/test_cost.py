@@ -160,7 +160,7 @@ def test_unpriced_model_on_unbudgeted_route_is_served_without_cost(priced):
 
 
 def test_metrics_move_after_requests(priced):
-    labels = {"gen_ai_request_model": "gpt-4o-mini", "consumer": CONSUMER}
+    labels = {"gen_ai_request_model": "gpt-4o-mini", "gen_ai_operation_name": "chat"}
     requests.post(priced.url + "/v1/chat/completions", headers=priced.headers(),
                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "warm up"}]})
     before = scrape(priced)
@@ -185,6 +185,20 @@ def test_metrics_move_after_requests(priced):
     assert delta("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == n * c
     assert delta("gen_ai_client_token_usage_count", gen_ai_token_type="input") == n
     assert delta("aigw_cost_usd_total") == pytest.approx(n * cost)
+    assert delta("gen_ai_client_operation_duration_seconds_count", error_type="") == n
+    # no per-consumer series unless AIGW_METRICS_CONSUMER_LABEL is set
+    assert not any("consumer" in dict(lab) for (_, lab) in scrape(priced))
+
+
+def test_consumer_label_is_opt_in(make_gateway):
+    gw = make_gateway(env={"AIGW_METRICS_CONSUMER_LABEL": "true"})
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "REPLY:per consumer"}]})
+    assert r.status_code == 200
+    deadline = time.time() + 5
+    while time.time() < deadline and not metric(scrape(gw), "aigw_requests_total", consumer=CONSUMER):
+        time.sleep(0.05)
+    assert metric(scrape(gw), "aigw_requests_total", consumer=CONSUMER, gen_ai_operation_name="chat") >= 1
 
 
 # ------------------------------------------------------------------- budgets
