@@ -3,9 +3,16 @@
 Everything lives in its own ``CollectorRegistry`` (never prometheus_client's
 global one).  Module-level functions use one process-wide ``Metrics``; tests
 build their own.  Label values never carry prompt content or credentials.
+
+Prometheus names follow OpenTelemetry's Prometheus conversion: dots become
+underscores and the unit ``s`` becomes the ``_seconds`` suffix
+(``gen_ai.client.operation.duration`` -> ``gen_ai_client_operation_duration_seconds``).
+The ``consumer`` label is opt-in (``AIGW_METRICS_CONSUMER_LABEL=true``): its
+cardinality grows with the number of Kong consumers.
 """
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 
@@ -25,7 +32,14 @@ TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
                  16777216, 67108864)
 
-COMMON = ("gen_ai_request_model", "gen_ai_response_model", "gen_ai_provider_name", "consumer")
+COMMON = ("gen_ai_operation_name", "gen_ai_request_model", "gen_ai_response_model",
+          "gen_ai_provider_name")
+CONSUMER_ENV = "AIGW_METRICS_CONSUMER_LABEL"
+
+
+def consumer_label_enabled(env: Any = os.environ) -> bool:
+    """The opt-in switch for the per-consumer label."""
+    return (env.get(CONSUMER_ENV) or "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def status_class(status: int) -> str:
@@ -47,34 +61,46 @@ def outcome(status: int) -> str:
 class Metrics:
     """The gateway's metric families on one registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, consumer_label: bool | None = None):
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self.consumer_label = consumer_label_enabled() if consumer_label is None else consumer_label
+        common = COMMON + (("consumer",) if self.consumer_label else ())
+        self.operation_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "GenAI operation duration: the relay's call to the provider(s), failover included, to "
+            "the last response byte. Only requests that reached a provider.",
+            common + ("error_type",), buckets=DURATION_BUCKETS, registry=r)
         self.duration = Histogram(
             "gen_ai_server_request_duration_seconds", "Time from request to last response byte.",
-            COMMON + ("error_type",), buckets=DURATION_BUCKETS, registry=r)
+            common + ("error_type",), buckets=DURATION_BUCKETS, registry=r)
         self.ttft = Histogram(
             "gen_ai_server_time_to_first_token_seconds", "Time to the first generated token.",
-            COMMON, buckets=TTFT_BUCKETS, registry=r)
+            common, buckets=TTFT_BUCKETS, registry=r)
         self.tokens = Histogram(
             "gen_ai_client_token_usage", "Tokens per request by token type.",
-            COMMON + ("gen_ai_token_type",), buckets=TOKEN_BUCKETS, registry=r)
+            common + ("gen_ai_token_type",), buckets=TOKEN_BUCKETS, registry=r)
         self.requests = Counter(
             "aigw_requests", "Requests answered, by status class and outcome.",
-            COMMON + ("status_class", "outcome"), registry=r)
-        self.cost = Counter("aigw_cost_usd", "Estimated spend in USD.", COMMON, registry=r)
+            common + ("status_class", "outcome"), registry=r)
+        self.cost = Counter("aigw_cost_usd", "Estimated spend in USD.", common, registry=r)
         self.cache = Counter("aigw_cache", "Response cache lookups by status.", ("status",),
                              registry=r)
 
     def record_request(self, model: str | None, response_model: str | None, provider: str | None,
                        consumer: str | None, status: int, duration_s: float,
                        ttft_s: float | None = None, usage: Usage | None = None,
-                       cost: float | None = None) -> None:
+                       cost: float | None = None, operation: str = "chat",
+                       reached_provider: bool = False) -> None:
         """Record one finished request."""
-        labels = (model or "", response_model or "", provider or "", consumer or "")
+        labels: tuple[str, ...] = (operation or "", model or "", response_model or "", provider or "")
+        if self.consumer_label:
+            labels += (consumer or "",)
         error_type = "" if 100 <= status < 400 else (str(status) if status else "error")
         self.requests.labels(*labels, status_class(status), outcome(status)).inc()
         self.duration.labels(*labels, error_type).observe(max(duration_s, 0.0))
+        if reached_provider:
+            self.operation_duration.labels(*labels, error_type).observe(max(duration_s, 0.0))
         if ttft_s is not None:
             self.ttft.labels(*labels).observe(max(ttft_s, 0.0))
         if usage is not None:
@@ -114,9 +140,10 @@ def default() -> Metrics:
 def record_request(model: str | None, response_model: str | None, provider: str | None,
                    consumer: str | None, status: int, duration_s: float,
                    ttft_s: float | None = None, usage: Usage | None = None,
-                   cost: float | None = None) -> None:
+                   cost: float | None = None, operation: str = "chat",
+                   reached_provider: bool = False) -> None:
     default().record_request(model, response_model, provider, consumer, status, duration_s,
-                             ttft_s, usage, cost)
+                             ttft_s, usage, cost, operation, reached_provider)
 
 
 def record_cache(status: str) -> None:

@@ -355,8 +355,8 @@ class RouterConfig:
             table = prices or PriceTable.default()
 
             def cost_key(t: Target) -> tuple[bool, float, float]:
-                worst = table.worst_case(t.key, needs.prompt_tokens, max_out)
-                price = table.lookup(t.key)
+                worst = table.worst_case(t, needs.prompt_tokens, max_out)
+                price = table.lookup(t)
                 return (worst is None, worst or 0.0, (price.input + price.output) if price else 0.0)
 
             return sorted(targets, key=cost_key)

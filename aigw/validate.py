@@ -4,7 +4,10 @@ For every ai-* plugin entity (global, service, route or consumer scope) the
 config is checked against ``schemas/<plugin>.json`` (the same schema Kong
 gets) and then built by the plugin's runtime, which checks what a schema
 cannot (unknown provider references, duplicate aliases, price units, invalid
-patterns).  Errors name the entity and the field.  Exit status 1 on any error.
+patterns).  Every ai-router target that an ai-cost with budgets and
+``unpriced: reject`` would refuse (402 model_not_priced) is an error too.
+Errors name the entity and the field.  Exit status 1 on any error.  The
+output names the price catalogue and its date.
 Run it in your own CI; when decK is installed, also run ``deck validate``.
 """
 from __future__ import annotations
@@ -111,6 +114,61 @@ def validate_doc(doc: Any) -> list[str]:
     return errors
 
 
+def _by_service(doc: dict[str, Any], name: str) -> Iterator[tuple[str | None, dict[str, Any]]]:
+    """(service name or None for global/service-less, plugin) for every ``name`` plugin."""
+    for p in doc.get("plugins") or ():
+        if p.get("name") == name:
+            yield None, p
+    for s in doc.get("services") or ():
+        sname = s.get("name") or s.get("id") or "?"
+        for p in list(s.get("plugins") or ()) + [q for r in s.get("routes") or () for q in r.get("plugins") or ()]:
+            if p.get("name") == name:
+                yield sname, p
+    for r in doc.get("routes") or ():
+        for p in r.get("plugins") or ():
+            if p.get("name") == name:
+                yield None, p
+
+
+def unpriced_targets(doc: dict[str, Any], only_enforced: bool = True) -> list[str]:
+    """``provider/model`` of every ai-router target that an ai-cost on the same service (or a
+    global one) cannot price.  ``only_enforced``: only ai-cost instances that would refuse
+    it (budgets with ``unpriced: reject``)."""
+    from .gateway.cost import CostRuntime
+    from .routing import RouterConfig
+
+    out: list[str] = []
+    costs = []
+    for svc, p in _by_service(doc, "ai-cost"):
+        try:
+            cfg = _resolve_refs(schema.validate("ai-cost", p.get("config") or {}))
+            rt = CostRuntime(cfg)
+        except Exception:
+            continue  # reported by validate_doc
+        if only_enforced and not (cfg.get("budgets") and cfg.get("unpriced", "reject") == "reject"):
+            continue
+        costs.append((svc, rt))
+    for svc, p in _by_service(doc, "ai-router"):
+        try:
+            router = RouterConfig.from_dict(_resolve_refs(schema.validate("ai-router", p.get("config") or {})))
+        except Exception:
+            continue
+        for csvc, rt in costs:
+            if svc is not None and csvc is not None and svc != csvc:
+                continue
+            for spec in router.models.values():
+                for t in spec.targets:
+                    if rt.prices.lookup(t) is None and t.key not in out:
+                        out.append(t.key)
+    return out
+
+
+def catalogue_line() -> str:
+    from .cost.catalogue import catalogue_info
+    info = catalogue_info()
+    return f"prices: {info['name']} {info['version']}, catalogue as of {info['as_of']}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="aigw-validate", description=__doc__.splitlines()[0])
     ap.add_argument("files", nargs="+", type=Path)
@@ -124,11 +182,15 @@ def main(argv: list[str] | None = None) -> int:
             bad += 1
             continue
         errs = validate_doc(doc)
+        if not errs:
+            errs = [f"ai-router target '{key}' has no price and ai-cost enforces budgets with "
+                    "unpriced: reject (every request to it would get 402 model_not_priced); "
+                    "add it to ai-cost prices" for key in unpriced_targets(doc)]
         for e in errs:
             print(f"{f}: {e}", file=sys.stderr)
         bad += bool(errs)
         if not errs:
-            print(f"{f}: ok")
+            print(f"{f}: ok ({catalogue_line()})")
     return 1 if bad else 0
 
 

@@ -1,18 +1,16 @@
-"""Model price table and request cost (USD).
+"""Model prices and request cost (USD).
 
-Prices are USD per 1M tokens.  The packaged table (``aigw/data/prices.json``)
-is a default meant to be overridden from kong.yml; see docs/pricing.md for the
-table format, the lookup rule and the cost formula.
+Prices are USD per 1M tokens.  The default table is the maintained genai-prices
+catalogue (``aigw/cost/catalogue.py``, pinned, bundled, offline); ai-cost's
+``prices`` from kong.yml go on top.  See docs/pricing.md for the lookup rule,
+the entry format and the cost formula.
 """
 from __future__ import annotations
 
 import math
 import re
 from dataclasses import dataclass, replace
-from importlib import resources
 from typing import Any, Iterator, Mapping
-
-import orjson
 
 from aigw.types import Usage
 
@@ -64,45 +62,61 @@ class Price:
 
 
 class PriceTable:
-    """Immutable model -> Price map with a forgiving name lookup."""
+    """Model -> Price: explicit entries (overrides) first, then the catalogue.
+
+    A model may be given as a name (``"gpt-4o"``, ``"openai/gpt-4o"``) or as a
+    routing target (anything with ``.key``, ``.model`` and ``.provider.type`` /
+    ``.provider.base_url``): a target is looked up in the catalogue under its
+    provider's catalogue id, so ``azure-eu/gpt-4o`` gets Azure's price.
+    """
 
     def __init__(self, prices: Mapping[str, Price], *, as_of: str | None = None,
-                 source: Any = None):
+                 source: Any = None, catalogue: Any = None):
         self._prices: dict[str, Price] = {k.lower(): v for k, v in prices.items()}
         self.as_of = as_of
         self.source = source
+        self.catalogue = catalogue
 
     @classmethod
     def default(cls) -> "PriceTable":
+        """The catalogue alone (built once per process: importing it takes ~0.3 s)."""
         global _DEFAULT
         if _DEFAULT is None:
-            raw = orjson.loads(resources.files("aigw").joinpath("data/prices.json").read_bytes())
-            models = {name: _parse(name, entry) for name, entry in raw["models"].items()}
-            _DEFAULT = cls(models, as_of=raw.get("as_of"), source=raw.get("source"))
+            from .catalogue import Catalogue, catalogue_info
+            info = catalogue_info()
+            _DEFAULT = cls({}, as_of=info["as_of"], source=f"{info['name']} {info['version']}",
+                           catalogue=Catalogue())
         return _DEFAULT
 
     @classmethod
     def from_dict(cls, models: Mapping[str, Mapping[str, Any]]) -> "PriceTable":
-        """A table holding only ``models`` (same entry format as prices.json)."""
+        """A table holding only ``models`` (the entry format of ai-cost ``prices``), no catalogue."""
         return cls({name: _parse(name, entry) for name, entry in models.items()})
 
     def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]] | None) -> "PriceTable":
         """A new table where ``overrides`` replace fields of known models or add new ones.
 
-        Fields given as ``None`` count as absent (Kong fills unset record fields
-        with null).  A new model needs ``input`` and ``output``.
+        A known model is one this table prices under that name (an earlier
+        override, or the catalogue).  Fields given as ``None`` count as absent
+        (Kong fills unset record fields with null).  A new model needs ``input``
+        and ``output``.
         """
         prices = dict(self._prices)
         for name, entry in (overrides or {}).items():
             if not isinstance(entry, Mapping):
                 raise PriceError(f"prices[{name!r}]: expected an object")
             given = {k: v for k, v in entry.items() if v is not None}
-            base = self._prices.get(name.lower())
-            merged = {**_to_dict(base), **given} if base is not None else given
-            if base is not None and "tiers" in given:
+            base = self.lookup(name)
+            if base is None:
+                prices[name.lower()] = _parse(name, given)
+                continue
+            _parse(name, {"input": 0, "output": 0, **given})  # the fields given, checked alone
+            merged = {**_to_dict(base), **given}
+            if "tiers" in given:
                 merged["tiers"] = given["tiers"]
-            prices[name.lower()] = _parse(name, merged)
-        return PriceTable(prices, as_of=self.as_of, source=self.source)
+            # inherited catalogue rates may be below MIN_PRICE (a real sub-cent price)
+            prices[name.lower()] = _parse(name, merged, strict=False)
+        return PriceTable(prices, as_of=self.as_of, source=self.source, catalogue=self.catalogue)
 
     def __contains__(self, model: str) -> bool:
         return model.lower() in self._prices
@@ -113,30 +127,45 @@ class PriceTable:
     def __len__(self) -> int:
         return len(self._prices)
 
-    def lookup(self, model: str | None) -> Price | None:
-        """Exact name, then without provider prefixes, then without snapshot suffixes.
+    def lookup(self, model: Any) -> Price | None:
+        """Explicit entries by the name rule below, then the catalogue; None: unpriced.
 
-        Case-insensitive.  ``"azure-eu/gpt-4o-2024-08-06"`` tries
-        ``azure-eu/gpt-4o-2024-08-06``, ``azure-eu/gpt-4o``, ``gpt-4o-2024-08-06``,
-        ``gpt-4o``: the first name in the table wins, so an exact or
-        provider-specific entry always beats the generic one.
+        Explicit entries: case-insensitive; exact name, then without snapshot
+        suffixes, then the same without each leading ``prefix/``.
+        ``"azure-eu/gpt-4o-2024-08-06"`` tries ``azure-eu/gpt-4o-2024-08-06``,
+        ``azure-eu/gpt-4o``, ``gpt-4o-2024-08-06``, ``gpt-4o``: the first name in
+        the table wins, so a provider-specific entry beats the generic one.
         """
-        if not model:
+        key = getattr(model, "key", model)
+        if not key or not isinstance(key, str):
             return None
-        for candidate in _candidates(model.lower()):
+        for candidate in _candidates(key.lower()):
             price = self._prices.get(candidate)
+            if price is not None:
+                return price
+        if self.catalogue is None:
+            return None
+        provider = getattr(model, "provider", None)
+        if provider is not None:  # a routing target
+            for form in _prefix_forms(model.model):
+                price = self.catalogue.find(form, provider.type, provider.base_url)
+                if price is not None:
+                    return price
+            return None
+        for form, ptype in _name_forms(key):
+            price = self.catalogue.find(form, ptype)
             if price is not None:
                 return price
         return None
 
-    def cost(self, model: str | None, usage: Usage | None) -> float | None:
+    def cost(self, model: Any, usage: Usage | None) -> float | None:
         """USD cost of ``usage`` at ``model``'s price, or None when unpriced."""
         base = self.lookup(model)
         if base is None or usage is None:
             return None
         return usage_cost(base, usage)
 
-    def worst_case(self, model: str | None, prompt_tokens: int, max_output: int) -> float | None:
+    def worst_case(self, model: Any, prompt_tokens: int, max_output: int) -> float | None:
         """Upper bound before the call: no cache discount, all output at the dearer rate."""
         base = self.lookup(model)
         if base is None:
@@ -175,10 +204,36 @@ def usd_to_micros(x: float) -> int:
 _DEFAULT: PriceTable | None = None
 
 
+def _prefix_forms(name: str) -> list[str]:
+    """``a/b/c``, ``b/c``, ``c``."""
+    forms = [name]
+    while "/" in forms[-1]:
+        forms.append(forms[-1].split("/", 1)[1])
+    return forms
+
+
+def _name_forms(name: str) -> Iterator[tuple[str, str | None]]:
+    """Catalogue queries for a bare name: ``openai/gpt-4o`` is gpt-4o at OpenAI when the
+    prefix is a provider type we know; otherwise the provider is guessed from the name
+    (genai-prices' rule), then each provider we have an adapter for is tried in turn."""
+    from .catalogue import PROVIDER_IDS
+
+    head, sep, rest = name.partition("/")
+    if sep and head.lower() in PROVIDER_IDS:
+        yield from ((form, head.lower()) for form in _prefix_forms(rest))
+        return
+    forms = _prefix_forms(name)
+    yield from ((form, None) for form in forms)
+    for ptype in _FIRST_PARTY:
+        yield from ((form, ptype) for form in forms)
+
+
+# the first-party APIs tried, in this order, for a bare model name
+_FIRST_PARTY = ("openai", "anthropic", "gemini", "mistral")
+
+
 def _candidates(name: str) -> Iterator[str]:
-    prefixed = [name]
-    while "/" in prefixed[-1]:
-        prefixed.append(prefixed[-1].split("/", 1)[1])
+    prefixed = _prefix_forms(name)
     seen: set[str] = set()
     # provider-specific forms first (exact, then its snapshots), then generic ones
     for form in prefixed:
@@ -189,25 +244,25 @@ def _candidates(name: str) -> Iterator[str]:
             current = _SNAPSHOT.sub("", current)
 
 
-def _rate(model: str, field: str, value: Any) -> float:
+def _rate(model: str, field: str, value: Any, strict: bool = True) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise PriceError(f"prices[{model!r}].{field}: expected a number (USD per 1M tokens)")
     if value < 0:
         raise PriceError(f"prices[{model!r}].{field}: price must not be negative")
-    if 0 < value < MIN_PRICE:
+    if strict and 0 < value < MIN_PRICE:
         raise PriceError(
             f"prices[{model!r}].{field}: {value} looks like a per-token price; "
             f"prices are USD per 1M tokens (e.g. 2.5, not 0.0000025)")
     return float(value)
 
 
-def _parse(model: str, entry: Mapping[str, Any]) -> Price:
+def _parse(model: str, entry: Mapping[str, Any], strict: bool = True) -> Price:
     if not isinstance(entry, Mapping):
         raise PriceError(f"prices[{model!r}]: expected an object")
     unknown = set(entry) - _FIELDS
     if unknown:
         raise PriceError(f"prices[{model!r}].{sorted(unknown)[0]}: unknown field")
-    rates = _rates(model, entry, None)
+    rates = _rates(model, entry, None, strict)
     tiers_raw = entry.get("tiers") or ()
     if not isinstance(tiers_raw, (list, tuple)):
         raise PriceError(f"prices[{model!r}].tiers: expected a list")
@@ -223,13 +278,14 @@ def _parse(model: str, entry: Mapping[str, Any]) -> Price:
         above = raw.get("above_input_tokens")
         if isinstance(above, bool) or not isinstance(above, int) or above < 0:
             raise PriceError(f"prices[{where!r}].above_input_tokens: expected an integer >= 0")
-        tier_rates = {**rates, **_rates(where, raw, rates)}
+        tier_rates = {**rates, **_rates(where, raw, rates, strict)}
         tiers.append(Tier(above, Price(**tier_rates)))
     tiers.sort(key=lambda t: t.above_input_tokens)
     return replace(base, tiers=tuple(tiers))
 
 
-def _rates(model: str, entry: Mapping[str, Any], inherited: dict[str, Any] | None) -> dict[str, Any]:
+def _rates(model: str, entry: Mapping[str, Any], inherited: dict[str, Any] | None,
+           strict: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for field in _RATE_FIELDS:
         value = entry.get(field)
@@ -237,7 +293,7 @@ def _rates(model: str, entry: Mapping[str, Any], inherited: dict[str, Any] | Non
             if field in ("input", "output") and inherited is None:
                 raise PriceError(f"prices[{model!r}].{field}: required")
             continue
-        out[field] = _rate(model, field, value)
+        out[field] = _rate(model, field, value, strict)
     return out
 
 

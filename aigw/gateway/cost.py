@@ -24,7 +24,7 @@ class CostRuntime:
     def price_of(self, usage, target) -> float | None:
         if target is None or usage is None:
             return None
-        return self.prices.cost(target.key, usage)
+        return self.prices.cost(target, usage)
 
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cost")
@@ -37,7 +37,7 @@ class CostRuntime:
         prompt, max_out = worst_case_tokens(ctx, self.default_max_output)
         worst = []
         for t in ctx.plan:
-            w = self.prices.worst_case(t.key, prompt, max_out)
+            w = self.prices.worst_case(t, prompt, max_out)
             if w is None and self.cfg.get("unpriced", "reject") == "reject":
                 raise GatewayError(402, f"The model '{ctx.model.name}' has no price on this gateway, and this "
                                         "route enforces spend budgets; ask the operator to price it.",

@@ -17,7 +17,7 @@ import gevent
 import orjson
 import urllib3
 
-from .. import sse
+from .. import sse, tracing
 from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..types import Usage
@@ -66,7 +66,7 @@ def application(environ: dict[str, Any], start_response: Callable) -> Iterable[b
         start_response(_status_line(403), [("Content-Type", "application/json"),
                                            ("Content-Length", str(len(body)))])
         return [body]
-    return Relay(ctx).run(start_response)
+    return Relay(ctx, environ).run(start_response)
 
 
 def _drain(environ: dict[str, Any]) -> None:
@@ -78,11 +78,12 @@ def _drain(environ: dict[str, Any]) -> None:
 
 
 class Relay:
-    def __init__(self, ctx: RequestContext):
+    def __init__(self, ctx: RequestContext, environ: dict[str, Any] | None = None):
         self.ctx = ctx
         self.api = ANTHROPIC if ctx.api == "anthropic" else OPENAI
         self.outcome = Outcome(cache_status=ctx.cache_status)
         self.t0 = time.perf_counter()
+        self.trace = tracing.begin(ctx, environ)  # spans, traceparent (aigw/tracing.py)
 
     # ------------------------------------------------------------------ entry
     def run(self, start_response: Callable) -> Iterable[bytes]:
@@ -117,6 +118,7 @@ class Relay:
 
     def _finish(self) -> None:
         self.outcome.duration = time.perf_counter() - self.t0
+        self.trace.finish(self.ctx, self.outcome)
         self.ctx.finish(self.outcome)
 
     # -------------------------------------------------------------- upstreams
@@ -136,6 +138,7 @@ class Relay:
                 result = self._attempt(adapter, target, attempt, failover_status, start_response)
             except Retryable as r:
                 attempt.update(result=r.kind, status=r.status)
+                self.trace.attempt_failed(r.kind, r.status)
                 if breaker is not None:
                     breaker.record_failure(target.key)
                 last = r
@@ -183,6 +186,7 @@ class Relay:
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
             up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
+        self.trace.provider_call(target, up)
         try:
             resp = send(up.method, up.url, up.body, up.headers, p.connect_timeout, p.first_byte_timeout)
         except SendFailed as f:

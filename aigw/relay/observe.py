@@ -16,8 +16,15 @@ from ..context import Outcome, RequestContext
 log = logging.getLogger("aigw.access")
 
 # OpenTelemetry gen_ai.provider.name well-known values
-_OTEL_PROVIDER = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic",
-                  "gemini": "gcp.gemini", "mistral": "mistral_ai", "openai_compatible": "openai"}
+PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic",
+                  "gemini": "gcp.gemini", "mistral": "mistral_ai", "openai_compatible": "openai",
+                  "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai"}
+_OTEL_PROVIDER = PROVIDER_NAMES
+
+
+def operation_name(ctx: RequestContext) -> str:
+    """gen_ai.operation.name of a request."""
+    return "embeddings" if ctx.api == "embeddings" else "chat"
 
 
 def observe(ctx: RequestContext, outcome: Outcome) -> None:
@@ -28,7 +35,7 @@ def observe(ctx: RequestContext, outcome: Outcome) -> None:
         "aigw.api": ctx.api,
         "aigw.consumer": ctx.consumer_name,
         "http.response.status_code": outcome.status,
-        "gen_ai.operation.name": "embeddings" if ctx.api == "embeddings" else "chat",
+        "gen_ai.operation.name": operation_name(ctx),
         "gen_ai.request.model": ctx.model.name if ctx.model is not None else None,
         "gen_ai.response.model": target.model if target is not None else None,
         "gen_ai.provider.name": _OTEL_PROVIDER.get(target.provider.type) if target is not None else None,
@@ -58,7 +65,8 @@ def observe(ctx: RequestContext, outcome: Outcome) -> None:
             model=event["gen_ai.request.model"] or "", response_model=event["gen_ai.response.model"] or "",
             provider=event["aigw.provider"] or "", consumer=ctx.consumer_name or "",
             status=outcome.status, duration_s=outcome.duration, ttft_s=outcome.ttft,
-            usage=outcome.usage, cost=outcome.cost_usd)
+            usage=outcome.usage, cost=outcome.cost_usd, operation=event["gen_ai.operation.name"],
+            reached_provider=outcome.reached_provider)
         if outcome.cache_status:
             metrics.record_cache(outcome.cache_status)
     except ImportError:

@@ -27,15 +27,17 @@ from .conftest import Gateway, add_model, burst, free_port, plugin_config, refer
 ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CONSUMER = "demo-app"
-PACKAGED = orjson.loads((ROOT / "aigw" / "data" / "prices.json").read_bytes())["models"]
-
 
 def packaged_price(provider: str, model: str) -> dict:
-    """The packaged entry for ``provider/model``: exact, then the bare id, then undated."""
-    for name in (f"{provider}/{model}", model, re.sub(r"-(\d{8}|\d{4}-\d{2}-\d{2}|latest)$", "", model)):
-        if name in PACKAGED:
-            return PACKAGED[name]
-    raise KeyError(model)
+    """The catalogue's price for ``model`` at the reference config's ``provider``, read from
+    genai-prices directly (not through the gateway's conversion)."""
+    from datetime import UTC, datetime
+
+    from genai_prices import data_snapshot
+    pid = {"gemini": "google"}.get(provider, provider)
+    _, info = data_snapshot.get_snapshot().find_provider_model(model, None, pid, None)
+    mp = info.get_prices(datetime.now(UTC))
+    return {"input": float(mp.input_mtok), "output": float(mp.output_mtok)}
 
 
 def mock_usage(prompt: str, reply: str) -> tuple[int, int]:
@@ -158,7 +160,7 @@ def test_unpriced_model_on_unbudgeted_route_is_served_without_cost(priced):
 
 
 def test_metrics_move_after_requests(priced):
-    labels = {"gen_ai_request_model": "gpt-4o-mini", "consumer": CONSUMER}
+    labels = {"gen_ai_request_model": "gpt-4o-mini", "gen_ai_operation_name": "chat"}
     requests.post(priced.url + "/v1/chat/completions", headers=priced.headers(),
                   json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "warm up"}]})
     before = scrape(priced)
@@ -183,6 +185,20 @@ def test_metrics_move_after_requests(priced):
     assert delta("gen_ai_client_token_usage_sum", gen_ai_token_type="output") == n * c
     assert delta("gen_ai_client_token_usage_count", gen_ai_token_type="input") == n
     assert delta("aigw_cost_usd_total") == pytest.approx(n * cost)
+    assert delta("gen_ai_client_operation_duration_seconds_count", error_type="") == n
+    # no per-consumer series unless AIGW_METRICS_CONSUMER_LABEL is set
+    assert not any("consumer" in dict(lab) for (_, lab) in scrape(priced))
+
+
+def test_consumer_label_is_opt_in(make_gateway):
+    gw = make_gateway(env={"AIGW_METRICS_CONSUMER_LABEL": "true"})
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "REPLY:per consumer"}]})
+    assert r.status_code == 200
+    deadline = time.time() + 5
+    while time.time() < deadline and not metric(scrape(gw), "aigw_requests_total", consumer=CONSUMER):
+        time.sleep(0.05)
+    assert metric(scrape(gw), "aigw_requests_total", consumer=CONSUMER, gen_ai_operation_name="chat") >= 1
 
 
 # ------------------------------------------------------------------- budgets

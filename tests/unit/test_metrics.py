@@ -7,8 +7,8 @@ from aigw import metrics
 from aigw.metrics import Metrics
 from aigw.types import Usage
 
-LABELS = {"gen_ai_request_model": "gpt-4o", "gen_ai_response_model": "gpt-4o-2024-08-06",
-          "gen_ai_provider_name": "openai", "consumer": "alice"}
+LABELS = {"gen_ai_operation_name": "chat", "gen_ai_request_model": "gpt-4o",
+          "gen_ai_response_model": "gpt-4o-2024-08-06", "gen_ai_provider_name": "openai"}
 
 
 def value(m: Metrics, name: str, **labels: str) -> float:
@@ -99,13 +99,14 @@ def test_missing_labels_are_empty_not_none() -> None:
     m.record_request(None, None, None, None, 0, 0.2)
     text = m.render().decode()
     assert "None" not in text
-    assert value(m, "aigw_requests_total", gen_ai_request_model="", gen_ai_response_model="",
-                 gen_ai_provider_name="", consumer="", status_class="unknown", outcome="error") == 1
+    assert value(m, "aigw_requests_total", gen_ai_operation_name="chat", gen_ai_request_model="",
+                 gen_ai_response_model="", gen_ai_provider_name="", status_class="unknown",
+                 outcome="error") == 1
 
 
 def test_render_uses_own_registry() -> None:
     a, b = Metrics(), Metrics()
-    record(a, consumer="only-in-a")
+    record(a, model="only-in-a")
     assert b"only-in-a" in a.render()
     assert b"only-in-a" not in b.render()
     assert b"# TYPE gen_ai_client_token_usage histogram" in a.render()
@@ -139,3 +140,47 @@ def test_start_server_under_gevent_monkey_patching() -> None:
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[2], timeout=60, check=True).stdout.split()
     assert out == ["gevent.pywsgi", "200", "True"]
+
+
+# --- gen_ai.client.operation.duration, operation name, opt-in consumer label ---
+
+def test_client_operation_duration_only_for_requests_that_reached_a_provider() -> None:
+    m = Metrics()
+    name = "gen_ai_client_operation_duration_seconds"
+    record(m, duration_s=0.3, reached_provider=True)
+    record(m, 502, duration_s=2.0, reached_provider=True)
+    record(m, 429, duration_s=0.001)  # refused before any provider call
+    assert value(m, f"{name}_count", **LABELS, error_type="") == 1
+    assert value(m, f"{name}_sum", **LABELS, error_type="502") == 2.0
+    assert value(m, f"{name}_count", **LABELS, error_type="429") == 0
+    assert value(m, f"{name}_bucket", **LABELS, error_type="", le="0.32") == 1
+    assert value(m, "gen_ai_server_request_duration_seconds_count", **LABELS, error_type="429") == 1
+    assert b"# TYPE gen_ai_client_operation_duration_seconds histogram" in m.render()
+
+
+def test_operation_name_is_a_label() -> None:
+    m = Metrics()
+    record(m, operation="embeddings", usage=Usage(input_tokens=10))
+    emb = dict(LABELS, gen_ai_operation_name="embeddings")
+    assert value(m, "aigw_requests_total", **emb, status_class="2xx", outcome="success") == 1
+    assert value(m, "gen_ai_client_token_usage_sum", **emb, gen_ai_token_type="input") == 10
+    assert value(m, "aigw_requests_total", **LABELS, status_class="2xx", outcome="success") == 0
+
+
+def test_consumer_label_is_off_by_default() -> None:
+    m = Metrics(consumer_label=False)
+    record(m, consumer="alice")
+    assert b"alice" not in m.render() and b"consumer=" not in m.render()
+
+
+def test_consumer_label_opt_in(monkeypatch) -> None:
+    m = Metrics(consumer_label=True)
+    record(m, consumer="alice")
+    assert value(m, "aigw_requests_total", **LABELS, consumer="alice", status_class="2xx",
+                 outcome="success") == 1
+    monkeypatch.setenv("AIGW_METRICS_CONSUMER_LABEL", "true")
+    assert Metrics().consumer_label is True
+    monkeypatch.setenv("AIGW_METRICS_CONSUMER_LABEL", "0")
+    assert Metrics().consumer_label is False
+    monkeypatch.delenv("AIGW_METRICS_CONSUMER_LABEL")
+    assert Metrics().consumer_label is False

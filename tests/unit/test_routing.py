@@ -284,13 +284,15 @@ def test_cost_picks_cheapest_capable_under_data_class(router: RouterConfig) -> N
 
 def test_cost_follows_price_tiers() -> None:
     cfg = base_config()
+    cfg["providers"].append({"name": "google", "type": "gemini",
+                             "base_url": "https://generativelanguage.googleapis.com"})
     cfg["models"][1]["targets"] = [{"provider": "openai", "model": "gpt-4.1"},
-                                   {"provider": "local", "model": "gemini-2.5-pro"}]
+                                   {"provider": "google", "model": "gemini-2.5-pro"}]
     router = RouterConfig.from_dict(cfg, env={})
     spec = router.models["cheap"]
     # 10k prompt: gemini 1.25 < gpt-4.1 2.00; 300k prompt: gemini's long tier 2.50 > 2.00
     assert keys(router.plan(spec, Needs(prompt_tokens=10000, max_output=1), sticky_key=None))[0] \
-        == "local/gemini-2.5-pro"
+        == "google/gemini-2.5-pro"
     assert keys(router.plan(spec, Needs(prompt_tokens=300000, max_output=1), sticky_key=None))[0] \
         == "openai/gpt-4.1"
 
