@@ -16,7 +16,7 @@ import gevent
 import orjson
 import urllib3
 
-from .. import sse
+from .. import cloud_auth, sse
 from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..types import Usage
@@ -148,7 +148,8 @@ class Relay:
         tgt = self.outcome.attempts[-1]["provider"]
         detail = {"connect": "connection failed", "timeout": "timed out",
                   "first_token_timeout": "first token did not arrive in time",
-                  "protocol": "sent an invalid response"}.get(last.kind, f"answered {last.status}")
+                  "protocol": "sent an invalid response",
+                  "credentials": "could not be authenticated"}.get(last.kind, f"answered {last.status}")
         msg = f"All {n} upstream attempt(s) failed; last: provider '{tgt}' {detail}"
         if last.summary:
             msg += f": {last.summary}"
@@ -168,6 +169,10 @@ class Relay:
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
             up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
+        try:
+            up = cloud_auth.authorize(p, up)  # SigV4 / OAuth token for bedrock and vertex
+        except cloud_auth.CredentialsError as exc:
+            raise Retryable("credentials", summary=str(exc))
         timeout = urllib3.Timeout(connect=p.connect_timeout, read=p.first_byte_timeout)
         try:
             resp = POOL.urlopen(up.method, up.url, body=up.body, headers=up.headers,

@@ -17,7 +17,8 @@ log = logging.getLogger("aigw.access")
 
 # OpenTelemetry gen_ai.provider.name well-known values
 _OTEL_PROVIDER = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic",
-                  "gemini": "gcp.gemini", "mistral": "mistral_ai", "openai_compatible": "openai"}
+                  "gemini": "gcp.gemini", "mistral": "mistral_ai", "openai_compatible": "openai",
+                  "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai"}
 
 
 def observe(ctx: RequestContext, outcome: Outcome) -> None:
