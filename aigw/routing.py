@@ -23,7 +23,8 @@ __all__ = [
     "sticky_key", "PROVIDER_TYPES", "CAPABILITIES",
 ]
 
-PROVIDER_TYPES = frozenset({"openai", "azure", "anthropic", "gemini", "mistral", "openai_compatible"})
+PROVIDER_TYPES = frozenset({"openai", "azure", "anthropic", "gemini", "mistral", "openai_compatible",
+                            "bedrock", "vertex"})
 DEFAULT_BASE_URLS = {
     "openai": "https://api.openai.com/v1",
     "anthropic": "https://api.anthropic.com",
@@ -43,7 +44,8 @@ DATA_CLASS = "data_class"
 CIRCUIT_OPEN = "circuit_open"
 
 _PROVIDER_KEYS = frozenset({"name", "type", "base_url", "api_key", "api_key_env", "api_version",
-                            "timeouts", "headers"})
+                            "timeouts", "headers", "region", "project", "credentials_file",
+                            "credentials_json"})
 _MODEL_KEYS = frozenset({"name", "aliases", "strategy", "sticky", "capabilities", "context_window",
                          "max_output", "tags", "allow", "targets"})
 _TARGET_KEYS = frozenset({"provider", "model", "weight", "variant", "tags"})
@@ -496,10 +498,34 @@ def _provider(raw: Any, path: str, env: Mapping[str, str]) -> ProviderConfig:
     headers_raw = _obj(obj.get("headers") or {}, f"{path}.headers")
     headers = {_str(k, f"{path}.headers"): _str(v, f"{path}.headers.{k}")
                for k, v in headers_raw.items()}
+    cloud = _cloud_fields(obj, path, type_)
+    if type_ == "vertex" and api_key is not None:
+        raise ConfigError(f"{path}.api_key", "type 'vertex' authenticates with google-auth "
+                                             "(credentials_file, credentials_json or ADC)")
     return ProviderConfig(name=name, type=type_, base_url=base_url.rstrip("/"), api_key=api_key,
                           api_version=api_version, connect_timeout=timeouts["connect"],
                           first_byte_timeout=timeouts["first_byte"],
-                          total_timeout=timeouts["total"], headers=headers)
+                          total_timeout=timeouts["total"], headers=headers, **cloud)
+
+
+def _cloud_fields(obj: Mapping[str, Any], path: str, type_: str) -> dict[str, str | None]:
+    """region / project / credentials_*: only for bedrock and vertex, required where needed."""
+    out = {k: _opt_str(obj.get(k), f"{path}.{k}")
+           for k in ("region", "project", "credentials_file", "credentials_json")}
+    allowed = {"bedrock": {"region"},
+               "vertex": {"region", "project", "credentials_file", "credentials_json"}
+               }.get(type_, set())
+    for key, value in out.items():
+        if value is not None and key not in allowed:
+            raise ConfigError(f"{path}.{key}", f"not used by type '{type_}'")
+    required = {"bedrock": ("region",), "vertex": ("region", "project")}.get(type_, ())
+    for key in required:
+        if out[key] is None:
+            raise ConfigError(f"{path}.{key}", f"required for type '{type_}'")
+    if out["credentials_file"] is not None and out["credentials_json"] is not None:
+        raise ConfigError(f"{path}.credentials_json",
+                          "set credentials_file or credentials_json, not both")
+    return out
 
 
 def _model(raw: Any, path: str, providers: Mapping[str, ProviderConfig]) -> ModelSpec:

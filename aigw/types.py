@@ -71,7 +71,7 @@ class ProviderConfig:
     """One provider entry of the ai-router config, credentials already resolved."""
 
     name: str
-    type: str  # openai | azure | anthropic | gemini | mistral | openai_compatible
+    type: str  # openai | azure | anthropic | gemini | mistral | openai_compatible | bedrock | vertex
     base_url: str
     api_key: str | None = None
     api_version: str | None = None  # azure
@@ -79,6 +79,10 @@ class ProviderConfig:
     first_byte_timeout: float = 30.0
     total_timeout: float = 300.0
     headers: dict[str, str] = field(default_factory=dict)  # extra static headers
+    region: str | None = None  # bedrock (SigV4 scope), vertex (location)
+    project: str | None = None  # vertex
+    credentials_file: str | None = None  # vertex: service-account key file
+    credentials_json: str | None = None  # vertex: service-account key, JSON text
 
 
 @dataclass

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
-from . import anthropic_api, gemini_api, openai_api
+from . import anthropic_api, bedrock_api, gemini_api, openai_api, vertex_api
 from .wire import Request, Response, Stream, json_response
 
 DEFAULT_API_KEY = "mock-key"
@@ -27,6 +27,9 @@ RECORD_LIMIT = 10_000
 
 _AZURE = re.compile(r"^/openai/deployments/([^/]+)/(chat/completions|embeddings)$")
 _GEMINI = re.compile(r"^/v1(?:beta|alpha)?/models/([^/:]+):(generateContent|streamGenerateContent)$")
+_BEDROCK = re.compile(r"^/model/([^/]+)/(converse|converse-stream)$")
+_VERTEX = re.compile(r"^/v1/projects/[^/]+/locations/[^/]+/publishers/(google|anthropic)/models/"
+                     r"([^/:]+):(\w+)$")
 
 
 class MockState:
@@ -38,6 +41,15 @@ class MockState:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._records: deque[dict[str, Any]] = deque(maxlen=record_limit)
+        self._tokens: dict[str, float] = {}  # OAuth access token -> expiry (vertex)
+
+    def issue(self, token: str, expires: float) -> None:
+        with self._lock:
+            self._tokens[token] = expires
+
+    def token_valid(self, token: str) -> bool:
+        with self._lock:
+            return self._tokens.get(token, 0.0) > time.time()
 
     def next_id(self) -> int:
         with self._lock:
@@ -81,6 +93,13 @@ def route(req: Request) -> Response | Stream:
     if method == "POST" and (m := _GEMINI.match(path)):
         return gemini_api.check_auth(req) or gemini_api.generate(
             req, unquote(m.group(1)), m.group(2) == "streamGenerateContent")
+    if method == "POST" and (m := _BEDROCK.match(path)):
+        return bedrock_api.check_auth(req) or bedrock_api.converse(
+            req, unquote(m.group(1)), m.group(2) == "converse-stream")
+    if method == "POST" and (m := _VERTEX.match(path)):
+        return vertex_api.predict(req, m.group(1), unquote(m.group(2)), m.group(3))
+    if method == "POST" and path == "/token":
+        return vertex_api.token(req)
     return openai_api.error(404, f"Unknown route: {method} {path}", "not_found",
                             "invalid_request_error")
 
@@ -135,7 +154,7 @@ class Handler(BaseHTTPRequestHandler):
         state.record({"method": self.command, "path": url.path, "query": query,
                       "headers": headers, "body": body, "time": time.time()})
         req = Request(self.command, url.path, query, headers, body, state.api_key,
-                      state.next_id)
+                      state.next_id, state, raw, url.path)
         resp = route(req)
         if resp.slow_ms:
             time.sleep(resp.slow_ms / 1000)

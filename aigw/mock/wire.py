@@ -21,6 +21,9 @@ class Request:
     body: Any  # parsed JSON, or text when not JSON, or None when empty
     api_key: str | None  # the key the mock expects (None: any)
     next_id: Callable[[], int]  # per-server counter for response ids
+    state: Any = None  # the server's MockState (issued OAuth tokens)
+    raw_body: bytes = b""  # the body as received (SigV4 signs these bytes)
+    raw_path: str = ""  # the path as received, still percent-encoded
 
 
 @dataclass

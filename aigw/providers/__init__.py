@@ -3,16 +3,18 @@ from __future__ import annotations
 
 from aigw.providers.anthropic import AnthropicAdapter
 from aigw.providers.azure import AzureAdapter
+from aigw.providers.bedrock import BedrockAdapter
 from aigw.providers.base import (Adapter, NotSupported, ProviderProtocolError, StreamDecoder,
                                  UpstreamStreamError)
 from aigw.providers.gemini import GeminiAdapter
 from aigw.providers.mistral import MistralAdapter
 from aigw.providers.openai import OpenAIAdapter
 from aigw.providers.openai_compatible import OpenAICompatibleAdapter
+from aigw.providers.vertex import VertexAdapter
 
 ADAPTERS: dict[str, Adapter] = {a.type: a for a in (
     OpenAIAdapter(), AzureAdapter(), AnthropicAdapter(), GeminiAdapter(), MistralAdapter(),
-    OpenAICompatibleAdapter())}
+    OpenAICompatibleAdapter(), BedrockAdapter(), VertexAdapter())}
 
 
 def get_adapter(type: str) -> Adapter:

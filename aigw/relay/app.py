@@ -17,7 +17,7 @@ import gevent
 import orjson
 import urllib3
 
-from .. import sse, tracing
+from .. import cloud_auth, sse, tracing
 from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..types import Usage
@@ -166,7 +166,8 @@ class Relay:
         detail = {"connect": "connection failed", "timeout": "timed out",
                   "first_token_timeout": "first token did not arrive in time",
                   "protocol": "sent an invalid response",
-                  "empty": "sent a stream with no output"}.get(last.kind, f"answered {last.status}")
+                  "empty": "sent a stream with no output",
+                  "credentials": "could not be authenticated"}.get(last.kind, f"answered {last.status}")
         msg = f"All {n} upstream attempt(s) failed; last: provider '{tgt}' {detail}"
         if last.summary:
             msg += f": {last.summary}"
@@ -187,6 +188,10 @@ class Relay:
         else:
             up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
         self.trace.provider_call(target, up)
+        try:
+            up = cloud_auth.authorize(p, up)  # SigV4 / OAuth token for bedrock and vertex
+        except cloud_auth.CredentialsError as exc:
+            raise Retryable("credentials", summary=str(exc))
         try:
             resp = send(up.method, up.url, up.body, up.headers, p.connect_timeout, p.first_byte_timeout)
         except SendFailed as f:

@@ -27,11 +27,12 @@ def body_of(req) -> dict:
 
 
 def test_registry_and_unknown_type():
-    assert set(ALL) == {"openai", "azure", "anthropic", "gemini", "mistral", "openai_compatible"}
+    assert set(ALL) == {"openai", "azure", "anthropic", "gemini", "mistral", "openai_compatible",
+                        "bedrock", "vertex"}
     for name in ALL:
         assert get_adapter(name).type == name
-    with pytest.raises(KeyError, match="bedrock"):
-        get_adapter("bedrock")
+    with pytest.raises(KeyError, match="sagemaker"):
+        get_adapter("sagemaker")
 
 
 @pytest.mark.parametrize("base_url, expected", [
@@ -86,7 +87,7 @@ AUTH = {"openai": ("authorization", "Bearer sk-test-secret-123"),
         "gemini": ("x-goog-api-key", "sk-test-secret-123")}
 
 
-@pytest.mark.parametrize("type_", ALL)
+@pytest.mark.parametrize("type_", sorted(AUTH))  # bedrock/vertex: tests/unit/test_providers_cloud.py
 def test_auth_header_wins_over_static_headers(type_):
     provider = cfg(type_, headers={"Authorization": "Bearer other", "x-api-key": "other",
                                    "api-key": "other", "x-goog-api-key": "other",

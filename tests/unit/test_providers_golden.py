@@ -5,6 +5,7 @@ Files (each optional; a check runs when its input and expected files exist):
   canonical_request.json -> provider_request.json (stream=False), provider_request_stream.json
   provider_response.json -> canonical_response.json
   provider_stream.sse -> canonical_chunks.json (+ stream_state.json: usage/finish_reason/done)
+    (provider_stream.bin instead for binary streams: Bedrock's AWS event-stream frames)
   canonical_embeddings_request.json -> provider_embeddings_request.json
   provider_embeddings_response.json -> canonical_embeddings_response.json
 """
@@ -21,7 +22,9 @@ from aigw.providers import base, get_adapter
 from aigw.types import ProviderConfig, UpstreamRequest
 
 ROOT = Path(__file__).resolve().parents[1] / "fixtures" / "providers"
-PROVIDERS = ["openai", "azure", "anthropic", "gemini", "mistral", "openai_compatible"]
+PROVIDERS = ["openai", "azure", "anthropic", "gemini", "mistral", "openai_compatible", "bedrock",
+             "vertex"]
+STREAM_FILES = ("provider_stream.sse", "provider_stream.bin")
 CREATED = 1700000000
 
 
@@ -29,11 +32,21 @@ def load(path: Path):
     return orjson.loads(path.read_bytes())
 
 
+def _has(case: Path, name: str) -> bool:
+    if name == "provider_stream.sse":
+        return any((case / n).exists() for n in STREAM_FILES)
+    return (case / name).exists()
+
+
+def stream_bytes(case: Path) -> bytes:
+    return next((case / n).read_bytes() for n in STREAM_FILES if (case / n).exists())
+
+
 def cases(*needed: str) -> list:
     out = []
     for provider in PROVIDERS:
         for case in sorted((ROOT / provider).glob("*/")):
-            if case.is_dir() and all((case / n).exists() for n in needed):
+            if case.is_dir() and all(_has(case, n) for n in needed):
                 out.append(pytest.param(case, id=f"{provider}/{case.name}"))
     return out
 
@@ -63,7 +76,7 @@ def as_dict(req: UpstreamRequest) -> dict:
 def test_every_provider_has_fixtures():
     for provider in PROVIDERS:
         names = {p.name for p in (ROOT / provider).rglob("*")}
-        assert "provider_stream.sse" in names, provider
+        assert names & set(STREAM_FILES), provider
         assert "provider_request.json" in names, provider
         assert "canonical_response.json" in names, provider
 
@@ -117,7 +130,7 @@ def check_state(dec, case: Path) -> None:
 @pytest.mark.parametrize("case", cases("provider_stream.sse", "canonical_chunks.json"))
 def test_chat_stream_whole(case):
     provider, model = config(case)
-    raw = (case / "provider_stream.sse").read_bytes()
+    raw = stream_bytes(case)
     got, dec = decode(get_adapter(provider.type), model, [raw])
     assert got == load(case / "canonical_chunks.json")
     check_state(dec, case)
@@ -128,7 +141,7 @@ def test_chat_stream_every_split(case, monkeypatch):
     """Two pieces, split at every byte offset; and one byte at a time."""
     provider, model = config(case)
     adapter = get_adapter(provider.type)
-    raw = (case / "provider_stream.sse").read_bytes()
+    raw = stream_bytes(case)
     expected = load(case / "canonical_chunks.json")
     for i in range(1, len(raw)):
         monkeypatch.setattr(base, "new_id",
@@ -171,7 +184,7 @@ def test_openai_sdk_reads_decoded_stream(case):
 
     provider, model = config(case)
     chunks, dec = decode(get_adapter(provider.type), model,
-                         [(case / "provider_stream.sse").read_bytes()])
+                         [stream_bytes(case)])
     body = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
     class Handler(http.server.BaseHTTPRequestHandler):

@@ -116,7 +116,7 @@ def _set(cfg: dict, path: list, value: Any) -> None:
     (["models", 0, "targets", 1, "provider"], "nope", "models[0].targets[1].provider"),
     (["providers", 1, "name"], "openai", "providers[1].name"),
     (["providers", 1, "api_version"], None, "providers[1].api_version"),
-    (["providers", 0, "type"], "bedrock", "providers[0].type"),
+    (["providers", 0, "type"], "sagemaker", "providers[0].type"),
     (["providers", 3, "base_url"], None, "providers[3].base_url"),
     (["providers", 3, "base_url"], "ftp://x", "providers[3].base_url"),
     (["providers", 0, "api_key_env"], "OPENAI_KEY", "providers[0].api_key_env"),
