@@ -57,7 +57,7 @@ class CacheRuntime:
 
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cache")
-        if ctx.api not in ("chat", "anthropic") or not ctx.plan:
+        if ctx.api not in ("chat", "anthropic", "responses") or not ctx.plan:
             return
         ok, reason = cacheable(ctx.canonical, ctx.headers,
                                allow_nondeterministic=bool(self.cfg.get("allow_nondeterministic")))

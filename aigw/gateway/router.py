@@ -38,6 +38,8 @@ class RouterRuntime:
         self.needs_groups = any(m.allow_groups for m in self.config.models.values())
         # plugins that must have completed their decision before the relay forwards
         self.required_plugins = frozenset(cfg.get("required_plugins") or ())
+        from ..ingress.responses_state import state_store
+        self.responses_store = state_store(cfg.get("responses"))
 
     # ------------------------------------------------------------------
     def access(self, ctx: RequestContext) -> None:
@@ -49,7 +51,10 @@ class RouterRuntime:
             raise GatewayError(413, f"The request body exceeds the limit of {self.max_body} bytes.",
                                code="request_too_large")
         body = parse_body(ctx)
-        if ctx.api == "anthropic":
+        if ctx.api == "responses":
+            from .responses import prepare
+            canonical = prepare(ctx, body, self.responses_store)
+        elif ctx.api in ("anthropic", "count_tokens"):
             from ..ingress.anthropic import to_openai_request
             canonical = to_openai_request(body)
         elif ctx.api == "embeddings":
@@ -75,7 +80,7 @@ class RouterRuntime:
         capability = "embeddings" if ctx.api == "embeddings" else "chat"
         stream = bool(canonical.get("stream")) and capability == "chat"
         so = canonical.get("stream_options")
-        include_usage = stream and ctx.api != "anthropic" and isinstance(so, dict) and so.get("include_usage") is True
+        include_usage = stream and ctx.api == "chat" and isinstance(so, dict) and so.get("include_usage") is True
         count = maybe_off_loop(len(ctx.raw_body), self._count, canonical, spec, capability)
         max_out = canonical.get("max_completion_tokens") or canonical.get("max_tokens")
         max_out = max_out if isinstance(max_out, int) and max_out > 0 else None

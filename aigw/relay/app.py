@@ -223,7 +223,10 @@ class Relay:
         self.outcome.status = 200
         cost = 0.0 if cached else self._cost(usage, target)
         self.outcome.cost_usd = cost
-        if self.api == ANTHROPIC:
+        if ctx.api == "responses":
+            from ..gateway.responses import answer
+            body = orjson.dumps(answer(ctx, resp, usage))
+        elif self.api == ANTHROPIC:
             from ..ingress.anthropic import from_openai_response
             body = orjson.dumps(from_openai_response(resp, ctx.model.name if ctx.model else resp.get("model", "")))
         else:
@@ -410,7 +413,10 @@ class StreamOut:
         self.restorers: dict[tuple, Any] = {}
         self.template: dict[str, Any] = {}
         self.encoder = None
-        if relay.api == ANTHROPIC:
+        if self.ctx.api == "responses":
+            from ..gateway.responses import encoder
+            self.encoder = encoder(self.ctx)
+        elif relay.api == ANTHROPIC:
             from ..ingress.anthropic import StreamEncoder
             pc = self.ctx.prompt_count.tokens if self.ctx.prompt_count is not None else None
             self.encoder = StreamEncoder(self.ctx.model.name if self.ctx.model else "", pc)
@@ -510,7 +516,9 @@ class StreamOut:
         relay = self.relay
         relay.outcome.usage = self.usage_so_far()
         err = error_body(relay.api, 502, message, "stream_error")
-        if self.encoder is not None:
+        if hasattr(self.encoder, "error"):
+            yield self.encoder.error(message)
+        elif self.encoder is not None:
             yield sse.encode(err, event="error")
         else:
             yield sse.encode(err)
