@@ -51,12 +51,15 @@ class RouterRuntime:
             raise GatewayError(413, f"The request body exceeds the limit of {self.max_body} bytes.",
                                code="request_too_large")
         body = parse_body(ctx)
+        native_only: list[str] = []  # Anthropic content only an Anthropic target can read
         if ctx.api == "responses":
             from .responses import prepare
             canonical = prepare(ctx, body, self.responses_store)
         elif ctx.api in ("anthropic", "count_tokens"):
             from ..ingress.anthropic import to_openai_request
-            canonical = to_openai_request(body)
+            if ctx.api == "count_tokens":  # a Messages body without the generation settings
+                body = {**body, "max_tokens": body.get("max_tokens") or 1, "stream": False}
+            canonical = to_openai_request(body, dropped=native_only)
         elif ctx.api == "embeddings":
             from ..ingress.openai import validate_embeddings
             validate_embeddings(body)
@@ -91,14 +94,25 @@ class RouterRuntime:
         err = plan.error()
         if err is not None:
             raise err
+        targets = plan.targets
+        if native_only:
+            targets = [t for t in targets if t.provider.type == "anthropic"]
+            if not targets:
+                raise GatewayError(400, f"Content of type {native_only[0]!r} can only be sent to an "
+                                        f"Anthropic model; '{spec.name}' has no Anthropic target.",
+                                   code="not_supported", param="messages")
         ctx.model = spec
-        ctx.plan = plan.targets
+        ctx.plan = targets
         ctx.canonical = canonical
         ctx.stream = stream
         ctx.include_usage = include_usage
         ctx.prompt_count = count
         ctx.max_output = max_out
         ctx.router = self
+        if ctx.api == "count_tokens" and not any(t.provider.type == "anthropic" for t in targets):
+            # the gateway's own count, in Anthropic's format (exact counts come from the
+            # provider's count_tokens endpoint, for Anthropic targets, in the relay)
+            raise Respond(200, {"input_tokens": count.tokens}, {"X-AI-Token-Count": "estimated"})
 
     def _count(self, canonical: dict[str, Any], spec, capability: str):
         from ..tokens import counting

@@ -91,6 +91,9 @@ class Relay:
                                         "it was not sent to any model.", code="gateway_incomplete")
             if ctx.cache_entry is not None:
                 return self._replay(start_response)
+            if ctx.api == "count_tokens":
+                from .native import count_tokens
+                return count_tokens(self, start_response)
             return self._call_targets(start_response)
         except GatewayError as err:
             return self._error(start_response, err)
@@ -164,7 +167,11 @@ class Relay:
                  start_response: Callable) -> Iterable[bytes]:
         ctx = self.ctx
         p = target.provider
-        if ctx.api == "embeddings":
+        from . import native
+        same_api = native.passes_through(ctx, target)  # Anthropic -> Anthropic: the client's own body
+        if same_api:
+            up = native.request(ctx, target)
+        elif ctx.api == "embeddings":
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
             up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
@@ -188,6 +195,8 @@ class Relay:
             status = 502 if resp.status in (401, 403, 407) else resp.status
             raise GatewayError(status, f"Provider '{p.name}' rejected the request ({resp.status}): {summary}",
                                code="provider_error")
+        if same_api:
+            return native.answer(self, adapter, target, attempt, resp, start_response)
         if ctx.stream and ctx.api != "embeddings":
             return self._stream(adapter, target, attempt, resp, start_response)
         try:
