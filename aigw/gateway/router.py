@@ -38,11 +38,19 @@ class RouterRuntime:
         self.needs_groups = any(m.allow_groups for m in self.config.models.values())
         # plugins that must have completed their decision before the relay forwards
         self.required_plugins = frozenset(cfg.get("required_plugins") or ())
+        self.allow_anonymous = bool(cfg.get("allow_anonymous", False))
         from ..ingress.responses_state import state_store
         self.responses_store = state_store(cfg.get("responses"))
 
     # ------------------------------------------------------------------
     def access(self, ctx: RequestContext) -> None:
+        if not self.allow_anonymous and ctx.headers.get("x-anonymous-consumer") == "true":
+            # Kong's auth plugins with `anonymous` (logical OR of jwt and key-auth) let a request
+            # without valid credentials through as the anonymous consumer and say so in this
+            # header (set_consumer in kong/plugins/{key-auth,jwt}/handler.lua; cleared whenever
+            # a credential matched, so a client cannot forge it past a successful login)
+            raise GatewayError(401, "Authentication required: send a valid key as 'Authorization: "
+                                    "Bearer <key>' or 'x-api-key: <key>'.", code="unauthorized")
         consumer = ctx.consumer_name
         groups = ctx.groups or []
         if ctx.api == "models":
