@@ -54,7 +54,7 @@ class Outcome:
 @dataclass
 class RequestContext:
     id: str
-    api: str                       # chat | embeddings | models | anthropic
+    api: str                       # chat | embeddings | models | anthropic | responses | count_tokens
     path: str
     headers: dict[str, str]
     raw_body: bytes
@@ -91,6 +91,10 @@ class RequestContext:
     # event mid-way (real Kong logs an RPC error and continues), the relay refuses
     pending: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)  # plugins whose access decision completed
+    # client APIs translated in several steps (Responses API): the ingress's own state, and
+    # ai-redact's scan deferred until the router has rebuilt the whole conversation
+    ingress: Any = None
+    deferred_scan: Callable[[dict[str, Any]], None] | None = None
     state: str = "open"            # open -> claimed -> finished
     ticket: str = ""
 

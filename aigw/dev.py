@@ -22,6 +22,7 @@ import jwt
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_JWT_SECRET = "demo-jwt-secret-change-me-0123456789"
 MOCK_KEY = "mock-key"
+DEMO_API_KEY = "demo-app-key-change-me"  # the demo consumer's key-auth key (x-api-key)
 
 
 def gateway_env(mock_url: str, redis_url: str = "redis://127.0.0.1:6379/0") -> dict[str, str]:

@@ -31,6 +31,8 @@ _API_BY_SUFFIX = (
     ("/chat/completions", "chat"),
     ("/embeddings", "embeddings"),
     ("/models", "models"),
+    ("/responses", "responses"),
+    ("/messages/count_tokens", "count_tokens"),
     ("/messages", "anthropic"),
 )
 
@@ -44,7 +46,7 @@ def api_for_path(path: str) -> str | None:
 
 
 def client_api(ctx: RequestContext | None) -> str:
-    return ANTHROPIC if ctx is not None and ctx.api == "anthropic" else OPENAI
+    return ANTHROPIC if ctx is not None and ctx.api in ("anthropic", "count_tokens") else OPENAI
 
 
 def flatten_headers(headers: dict[str, Any] | None) -> dict[str, str]:
@@ -93,7 +95,7 @@ def get_context(kong) -> RequestContext:
     api = api_for_path(path)
     if api is None:
         raise GatewayError(404, "Unknown AI endpoint: the route must end in /chat/completions, "
-                                "/embeddings, /models or /messages.", code="unknown_endpoint")
+                                "/embeddings, /models, /responses, /messages or /messages/count_tokens.", code="unknown_endpoint")
     raw = kong.request.get_raw_body() if api != "models" else b""
     if isinstance(raw, str):
         raw = raw.encode()

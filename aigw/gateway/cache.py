@@ -57,10 +57,12 @@ class CacheRuntime:
 
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cache")
-        if ctx.api not in ("chat", "anthropic") or not ctx.plan:
+        if ctx.api not in ("chat", "anthropic", "responses") or not ctx.plan:
             return
         ok, reason = cacheable(ctx.canonical, ctx.headers,
                                allow_nondeterministic=bool(self.cfg.get("allow_nondeterministic")))
+        if ctx.api == "anthropic" and isinstance(ctx.body, dict) and ctx.body.get("thinking"):
+            ok, reason = False, "thinking"  # a replay could not give back the signed thinking blocks
         if not ok and reason != "refresh":
             ctx.cache_status = "Bypass"
             ctx.extra_headers["X-Cache-Status"] = "Bypass"

@@ -43,9 +43,18 @@ def validate_shape(api: str, body: dict) -> None:
     elif api == "embeddings":
         from ..ingress.openai import validate_embeddings
         validate_embeddings(body)
-    elif api == "anthropic":
+    elif api in ("anthropic", "count_tokens"):
         from ..ingress.anthropic import to_openai_request
-        to_openai_request(body)  # the translation checks every field it reads
+        # the translation checks every field it reads; blocks only an Anthropic target
+        # reads (documents, server tools) are collected, not refused
+        to_openai_request(anthropic_body(api, body), dropped=[])
+
+
+def anthropic_body(api: str, body: dict) -> dict:
+    """A count_tokens body is a Messages body without the generation settings."""
+    if api == "count_tokens":
+        return {**body, "max_tokens": body.get("max_tokens") or 1, "stream": False}
+    return body
 
 
 def require_router(ctx: RequestContext, plugin: str) -> None:

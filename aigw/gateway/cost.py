@@ -28,8 +28,8 @@ class CostRuntime:
 
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cost")
-        if ctx.api == "models":
-            return
+        if ctx.api in ("models", "count_tokens"):
+            return  # counting tokens is free at the providers and here
         ctx.cost_fn = self.price_of
         ctx.cost_headers = bool(self.cfg.get("headers", True))
         if ctx.cache_entry is not None or not self.reserver.limits:

@@ -16,7 +16,8 @@ from .common import maybe_off_loop, parse_body
 
 log = logging.getLogger("aigw")
 
-_SCAN_API = {"chat": "chat", "embeddings": "embeddings", "anthropic": "anthropic"}
+_SCAN_API = {"chat": "chat", "embeddings": "embeddings", "anthropic": "anthropic",
+             "count_tokens": "anthropic"}  # counted by the provider: the prompt leaves the gateway
 
 
 def _engine_config(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -39,13 +40,25 @@ class RedactRuntime:
         self.max_bytes = int(cfg.get("max_scan_bytes", 4 * 1024 * 1024))
 
     def access(self, ctx: RequestContext) -> None:
+        if ctx.api == "responses":
+            # the Responses API's conversation is rebuilt by ai-router (previous_response_id):
+            # the router calls this scan on the whole canonical request before it plans
+            self._check_size(ctx)
+            ctx.deferred_scan = lambda canonical: self.scan(ctx, "chat", canonical)
+            return
         api = _SCAN_API.get(ctx.api)
         if api is None:
             return
+        self._check_size(ctx)
+        self.scan(ctx, api, parse_body(ctx))
+
+    def _check_size(self, ctx: RequestContext) -> None:
         if len(ctx.raw_body) > self.max_bytes:
             raise GatewayError(413, f"The request is larger than the redaction limit of {self.max_bytes} bytes.",
                                code="request_too_large")
-        body = parse_body(ctx)
+
+    def scan(self, ctx: RequestContext, api: str, body: dict[str, Any]) -> None:
+        """Scan (and rewrite in place) one request body of the given walker API."""
         t0 = time.perf_counter()
         try:
             result = maybe_off_loop(len(ctx.raw_body), scan_request, self.rcfg, api, body)

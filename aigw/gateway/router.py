@@ -8,7 +8,7 @@ from typing import Any
 from ..context import RequestContext
 from ..errors import GatewayError
 from ..routing import Needs, RouterConfig, sticky_key
-from .common import Respond, maybe_off_loop, parse_body
+from .common import Respond, anthropic_body, maybe_off_loop, parse_body
 
 
 def provider_env_overrides(cfg: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -38,9 +38,19 @@ class RouterRuntime:
         self.needs_groups = any(m.allow_groups for m in self.config.models.values())
         # plugins that must have completed their decision before the relay forwards
         self.required_plugins = frozenset(cfg.get("required_plugins") or ())
+        self.allow_anonymous = bool(cfg.get("allow_anonymous", False))
+        from ..ingress.responses_state import state_store
+        self.responses_store = state_store(cfg.get("responses"))
 
     # ------------------------------------------------------------------
     def access(self, ctx: RequestContext) -> None:
+        if not self.allow_anonymous and ctx.headers.get("x-anonymous-consumer") == "true":
+            # Kong's auth plugins with `anonymous` (logical OR of jwt and key-auth) let a request
+            # without valid credentials through as the anonymous consumer and say so in this
+            # header (set_consumer in kong/plugins/{key-auth,jwt}/handler.lua; cleared whenever
+            # a credential matched, so a client cannot forge it past a successful login)
+            raise GatewayError(401, "Authentication required: send a valid key as 'Authorization: "
+                                    "Bearer <key>' or 'x-api-key: <key>'.", code="unauthorized")
         consumer = ctx.consumer_name
         groups = ctx.groups or []
         if ctx.api == "models":
@@ -49,9 +59,13 @@ class RouterRuntime:
             raise GatewayError(413, f"The request body exceeds the limit of {self.max_body} bytes.",
                                code="request_too_large")
         body = parse_body(ctx)  # checks the shape (common.validate_shape)
-        if ctx.api == "anthropic":
+        native_only: list[str] = []  # Anthropic content only an Anthropic target can read
+        if ctx.api == "responses":
+            from .responses import prepare
+            canonical = prepare(ctx, body, self.responses_store)
+        elif ctx.api in ("anthropic", "count_tokens"):
             from ..ingress.anthropic import to_openai_request
-            canonical = to_openai_request(body)
+            canonical = to_openai_request(anthropic_body(ctx.api, body), dropped=native_only)
         else:
             canonical = body
         requested = canonical.get("model")
@@ -70,7 +84,7 @@ class RouterRuntime:
         capability = "embeddings" if ctx.api == "embeddings" else "chat"
         stream = bool(canonical.get("stream")) and capability == "chat"
         so = canonical.get("stream_options")
-        include_usage = stream and ctx.api != "anthropic" and isinstance(so, dict) and so.get("include_usage") is True
+        include_usage = stream and ctx.api == "chat" and isinstance(so, dict) and so.get("include_usage") is True
         count = maybe_off_loop(len(ctx.raw_body), self._count, canonical, spec, capability)
         max_out = canonical.get("max_completion_tokens") or canonical.get("max_tokens")
         max_out = max_out if isinstance(max_out, int) and max_out > 0 else None
@@ -81,14 +95,25 @@ class RouterRuntime:
         err = plan.error()
         if err is not None:
             raise err
+        targets = plan.targets
+        if native_only:
+            targets = [t for t in targets if t.provider.type == "anthropic"]
+            if not targets:
+                raise GatewayError(400, f"Content of type {native_only[0]!r} can only be sent to an "
+                                        f"Anthropic model; '{spec.name}' has no Anthropic target.",
+                                   code="not_supported", param="messages")
         ctx.model = spec
-        ctx.plan = plan.targets
+        ctx.plan = targets
         ctx.canonical = canonical
         ctx.stream = stream
         ctx.include_usage = include_usage
         ctx.prompt_count = count
         ctx.max_output = max_out
         ctx.router = self
+        if ctx.api == "count_tokens" and not any(t.provider.type == "anthropic" for t in targets):
+            # the gateway's own count, in Anthropic's format (exact counts come from the
+            # provider's count_tokens endpoint, for Anthropic targets, in the relay)
+            raise Respond(200, {"input_tokens": count.tokens}, {"X-AI-Token-Count": "estimated"})
 
     def _count(self, canonical: dict[str, Any], spec, capability: str):
         from ..tokens import counting

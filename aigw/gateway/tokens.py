@@ -21,8 +21,8 @@ class TokensRuntime:
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-tokens")
         ctx.token_headers = bool(self.cfg.get("headers", True))
-        if ctx.api == "models" or ctx.cache_entry is not None:
-            return  # a cache hit is not charged
+        if ctx.api in ("models", "count_tokens") or ctx.cache_entry is not None:
+            return  # a cache hit is not charged; counting tokens generates none
         prompt, max_out = worst_case_tokens(ctx, self.default_max_output)
         amount = prompt + max_out
 

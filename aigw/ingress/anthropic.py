@@ -71,7 +71,7 @@ def _image_part(block: dict, param: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _tool_result(block: dict, param: str) -> tuple[dict, list[dict]]:
+def _tool_result(block: dict, param: str, dropped: list[str] | None = None) -> tuple[dict, list[dict]]:
     """tool_result -> (OpenAI tool message, image parts to pass in a user turn)."""
     content = block.get("content")
     images: list[dict] = []
@@ -87,6 +87,8 @@ def _tool_result(block: dict, param: str) -> tuple[dict, list[dict]]:
                 texts.append(b["text"])
             elif kind == "image":
                 images.append(_image_part(b, param))
+            elif dropped is not None and isinstance(kind, str):
+                dropped.append(kind)  # documents, search results: only an Anthropic target reads them
             else:
                 raise _bad("tool_result content blocks must be text or image blocks", param)
         text = "".join(texts)
@@ -97,7 +99,15 @@ def _tool_result(block: dict, param: str) -> tuple[dict, list[dict]]:
     return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": text}, images
 
 
-def _user_messages(content: Any, param: str) -> list[dict]:
+def _document_text(block: dict) -> str | None:
+    """The text of a plain-text document block (what a translated request can carry)."""
+    src = block.get("source")
+    if isinstance(src, dict) and src.get("type") == "text" and isinstance(src.get("data"), str):
+        return src["data"]
+    return None
+
+
+def _user_messages(content: Any, param: str, dropped: list[str] | None = None) -> list[dict]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     if not isinstance(content, list):
@@ -111,9 +121,13 @@ def _user_messages(content: Any, param: str) -> list[dict]:
         elif kind == "image":
             parts.append(_image_part(block, param))
         elif kind == "tool_result":
-            msg, images = _tool_result(block, param)
+            msg, images = _tool_result(block, param, dropped)
             tools.append(msg)
             parts.extend(images)
+        elif kind == "document" and _document_text(block) is not None:
+            parts.append({"type": "text", "text": _document_text(block)})
+        elif dropped is not None and isinstance(kind, str):
+            dropped.append(kind)
         else:
             raise _bad("user content blocks must be text, image or tool_result blocks", param)
     out = list(tools)  # tool answers must directly follow the assistant's tool calls
@@ -125,7 +139,7 @@ def _user_messages(content: Any, param: str) -> list[dict]:
     return out
 
 
-def _assistant_message(content: Any, param: str) -> dict:
+def _assistant_message(content: Any, param: str, dropped: list[str] | None = None) -> dict:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     if not isinstance(content, list):
@@ -147,6 +161,8 @@ def _assistant_message(content: Any, param: str) -> dict:
                                        .decode()}})
         elif kind in ("thinking", "redacted_thinking"):
             continue  # provider-specific reasoning is not replayed to other providers
+        elif dropped is not None and isinstance(kind, str):
+            dropped.append(kind)  # server tool use and results: only an Anthropic target reads them
         else:
             raise _bad("assistant content blocks must be text, tool_use or thinking blocks", param)
     msg: dict[str, Any] = {"role": "assistant",
@@ -156,14 +172,17 @@ def _assistant_message(content: Any, param: str) -> dict:
     return msg
 
 
-def _tools(tools: Any) -> list[dict]:
+def _tools(tools: Any, dropped: list[str] | None = None) -> list[dict]:
     if not isinstance(tools, list):
         raise _bad("tools must be a list", "tools")
     out = []
     for tool in tools:
         if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
             raise _bad("each tool needs a name", "tools")
-        if tool.get("type") is not None and tool.get("type") != "custom":
+        if tool.get("type") not in (None, "custom"):
+            if dropped is not None and isinstance(tool.get("type"), str):
+                dropped.append(tool["type"])  # server tools (web search, bash...)
+                continue
             raise _bad("this tool type is not supported (only custom tools)", "tools")
         if tool.get("input_schema") is not None and not isinstance(tool["input_schema"], dict):
             raise _bad("tool input_schema must be a JSON Schema object", "tools")
@@ -194,8 +213,14 @@ def _tool_choice(choice: Any) -> tuple[Any, bool | None]:
     raise _bad("tool_choice type is invalid", "tool_choice")
 
 
-def to_openai_request(body: dict) -> dict:
-    """Anthropic Messages request -> canonical OpenAI chat request."""
+def to_openai_request(body: dict, dropped: list[str] | None = None) -> dict:
+    """Anthropic Messages request -> canonical OpenAI chat request.
+
+    With ``dropped`` (a list), blocks and tools the canonical shape cannot carry
+    (documents other than plain text, server tools and their results, search
+    results...) are left out and their types appended to it instead of refused:
+    the request can then only be served by an Anthropic target, which gets the
+    client's own body (``aigw.relay.native``)."""
     if not isinstance(body, dict):
         raise _bad("request body must be a JSON object", "body")
     if not isinstance(body.get("model"), str) or not body["model"]:
@@ -226,9 +251,9 @@ def to_openai_request(body: dict) -> dict:
             raise _bad("each message must be an object", param)
         role = msg.get("role")
         if role == "user":
-            out_msgs.extend(_user_messages(msg.get("content"), param))
+            out_msgs.extend(_user_messages(msg.get("content"), param, dropped))
         elif role == "assistant":
-            out_msgs.append(_assistant_message(msg.get("content"), param))
+            out_msgs.append(_assistant_message(msg.get("content"), param, dropped))
         else:
             raise _bad("message role must be user or assistant", f"{param}.role")
 
@@ -246,7 +271,9 @@ def to_openai_request(body: dict) -> dict:
         if stops:
             out["stop"] = stops
     if body.get("tools"):
-        out["tools"] = _tools(body["tools"])
+        out["tools"] = _tools(body["tools"], dropped)
+        if not out["tools"]:
+            del out["tools"]
     if body.get("tool_choice") is not None:
         choice, parallel = _tool_choice(body["tool_choice"])
         if out.get("tools"):

@@ -1,6 +1,7 @@
 """Anthropic Messages API (``POST /v1/messages``)."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -84,6 +85,53 @@ def usage(c: Counts, faults: Faults, output_tokens: int) -> dict[str, int]:
             "output_tokens": output_tokens}
 
 
+THINKING_TEXT = "Let me think about it."
+SIGNATURE_PREFIX = "sig-mock-"
+
+
+def _has_cache_control(body: dict[str, Any]) -> bool:
+    """Any ``cache_control`` breakpoint in system, tools or message blocks."""
+    def blocks(value: Any) -> list:
+        return value if isinstance(value, list) else []
+    items = blocks(body.get("system")) + blocks(body.get("tools"))
+    for m in blocks(body.get("messages")):
+        if isinstance(m, dict):
+            items += blocks(m.get("content"))
+    return any(isinstance(b, dict) and isinstance(b.get("cache_control"), dict) for b in items)
+
+
+def _thinking_check(body: dict[str, Any]) -> Response | None:
+    """What Anthropic checks of extended thinking: earlier thinking blocks must come
+    back with the signature the API gave them, and with thinking on, an assistant turn
+    that used a tool must start with its thinking block."""
+    enabled = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
+    for i, m in enumerate(body.get("messages") or []):
+        if not isinstance(m, dict) or m.get("role") != "assistant" or not isinstance(m.get("content"), list):
+            continue
+        kinds = [b.get("type") for b in m["content"] if isinstance(b, dict)]
+        for b in m["content"]:
+            if isinstance(b, dict) and b.get("type") == "thinking" and \
+                    not str(b.get("signature") or "").startswith(SIGNATURE_PREFIX):
+                return error(400, f"messages.{i}.content: invalid signature in thinking block")
+            if isinstance(b, dict) and b.get("type") == "redacted_thinking" and not b.get("data"):
+                return error(400, f"messages.{i}.content: redacted_thinking needs data")
+        if enabled and "tool_use" in kinds and kinds[0] not in ("thinking", "redacted_thinking"):
+            return error(400, f"messages.{i}.content.0.type: Expected `thinking` or "
+                              "`redacted_thinking`, but found `tool_use`.")
+    return None
+
+
+def count_tokens(req: Request) -> Response:
+    """``POST /v1/messages/count_tokens``: the mock's exact count of the prompt."""
+    body = req.body
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list) \
+            or not isinstance(body.get("model"), str):
+        return error(400, "model and messages: Field required")
+    if "max_tokens" in body or "stream" in body:
+        return error(400, "max_tokens: Extra inputs are not permitted")
+    return json_response(200, {"input_tokens": read_prompt(body).tokens})
+
+
 def chat(req: Request) -> Response | Stream:
     body = req.body
     if not isinstance(body, dict):
@@ -98,18 +146,27 @@ def chat(req: Request) -> Response | Stream:
     failed = fault_response(faults, error)
     if failed:
         return failed
+    bad_thinking = _thinking_check(body)
+    if bad_thinking:
+        return bad_thinking
+    if _has_cache_control(body) and not faults.cached:
+        faults = dataclasses.replace(faults, cached=True)
+    thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
     prompt = read_prompt(body)
     reply = plan_reply(prompt)
     counts = count(prompt, reply, faults)
     seq = req.next_id()
     mid, tid = f"msg_mock{seq:08d}", f"toolu_mock{seq:08d}"
     if body.get("stream"):
-        return _stream(mid, tid, model, reply, counts, faults)
+        return _stream(mid, tid, model, reply, counts, faults, seq if thinking else None)
+    content: list[dict[str, Any]] = []
+    if thinking:
+        content.append({"type": "thinking", "thinking": THINKING_TEXT,
+                        "signature": f"{SIGNATURE_PREFIX}{seq}"})
     if reply.tool:
-        content: list[dict[str, Any]] = [
-            {"type": "tool_use", "id": tid, "name": reply.tool, "input": TOOL_ARGS}]
+        content.append({"type": "tool_use", "id": tid, "name": reply.tool, "input": TOOL_ARGS})
     else:
-        content = [{"type": "text", "text": reply.text}]
+        content.append({"type": "text", "text": reply.text})
     out: dict[str, Any] = {
         "id": mid, "type": "message", "role": "assistant", "model": model,
         "content": content, "stop_reason": "tool_use" if reply.tool else "end_turn",
@@ -121,7 +178,7 @@ def chat(req: Request) -> Response | Stream:
 
 
 def _stream(mid: str, tid: str, model: str, reply: Reply, counts: Counts,
-            faults: Faults) -> Stream:
+            faults: Faults, thinking_seq: int | None = None) -> Stream:
     def ev(obj: dict[str, Any]) -> bytes:
         return encode(obj, obj["type"])
 
@@ -138,15 +195,26 @@ def _stream(mid: str, tid: str, model: str, reply: Reply, counts: Counts,
     else:
         block = {"type": "text", "text": ""}
         deltas = [{"type": "text_delta", "text": p} for p in chunks(reply.text)]
-    events = [ev({"type": "message_start", "message": message}),
-              ev({"type": "content_block_start", "index": 0, "content_block": block}),
-              ev({"type": "ping"})]
-    events += [ev({"type": "content_block_delta", "index": 0, "delta": d}) for d in deltas]
+    events = [ev({"type": "message_start", "message": message})]
+    i = 0
+    if thinking_seq is not None:  # a signed thinking block first, as Anthropic streams it
+        events += [ev({"type": "content_block_start", "index": 0,
+                       "content_block": {"type": "thinking", "thinking": "", "signature": ""}}),
+                   ev({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "thinking_delta", "thinking": THINKING_TEXT}}),
+                   ev({"type": "content_block_delta", "index": 0,
+                       "delta": {"type": "signature_delta",
+                                 "signature": f"{SIGNATURE_PREFIX}{thinking_seq}"}}),
+                   ev({"type": "content_block_stop", "index": 0})]
+        i = 1
+    events += [ev({"type": "content_block_start", "index": i, "content_block": block}),
+               ev({"type": "ping"})]
+    events += [ev({"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
     delta: dict[str, Any] = {"type": "message_delta",
                              "delta": {"stop_reason": "tool_use" if reply.tool else "end_turn",
                                        "stop_sequence": None}}
     if not faults.no_usage:
         delta["usage"] = {"output_tokens": counts.completion}
-    events += [ev({"type": "content_block_stop", "index": 0}), ev(delta),
+    events += [ev({"type": "content_block_stop", "index": i}), ev(delta),
                ev({"type": "message_stop"})]
     return stream_for(events, faults, cut_at=3 + CUT_AFTER)

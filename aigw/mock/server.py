@@ -79,6 +79,8 @@ def route(req: Request) -> Response | Stream:
         return openai_api.check_auth(req) or openai_api.models(req)
     if method == "POST" and path == "/v1/messages":
         return anthropic_api.check_auth(req) or anthropic_api.chat(req)
+    if method == "POST" and path == "/v1/messages/count_tokens":
+        return anthropic_api.check_auth(req) or anthropic_api.count_tokens(req)
     if method == "POST" and (m := _AZURE.match(path)):
         denied = openai_api.check_auth(req, azure=True)
         if denied:

@@ -97,6 +97,9 @@ class Relay:
                                         "it was not sent to any model.", code="gateway_incomplete")
             if ctx.cache_entry is not None:
                 return self._replay(start_response)
+            if ctx.api == "count_tokens":
+                from .native import count_tokens
+                return count_tokens(self, start_response)
             return self._call_targets(start_response)
         except GatewayError as err:
             return self._error(start_response, err)
@@ -183,7 +186,11 @@ class Relay:
                  start_response: Callable) -> Iterable[bytes]:
         ctx = self.ctx
         p = target.provider
-        if ctx.api == "embeddings":
+        from . import native
+        same_api = native.passes_through(ctx, target)  # Anthropic -> Anthropic: the client's own body
+        if same_api:
+            up = native.request(ctx, target)
+        elif ctx.api == "embeddings":
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
             up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
@@ -212,6 +219,8 @@ class Relay:
                 data = b""
             summary = _safe_summary(adapter, resp.status, data)
             self._provider_error(p, attempt, resp.status, data, summary, failover_status)
+        if same_api:
+            return native.answer(self, adapter, target, attempt, resp, start_response)
         if ctx.stream and ctx.api != "embeddings":
             return self._stream(adapter, target, attempt, resp, start_response)
         try:
@@ -271,7 +280,10 @@ class Relay:
         self.outcome.status = 200
         cost = 0.0 if cached else self._cost(usage, target)
         self.outcome.cost_usd = cost
-        if self.api == ANTHROPIC:
+        if ctx.api == "responses":
+            from ..gateway.responses import answer
+            body = orjson.dumps(answer(ctx, resp, usage))
+        elif self.api == ANTHROPIC:
             from ..ingress.anthropic import from_openai_response
             body = orjson.dumps(from_openai_response(resp, ctx.model.name if ctx.model else resp.get("model", "")))
         else:
@@ -474,7 +486,10 @@ class StreamOut:
         self.restorers: dict[tuple, Any] = {}
         self.template: dict[str, Any] = {}
         self.encoder = None
-        if relay.api == ANTHROPIC:
+        if self.ctx.api == "responses":
+            from ..gateway.responses import encoder
+            self.encoder = encoder(self.ctx)
+        elif relay.api == ANTHROPIC:
             from ..ingress.anthropic import StreamEncoder
             pc = self.ctx.prompt_count.tokens if self.ctx.prompt_count is not None else None
             self.encoder = StreamEncoder(self.ctx.model.name if self.ctx.model else "", pc)
@@ -582,7 +597,9 @@ class StreamOut:
         relay = self.relay
         self.settle()
         err = error_body(relay.api, 502, message, "stream_error")
-        if self.encoder is not None:
+        if hasattr(self.encoder, "error"):
+            yield self.encoder.error(message)
+        elif self.encoder is not None:
             yield sse.encode(err, event="error")
         else:
             yield sse.encode(err)

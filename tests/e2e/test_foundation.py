@@ -41,13 +41,21 @@ def test_request_without_key_is_401_and_reaches_no_upstream(gateway, mock):
     r = requests.post(gateway.url + "/v1/chat/completions",
                       json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 401
-    assert "message" in r.json()
+    # jwt and key-auth pass it as the anonymous consumer; ai-router refuses it in the API's format
+    assert r.json()["error"]["code"] == "unauthorized"
+    r = requests.post(gateway.url + "/v1/chat/completions", headers={"x-api-key": "wrong-key"},
+                      json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 401
+    r = requests.post(gateway.url + "/v1/chat/completions", headers={"X-Anonymous-Consumer": "false"},
+                      json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 401  # Kong overwrites the header a client sends
     r = requests.post(gateway.url + "/v1/chat/completions", headers={"Authorization": "Bearer not.a.jwt"},
                       json={"model": "chat", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 401
     r = requests.post(gateway.url + "/v1/messages", headers={"authorization": "Bearer wrong"},
                       json={"model": "chat", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 401
+    assert r.json()["type"] == "error" and r.json()["error"]["type"] == "authentication_error"
     assert mock.requests() == []
 
 

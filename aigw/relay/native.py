@@ -1,0 +1,397 @@
+"""Same-API pass-through: an Anthropic Messages client to an Anthropic target.
+
+The canonical chat shape cannot carry ``cache_control``, ``thinking`` /
+``redacted_thinking`` blocks and their signatures, documents, citations or
+server tools, so when the client speaks the Messages API and the target is
+an Anthropic provider the relay sends the client's own body (after ai-redact
+rewrote it in place; only ``model`` is replaced by the target's) with the
+client's ``anthropic-version`` and ``anthropic-beta`` headers, and relays the
+provider's answer as it came: a Message, or its SSE events one by one.
+
+The plugins still apply: placeholders are restored in text and tool input
+(streamed deltas included, split anywhere), thinking blocks and signatures
+are never touched; usage (with prompt-cache reads and writes) comes from the
+provider; the adapter's own decoder runs beside the stream to count, price
+and give ai-cache a canonical copy.
+
+Also here: ``POST /v1/messages/count_tokens`` for Anthropic targets, answered
+exactly by the provider's own endpoint (the gateway's count is the fallback).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any, Callable, Iterator
+
+import gevent
+import orjson
+import urllib3
+
+from .. import sse
+from ..errors import ANTHROPIC, GatewayError, error_body
+from ..providers.anthropic import API_VERSION, anthropic_usage
+from ..providers.base import ProviderProtocolError
+from ..types import UpstreamRequest, Usage
+
+FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
+# what the count_tokens endpoint accepts (a Messages body minus the generation settings)
+_COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+_STORES_ANSWER = ("Miss", "Refresh")
+
+
+def passes_through(ctx, target) -> bool:
+    return ctx.api == "anthropic" and target.provider.type == "anthropic"
+
+
+def client_body(ctx) -> dict[str, Any]:
+    """The client's body as ai-redact left it (the raw body when redaction failed open)."""
+    body = ctx.body if isinstance(ctx.body, dict) else orjson.loads(ctx.raw_body)
+    return body
+
+
+def _url(provider, path: str) -> str:
+    root = provider.base_url.rstrip("/")
+    return (root if root.endswith("/v1") else root + "/v1") + path
+
+
+def _headers(ctx, provider) -> dict[str, str]:
+    headers = {k.lower(): v for k, v in provider.headers.items()}
+    headers["anthropic-version"] = ctx.headers.get("anthropic-version") or \
+        headers.get("anthropic-version") or API_VERSION
+    beta = ctx.headers.get("anthropic-beta")
+    if beta:
+        headers["anthropic-beta"] = beta
+    headers["content-type"] = "application/json"
+    if provider.api_key:
+        headers["x-api-key"] = provider.api_key
+    return headers
+
+
+def request(ctx, target) -> UpstreamRequest:
+    body = dict(client_body(ctx))
+    body["model"] = target.model
+    if not ctx.stream:
+        body.pop("stream", None)
+    return UpstreamRequest("POST", _url(target.provider, "/messages"),
+                           _headers(ctx, target.provider), orjson.dumps(body))
+
+
+# -------------------------------------------------------------- restoring
+
+def _restore_leaves(value: Any, restore_map: dict[str, str]) -> Any:
+    from ..redact.restore import restore_text
+    if isinstance(value, str):
+        return restore_text(value, restore_map)
+    if isinstance(value, dict):
+        return {k: _restore_leaves(v, restore_map) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_restore_leaves(v, restore_map) for v in value]
+    return value
+
+
+def _restore_message(msg: dict[str, Any], restore_map: dict[str, str]) -> None:
+    from ..redact.restore import restore_text
+    for block in msg.get("content") or ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            block["text"] = restore_text(block["text"], restore_map)
+        elif block.get("type") in ("tool_use", "server_tool_use") and "input" in block:
+            block["input"] = _restore_leaves(block["input"], restore_map)
+        # thinking / redacted_thinking: signed by the provider, never changed
+
+
+def _text_of(msg: dict[str, Any]) -> str:
+    parts = []
+    for block in msg.get("content") or ():
+        if isinstance(block, dict) and block.get("type") == "text":
+            parts.append(block.get("text") or "")
+        elif isinstance(block, dict) and block.get("type") == "tool_use":
+            parts.append(orjson.dumps(block.get("input") or {}).decode())
+    return "".join(parts)
+
+
+# ------------------------------------------------------------------ answers
+
+def answer(relay, adapter, target, attempt: dict[str, Any], resp, start_response: Callable):
+    from .app import Retryable, _read_all
+    if relay.ctx.stream:
+        return _stream(relay, adapter, target, attempt, resp, start_response)
+    try:
+        data = _read_all(resp, target.provider.total_timeout)
+    except gevent.Timeout:
+        raise Retryable("timeout")
+    except (urllib3.exceptions.HTTPError, OSError):
+        raise Retryable("protocol")
+    try:
+        msg = orjson.loads(data)
+        if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
+            raise ProviderProtocolError()
+        canonical = adapter.chat_response(data, target.model)
+    except Exception:
+        raise Retryable("protocol")
+    attempt["result"] = "ok"
+    return _respond(relay, start_response, msg, canonical, target)
+
+
+def _respond(relay, start_response: Callable, msg: dict[str, Any], canonical: dict[str, Any],
+             target) -> list[bytes]:
+    from .app import _Closing
+    ctx = relay.ctx
+    usage = anthropic_usage(msg["usage"]) if isinstance(msg.get("usage"), dict) else None
+    if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
+        usage = relay._counted_usage(_text_of(msg))
+    usage = relay._with_prompt(usage)
+    relay.outcome.response = copy.deepcopy(canonical) if ctx.cache_status in _STORES_ANSWER else None
+    if ctx.restore_map:
+        _restore_message(msg, ctx.restore_map)
+    if ctx.model is not None:
+        msg["model"] = ctx.model.name
+    relay.outcome.usage = usage
+    relay.outcome.status = 200
+    cost = relay._cost(usage, target)
+    relay.outcome.cost_usd = cost
+    body = orjson.dumps(msg)
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    headers += relay._served_headers()
+    headers += relay._usage_headers(usage, cost, False)
+    start_response("200 OK", headers)
+    return _Closing(body, relay._finish)
+
+
+_FIRST = ("content_block_start", "content_block_delta", "message_delta", "message_stop")
+
+
+def _stream(relay, adapter, target, attempt: dict[str, Any], resp, start_response: Callable):
+    """Wait for the first content event (failover is still possible), then relay."""
+    from .app import Retryable
+    p = target.provider
+    out = NativeStream(relay, adapter, target)
+    first: list[sse.Event] = []
+    try:
+        with gevent.Timeout(p.first_byte_timeout):
+            while not any(_kind(ev) in _FIRST for ev in first):
+                raw = resp.read1(65536)
+                if not raw:
+                    first += out.close_decoders()
+                    break
+                first += out.decode(raw)
+    except gevent.Timeout:
+        resp.close()
+        raise Retryable("first_token_timeout")
+    except Exception:
+        raise Retryable("protocol")
+    if not any(_kind(ev) in _FIRST for ev in first):
+        raise Retryable("protocol")
+    relay.outcome.ttft = time.perf_counter() - relay.t0
+    attempt["result"] = "ok"
+    headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
+    headers += relay._served_headers()
+    start_response("200 OK", headers)
+    return out.body(first, resp)
+
+
+def _kind(ev: sse.Event) -> str | None:
+    if ev.event:
+        return ev.event
+    try:
+        obj = orjson.loads(ev.data)
+    except orjson.JSONDecodeError:
+        return None
+    return obj.get("type") if isinstance(obj, dict) else None
+
+
+class NativeStream:
+    """The provider's Messages events, restored and re-encoded one by one."""
+
+    def __init__(self, relay, adapter, target):
+        self.relay = relay
+        self.ctx = relay.ctx
+        self.target = target
+        self.events = sse.SSEDecoder()
+        self.canonical = adapter.chat_stream(target.model)  # accounting and the cache's copy
+        self.chunks: list[dict[str, Any]] = []
+        self.text: list[str] = []
+        self.restorers: dict[tuple[int, str], Any] = {}
+        self.finished = False
+
+    def decode(self, raw: bytes) -> list[sse.Event]:
+        self._account(self.canonical.feed(raw))
+        return self.events.feed(raw)
+
+    def close_decoders(self) -> list[sse.Event]:
+        self._account(self.canonical.close())
+        return self.events.close()
+
+    def _account(self, chunks: list[dict[str, Any]]) -> None:
+        for c in chunks:
+            if self.ctx.cache_status in _STORES_ANSWER:
+                self.chunks.append(c)
+            for ch in c.get("choices") or ():
+                d = ch.get("delta") or {}
+                if isinstance(d.get("content"), str):
+                    self.text.append(d["content"])
+                for tc in d.get("tool_calls") or ():
+                    args = (tc.get("function") or {}).get("arguments")
+                    if isinstance(args, str):
+                        self.text.append(args)
+
+    def _restorer(self, index: int, kind: str):
+        from ..redact.restore import StreamRestorer
+        from .app import _json_escaped
+        key = (index, kind)
+        r = self.restorers.get(key)
+        if r is None:
+            m = self.ctx.restore_map if kind == "text" else _json_escaped(self.ctx.restore_map)
+            r = self.restorers[key] = StreamRestorer(m)
+        return r
+
+    def event(self, ev: sse.Event) -> Iterator[bytes]:
+        if not ev.data.strip():
+            return
+        try:
+            obj = orjson.loads(ev.data)
+        except orjson.JSONDecodeError:
+            raise ProviderProtocolError() from None
+        if not isinstance(obj, dict):
+            raise ProviderProtocolError()
+        kind = obj.get("type") or ev.event
+        if kind == "message_start" and isinstance(obj.get("message"), dict) and self.ctx.model:
+            obj["message"]["model"] = self.ctx.model.name
+        elif kind == "content_block_delta" and self.ctx.restore_map:
+            delta = obj.get("delta") or {}
+            idx = obj.get("index", 0)
+            if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+                delta["text"] = self._restorer(idx, "text").feed(delta["text"])
+            elif delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+                delta["partial_json"] = self._restorer(idx, "json").feed(delta["partial_json"])
+        elif kind == "content_block_stop" and self.ctx.restore_map:
+            yield from self._flush(obj.get("index", 0))
+        elif kind == "message_stop":
+            self.finished = True
+        yield sse.encode(obj, event=ev.event or kind)
+
+    def _flush(self, index: int) -> Iterator[bytes]:
+        for kind, field, dtype in (("text", "text", "text_delta"),
+                                   ("json", "partial_json", "input_json_delta")):
+            r = self.restorers.pop((index, kind), None)
+            tail = r.flush() if r is not None else ""
+            if tail:
+                yield sse.encode({"type": "content_block_delta", "index": index,
+                                  "delta": {"type": dtype, field: tail}}, event="content_block_delta")
+
+    def _usage(self) -> Usage:
+        relay = self.relay
+        return relay._with_prompt(self.canonical.usage or relay._counted_usage("".join(self.text)))
+
+    def body(self, first: list[sse.Event], resp) -> Iterator[bytes]:
+        relay = self.relay
+        ctx = self.ctx
+        ok = False
+        try:
+            for ev in first:
+                yield from self.event(ev)
+            with gevent.Timeout(self.target.provider.total_timeout):
+                while not self.finished:
+                    raw = resp.read1(65536)
+                    if not raw:
+                        for ev in self.close_decoders():
+                            yield from self.event(ev)
+                        break
+                    for ev in self.decode(raw):
+                        yield from self.event(ev)
+            ok = self.finished
+            usage = self._usage()
+            relay.outcome.usage = usage
+            relay.outcome.cost_usd = relay._cost(usage, self.target)
+            if ok and self.chunks:
+                from ..cache import assemble_stream
+                try:
+                    relay.outcome.response = assemble_stream(self.chunks)
+                except Exception:
+                    relay.outcome.response = None
+            if not ok:
+                relay.outcome.error = "stream_broken"
+                yield sse.encode(error_body(ANTHROPIC, 502, "The provider stream ended unexpectedly.",
+                                            "stream_error"), event="error")
+        except gevent.Timeout:
+            relay.outcome.error = "stream_timeout"
+            relay.outcome.usage = self._usage()
+            yield sse.encode(error_body(ANTHROPIC, 502, "The provider stream timed out.",
+                                        "stream_error"), event="error")
+        except GeneratorExit:
+            relay.outcome.error = relay.outcome.error or "client_disconnected"
+            relay.outcome.usage = self._usage()
+            relay.outcome.status = 499
+            raise
+        except Exception as exc:
+            from ..plugin_base import log_failure
+            log_failure("relay", "native-stream", exc)
+            relay.outcome.error = "stream_broken"
+            relay.outcome.usage = self._usage()
+            yield sse.encode(error_body(ANTHROPIC, 502, "The provider stream ended unexpectedly.",
+                                        "stream_error"), event="error")
+        finally:
+            resp.release_conn() if ok else resp.close()
+            if ctx.state != "finished":
+                relay.outcome.status = relay.outcome.status or 200
+                relay._finish()
+
+
+# -------------------------------------------------------------- count_tokens
+
+def count_tokens(relay, start_response: Callable) -> list[bytes]:
+    """Exact count from the first Anthropic target; the gateway's own count otherwise
+    (or when that provider fails: a count is an estimate the client can live with)."""
+    from .app import POOL, _Closing
+    ctx = relay.ctx
+    exact = None
+    for target in ctx.plan:
+        if target.provider.type != "anthropic":
+            continue
+        p = target.provider
+        relay.outcome.target = target
+        attempt: dict[str, Any] = {"provider": p.name, "model": target.model}
+        relay.outcome.attempts.append(attempt)
+        src = client_body(ctx)
+        body = {k: src[k] for k in _COUNT_FIELDS if k in src}
+        body["model"] = target.model
+        try:
+            r = POOL.urlopen("POST", _url(p, "/messages/count_tokens"), body=orjson.dumps(body),
+                             headers=_headers(ctx, p), retries=False, redirect=False,
+                             timeout=urllib3.Timeout(connect=p.connect_timeout,
+                                                     read=p.first_byte_timeout))
+        except (urllib3.exceptions.HTTPError, OSError):
+            attempt["result"] = "connect"
+            continue
+        relay.outcome.reached_provider = True
+        attempt["status"] = r.status
+        if r.status >= 400:
+            if 400 <= r.status < 500 and r.status not in (401, 403, 404, 429):
+                summary = relay_summary(r.data)
+                attempt["result"] = "error"
+                raise GatewayError(r.status, f"Provider '{p.name}' rejected the request "
+                                             f"({r.status}): {summary}", code="provider_error")
+            attempt["result"] = "status"
+            continue
+        try:
+            got = orjson.loads(r.data)
+            exact = int(got["input_tokens"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            attempt["result"] = "protocol"
+            continue
+        attempt["result"] = "ok"
+        break
+    tokens = exact if exact is not None else (ctx.prompt_count.tokens if ctx.prompt_count else 0)
+    body = orjson.dumps({"input_tokens": tokens})
+    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+               ("X-AI-Token-Count", "exact" if exact is not None else "estimated")]
+    headers += relay._served_headers()
+    relay.outcome.status = 200
+    start_response("200 OK", headers)
+    return _Closing(body, relay._finish)
+
+
+def relay_summary(data: bytes) -> str:
+    from ..providers.base import summarize_error
+    return summarize_error(400, data)[:200]
