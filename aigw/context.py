@@ -200,7 +200,7 @@ class ContextStore:
         stale = [c for c in list(self._items.values())
                  if c.state == "open" and now - c.created > TICKET_TTL]
         for c in stale:
-            c.finish(Outcome(status=0, error="not proxied"))
+            c.finish(Outcome(status=0, error="not_proxied"))
         return len(stale)
 
 
