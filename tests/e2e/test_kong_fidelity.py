@@ -204,3 +204,24 @@ def test_relay_accepts_many_headers_and_errors_in_the_api_format(gateway):
     assert r.status_code == 431 and r.json()["error"]["code"] == "headers_too_large"
     r = requests.post(relay + "/v1/messages", headers=huge, json=CHAT)
     assert r.status_code == 431 and r.json()["type"] == "error" and r.json()["error"]["type"]
+
+
+# ------------------------------------------------------------------ 7. schema constraints at config time
+
+@pytest.mark.parametrize("plugin,edit,field", [
+    ("ai-cost", lambda c: c["budgets"][0].__setitem__("usd", -5), "usd"),
+    ("ai-router", lambda c: c.__setitem__("providers", []), "providers"),
+    ("ai-router", lambda c: c["models"][0].__setitem__("targets", []), "targets"),
+])
+def test_kong_refuses_at_config_time_what_the_plugin_would_refuse_at_start(mock, plugin, edit, field):
+    """minimum without maximum and minItems are exported: the config never loads (as Kong's
+    Admin API, decK and POST /config refuse it) instead of failing every request with 500."""
+    from aigw.standin.testing import StandInError
+
+    from .conftest import plugin_config
+
+    doc = reference_config(free_port())
+    edit(plugin_config(doc, plugin))
+    with pytest.raises(StandInError) as exc:
+        Gateway(mock, doc).__enter__()
+    assert "schema violation" in str(exc.value) and field in str(exc.value)
