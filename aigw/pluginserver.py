@@ -245,9 +245,51 @@ def plugin_info_main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
 
 
+def answers(socket_path: str, timeout: float = 2.0) -> bool:
+    """True when the plugin server on ``socket_path`` answers an RPC (``plugin.GetStatus``)
+    within ``timeout``: its socket exists AND its plugins are loaded. Kong's own health check
+    (``kong health``) only checks that nginx runs, and Kong serves traffic before the plugin
+    server is up."""
+    import socket
+
+    import msgpack
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(socket_path)
+        s.sendall(msgpack.packb([0, 1, "plugin.GetStatus", []]))
+        unpacker = msgpack.Unpacker(strict_map_key=False)
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return False
+            unpacker.feed(data)
+            for msg in unpacker:
+                if msg[0] == 1:
+                    return msg[1] == 1 and msg[2] is None
+    except (OSError, ValueError):
+        return False
+    finally:
+        s.close()
+
+
+def check_main(argv: list[str]) -> None:
+    """``python -m aigw.pluginserver check SOCKET [TIMEOUT]``: exit 0 when the server answers."""
+    if not argv:
+        print("usage: python -m aigw.pluginserver check SOCKET [TIMEOUT]", file=sys.stderr)
+        raise SystemExit(2)
+    ok = answers(argv[0], float(argv[1]) if len(argv) > 1 else 2.0)
+    if not ok:
+        print(f"plugin server on {argv[0]} does not answer", file=sys.stderr)
+    raise SystemExit(0 if ok else 1)
+
+
 if __name__ == "__main__":
     # ``python -m aigw.pluginserver plugin-info -d DIR NAME`` when the console scripts are absent
     if sys.argv[1:2] == ["plugin-info"]:
         plugin_info_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["check"]:
+        check_main(sys.argv[2:])
     else:
         main()
