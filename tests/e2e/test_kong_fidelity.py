@@ -297,3 +297,62 @@ def test_socket_first_requests_wait_for_loading_and_the_healthcheck_is_honest(tm
         assert answers(sock, 2.0)
         # the socket came up well before the plugins finished loading (3 s)
         assert time.monotonic() - t_up >= 2.5
+
+
+# ------------------------------------------------------------------ 3. the AI record in Kong's logs
+
+def test_kong_log_plugins_carry_the_ai_decision_and_kong_log_has_the_outcome(make_gateway, tmp_path):
+    import json
+    import time
+
+    path = tmp_path / "file-log.jsonl"
+
+    def edit(doc):
+        doc.setdefault("plugins", []).append({"name": "file-log", "config": {"path": str(path)}})
+
+    gw = make_gateway(edit)
+    marker = "prompt-marker-7781 jane@example.com"
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={"model": "chat", "messages": [{"role": "user", "content": marker}]})
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 5
+    while not (path.exists() and path.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the log phase runs once the response is sent
+    entry = json.loads(path.read_text().splitlines()[-1])
+    ai = entry["ai"]["aigw"]
+    assert ai["model"] == "chat" and ai["provider"] in ("openai", "azure-eu") and ai["api"] == "chat"
+    assert ai["response_model"] == "gpt-4o" and ai["stream"] is False
+    # usage is known only in the log phase, which runs after file-log serialized (plugin.lua)
+    assert "usage" not in ai
+    deadline = time.monotonic() + 5
+    rec = None
+    while rec is None and time.monotonic() < deadline:
+        for line in gw.standin.logs().splitlines():
+            if "[notice] [ai-router]" in line and ai["request_id"] in line:
+                rec = json.loads(line.split("[notice] [ai-router] ", 1)[1])
+        time.sleep(0.05)
+    assert rec is not None, gw.standin.logs()[-2000:]
+    assert rec["status"] == 200 and rec["outcome"] == "ok" and rec["usage"]["output_tokens"] > 0
+    assert rec["usage"]["input_tokens"] > 0 and rec["cost_usd"] is not None
+    logs = path.read_text() + gw.standin.logs()
+    assert "prompt-marker-7781" not in logs and "jane@example.com" not in logs
+    # the JSON line of the plugin server is still there
+    assert '"aigw.request"' in gw.standin.logs()
+
+
+def test_a_request_refused_in_access_still_gets_its_record(make_gateway):
+    import json
+    import time
+
+    gw = make_gateway()
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]})
+    assert 400 <= r.status_code < 500
+    deadline = time.monotonic() + 5
+    found = None
+    while found is None and time.monotonic() < deadline:
+        for line in gw.standin.logs().splitlines():
+            if "[notice] [ai-router]" in line:
+                found = json.loads(line.split("[notice] [ai-router] ", 1)[1])
+        time.sleep(0.05)
+    assert found is not None and found["status"] == r.status_code and found["outcome"] != "ok"
