@@ -9,7 +9,7 @@ Two ways into Kong's logs (Kong/kong tag 3.9.1), because of when an external plu
   (file-log, http-log, tcp-log...) carries it.
 * ``outcome(ctx, outcome)`` — usage, cost, status, cache status, attempts, once the request is
   finished. Only the log phase knows it, and an external plugin's log event runs in a timer
-  after every log plugin has serialized (plugin_servers/plugin.lua 110-133 build_phases; log
+  after every log plugin has serialized (plugin_servers/plugin.lua 144-181 build_phases; log
   plugins call kong.log.serialize() synchronously, e.g. file-log/handler.lua 80): a value set
   there never reaches them. So ai-router's log phase writes it to Kong's error log with
   ``kong.log.notice`` (visible at Kong's default log level; plugin-server output is logged at

@@ -8,26 +8,26 @@ of the protocol (Kong/kong tag 3.9.1):
   standard library, so our relay and Redis clients would block the whole server.
 * **The socket is bound before the plugins load.** Kong serves traffic as soon as nginx runs and
   spawns the start command from a worker timer (``kong/runloop/plugin_servers/process.lua``
-  ``pluginserver_timer``); until the socket exists every AI request fails ("no such file or
+  ``pluginserver_timer``, 153); until the socket exists every AI request fails ("no such file or
   directory"). Loading our plugins takes seconds; with the socket already listening, Kong's
   connect succeeds and its calls wait in the backlog until we accept them.
 * **Instance ids never repeat across restarts.** kong-pdk numbers instances 0, 1, 2... again in
   every process, while Kong's workers keep their cached ids (``plugin_servers/plugin.lua``
-  ``get_instance_id``): after a respawn a cached id names another plugin's instance. Ours are
+  ``get_instance_id``, 237-303): after a respawn a cached id names another plugin's instance. Ours are
   ``generation << 20 | plugin slot << 15 | n``: the generation is a counter kept next to the
   socket (``<socket>.gen``) and bumped by every process, the slot is the plugin's index among the
   loaded plugin modules. A stale id is unknown to the new process, so HandleEvent answers
   "no plugin instance", which makes Kong reset and restart it (``mp_rpc.lua``
-  ``Rpc:handle_event``); an id whose slot does not name the instance's plugin is refused the
+  ``Rpc:handle_event``, 301-320); an id whose slot does not name the instance's plugin is refused the
   same way. Ids stay below 2^31.
 * **Every answer is preceded by a ``serverPid`` notification** ``[2, "serverPid", pid]``: Kong
-  reads notifications on any call (``mp_rpc.lua Rpc:call``) and, when the pid differs from the
+  reads notifications on any call (``mp_rpc.lua Rpc:call``, 172-221) and, when the pid differs from the
   one it saw before, drops that plugin's cached instances (``plugin.lua``
-  ``rpc_notifications:serverPid``). kong-pdk never sends it. It goes on every answer, not once per
+  ``rpc_notifications:serverPid``, 188-199). kong-pdk never sends it. It goes on every answer, not once per
   connection, because Kong's per-plugin RPC objects share one keepalive pool per socket.
 
 HandleEvent answers also carry ``Name`` (the instance's plugin); Kong reads only ``EventId`` and
-``Data`` (``mp_rpc.lua bridge_loop``), the stand-in checks it.
+``Data`` (``mp_rpc.lua bridge_loop``, 264-298), the stand-in checks it.
 
 ``aigw-plugin-info -d DIR NAME`` is the ``pluginserver_<name>_query_cmd`` Kong runs with
 ``io.popen`` (kong/runloop/plugin_servers/process.lua ``query_external_plugin_info``): it prints a

@@ -266,7 +266,7 @@ def _get_headers(req: Req, max_headers: Any = None, *_: Any) -> dict[str, list[s
     """kong/pdk/request.lua 3.9.1 664-679: at most ``lua_max_req_headers`` headers without a
     max, else 1 <= max <= 1000 (MIN_HEADERS/MAX_HEADERS, 54-55); in the log phase plugin.lua's
     exposed_api returns the headers saved when the log phase began (``req_get_headers()``,
-    default max) whatever the max (plugin.lua 82-85, 126)."""
+    default max) whatever the max (plugin.lua 82-85, 166)."""
     if req.phase == "log":
         return _capped(req.headers, MAX_REQ_HEADERS)
     if max_headers is None:

@@ -394,7 +394,7 @@ class Gateway:
         """The log phase (kong/init.lua Kong.log -> plugins_iterator, priority order). A bundled
         log plugin serializes right there; an external plugin's log handler only schedules a
         timer with the request data saved at that moment, serialize_data included
-        (plugin_servers/plugin.lua 3.9.1 build_phases 110-133). So log plugins such as file-log
+        (plugin_servers/plugin.lua 3.9.1 build_phases 144-181, timer at 152, serialize_data 163). So log plugins such as file-log
         carry what was set before the log phase, never what an external plugin sets in its
         log event (log_by_lua cannot yield: every timer runs after the whole log phase)."""
         req.finished = time.time()
