@@ -170,6 +170,13 @@ class ContextStore:
             return None
         return self._items.get(cid)
 
+    def ticket_id(self, ticket: str | None) -> str | None:
+        """The context id of a genuine ticket (signature checked), even once finished."""
+        if not ticket or ticket.count(".") != 2:
+            return None
+        cid, exp, sig = ticket.split(".")
+        return cid if hmac.compare_digest(sig, _sign(f"{cid}.{exp}")) else None
+
     def lookup(self, ticket: str | None) -> RequestContext | None:
         """For plugins in access/log: the open or claimed context of a ticket."""
         ctx = self._verify(ticket)

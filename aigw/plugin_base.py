@@ -187,12 +187,48 @@ class AIPlugin:
             log_failure(self.NAME, "log", exc)
 
 
-def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = False):
+def log_ai_record(plugin: str, kong) -> None:
+    """Log phase of the plugin that records (ai-router): settle a request that never reached
+    the relay, then write its outcome record to Kong's log at notice (aigw/airecord.py says why
+    not the serializer). 2 PDK calls; the headers are the ones Kong saved for the log phase
+    (at most lua_max_req_headers of them: past that the ticket is not seen and only the
+    relay's JSON line has the record)."""
+    import time
+
+    import gevent
+    import orjson
+
+    from . import airecord
+
+    try:
+        ticket = flatten_headers(kong.request.get_headers()).get(TICKET_HEADER)
+        cid = STORE.ticket_id(ticket)
+        if cid is None:
+            return
+        ctx = STORE.lookup(ticket)
+        if ctx is not None and ctx.state == "open":
+            ctx.finish(Outcome(status=0, error="not_proxied"))
+        rec = airecord.RECENT.pop(cid)
+        deadline = time.monotonic() + 2.0
+        while rec is None and STORE.lookup(ticket) is not None and time.monotonic() < deadline:
+            gevent.sleep(0.02)  # the relay is writing the last bytes (claimed, not finished yet)
+            rec = airecord.RECENT.pop(cid)
+        if rec is not None:
+            kong.log.notice(orjson.dumps(rec).decode())
+    except GreenletExit:
+        raise
+    except Exception as exc:
+        log_failure(plugin, "log", exc)
+
+
+def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = False, records: bool = False):
     """Everything a kong-pdk plugin module exports, for one of our plugins:
     ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostRuntime, 770)``.
 
     ``Schema`` is generated from ``schemas/<name>.json``; ``settles`` adds the
-    ``log`` phase that settles requests which never reached the relay.
+    ``log`` phase that settles requests which never reached the relay; ``records``
+    (ai-router) puts the routing decision into Kong's log serializer in access (1 PDK call)
+    and writes the outcome record to Kong's log in the log phase (aigw/airecord.py).
     """
 
     def setup(self, config):
@@ -201,9 +237,19 @@ def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = Fals
     def on_access(self, kong, ctx):
         self.rt.access(ctx)
 
-    attrs: dict[str, Any] = {"NAME": name, "setup": setup, "on_access": on_access,
+    def on_access_recording(self, kong, ctx):
+        from . import airecord
+
+        ctx.on_finish(lambda out: airecord.RECENT.put(ctx.id, airecord.outcome(ctx, out)))
+        self.rt.access(ctx)
+        kong.log.set_serialize_value(airecord.KEY, airecord.decision(ctx))
+
+    attrs: dict[str, Any] = {"NAME": name, "setup": setup,
+                             "on_access": on_access_recording if records else on_access,
                              "__doc__": runtime.__doc__, "__module__": name}
-    if settles:
+    if records:
+        attrs["log"] = lambda self, kong: log_ai_record(name, kong)
+    elif settles:
         attrs["log"] = lambda self, kong: self.finish_unproxied(kong)
     cls = type("Plugin", (AIPlugin,), attrs)
     from . import __version__

@@ -8,26 +8,26 @@ of the protocol (Kong/kong tag 3.9.1):
   standard library, so our relay and Redis clients would block the whole server.
 * **The socket is bound before the plugins load.** Kong serves traffic as soon as nginx runs and
   spawns the start command from a worker timer (``kong/runloop/plugin_servers/process.lua``
-  ``pluginserver_timer``); until the socket exists every AI request fails ("no such file or
+  ``pluginserver_timer``, 153); until the socket exists every AI request fails ("no such file or
   directory"). Loading our plugins takes seconds; with the socket already listening, Kong's
   connect succeeds and its calls wait in the backlog until we accept them.
 * **Instance ids never repeat across restarts.** kong-pdk numbers instances 0, 1, 2... again in
   every process, while Kong's workers keep their cached ids (``plugin_servers/plugin.lua``
-  ``get_instance_id``): after a respawn a cached id names another plugin's instance. Ours are
+  ``get_instance_id``, 237-303): after a respawn a cached id names another plugin's instance. Ours are
   ``generation << 20 | plugin slot << 15 | n``: the generation is a counter kept next to the
   socket (``<socket>.gen``) and bumped by every process, the slot is the plugin's index among the
   loaded plugin modules. A stale id is unknown to the new process, so HandleEvent answers
   "no plugin instance", which makes Kong reset and restart it (``mp_rpc.lua``
-  ``Rpc:handle_event``); an id whose slot does not name the instance's plugin is refused the
+  ``Rpc:handle_event``, 301-320); an id whose slot does not name the instance's plugin is refused the
   same way. Ids stay below 2^31.
 * **Every answer is preceded by a ``serverPid`` notification** ``[2, "serverPid", pid]``: Kong
-  reads notifications on any call (``mp_rpc.lua Rpc:call``) and, when the pid differs from the
+  reads notifications on any call (``mp_rpc.lua Rpc:call``, 172-221) and, when the pid differs from the
   one it saw before, drops that plugin's cached instances (``plugin.lua``
-  ``rpc_notifications:serverPid``). kong-pdk never sends it. It goes on every answer, not once per
+  ``rpc_notifications:serverPid``, 188-199). kong-pdk never sends it. It goes on every answer, not once per
   connection, because Kong's per-plugin RPC objects share one keepalive pool per socket.
 
 HandleEvent answers also carry ``Name`` (the instance's plugin); Kong reads only ``EventId`` and
-``Data`` (``mp_rpc.lua bridge_loop``), the stand-in checks it.
+``Data`` (``mp_rpc.lua bridge_loop``, 264-298), the stand-in checks it.
 
 ``aigw-plugin-info -d DIR NAME`` is the ``pluginserver_<name>_query_cmd`` Kong runs with
 ``io.popen`` (kong/runloop/plugin_servers/process.lua ``query_external_plugin_info``): it prints a
@@ -245,9 +245,51 @@ def plugin_info_main(argv: list[str] | None = None) -> None:
     sys.stdout.flush()
 
 
+def answers(socket_path: str, timeout: float = 2.0) -> bool:
+    """True when the plugin server on ``socket_path`` answers an RPC (``plugin.GetStatus``)
+    within ``timeout``: its socket exists AND its plugins are loaded. Kong's own health check
+    (``kong health``) only checks that nginx runs, and Kong serves traffic before the plugin
+    server is up."""
+    import socket
+
+    import msgpack
+
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(socket_path)
+        s.sendall(msgpack.packb([0, 1, "plugin.GetStatus", []]))
+        unpacker = msgpack.Unpacker(strict_map_key=False)
+        while True:
+            data = s.recv(65536)
+            if not data:
+                return False
+            unpacker.feed(data)
+            for msg in unpacker:
+                if msg[0] == 1:
+                    return msg[1] == 1 and msg[2] is None
+    except (OSError, ValueError):
+        return False
+    finally:
+        s.close()
+
+
+def check_main(argv: list[str]) -> None:
+    """``python -m aigw.pluginserver check SOCKET [TIMEOUT]``: exit 0 when the server answers."""
+    if not argv:
+        print("usage: python -m aigw.pluginserver check SOCKET [TIMEOUT]", file=sys.stderr)
+        raise SystemExit(2)
+    ok = answers(argv[0], float(argv[1]) if len(argv) > 1 else 2.0)
+    if not ok:
+        print(f"plugin server on {argv[0]} does not answer", file=sys.stderr)
+    raise SystemExit(0 if ok else 1)
+
+
 if __name__ == "__main__":
     # ``python -m aigw.pluginserver plugin-info -d DIR NAME`` when the console scripts are absent
     if sys.argv[1:2] == ["plugin-info"]:
         plugin_info_main(sys.argv[2:])
+    elif sys.argv[1:2] == ["check"]:
+        check_main(sys.argv[2:])
     else:
         main()

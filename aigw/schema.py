@@ -63,14 +63,19 @@ def _convert(node: dict[str, Any], required: bool = False) -> dict[str, Any]:
                "values": _convert(vals) if isinstance(vals, dict) else {"type": "string"}}
     elif t == "array":
         out = {"type": "array", "elements": _convert(node.get("items", {"type": "string"}))}
+        _lengths(node, out, "minItems", "maxItems")
     elif t in ("string", "integer", "number", "boolean"):
         out = {"type": t}
         if "enum" in node:
             out["one_of"] = list(node["enum"])
-        if "minimum" in node and "maximum" in node:
-            out["between"] = [node["minimum"], node["maximum"]]
-        if "minLength" in node:
-            out["len_min"] = node["minLength"]
+        if "minimum" in node or "maximum" in node:
+            # Kong has no lone minimum/maximum: ``between`` with the other end at 2^53, the
+            # largest integer a Lua number holds exactly (its message formats both ends with %d)
+            out["between"] = [node.get("minimum", -KONG_NUMBER_LIMIT), node.get("maximum", KONG_NUMBER_LIMIT)]
+        if "exclusiveMinimum" in node:
+            out["gt"] = node["exclusiveMinimum"]
+        if t == "string":
+            _lengths(node, out, "minLength", "maxLength")
     else:
         raise ValueError(f"unsupported JSON Schema node for Kong conversion: {node!r:.80}")
     if "default" in node:
@@ -82,6 +87,31 @@ def _convert(node: dict[str, Any], required: bool = False) -> dict[str, Any]:
     if required:
         out["required"] = True
     return out
+
+
+KONG_NUMBER_LIMIT = 2 ** 53
+
+# JSON Schema keyword -> the Kong validator that enforces it at config time
+# (kong/db/schema/init.lua 3.9.1 Schema.validators 213-300; make_length_validator 162-174 counts
+# the elements of arrays). Keywords not listed here cannot be exported: the plugins check them
+# only when Kong starts an instance (StartInstance fails, every request on that config gets 500).
+EXPORTED = {"minimum": "between", "maximum": "between", "exclusiveMinimum": "gt", "minLength": "len_min",
+            "maxLength": "len_max", "minItems": "len_min", "maxItems": "len_max", "enum": "one_of",
+            "required": "required", "type": "type", "additionalProperties": "record/map",
+            "properties": "record", "items": "elements", "default": "default"}
+# checked at StartInstance only (jsonschema, aigw/schema.py validate): none of our schemas uses
+# them today; cross-field rules (unknown provider of a target, duplicate names, ...) are checked
+# by the core's config parsers (aigw/routing.py ConfigError, ...) at StartInstance too
+START_TIME_ONLY = {"pattern": "Lua patterns are not regular expressions",
+                   "uniqueItems": "no Kong validator for arrays (a Kong 'set' silently de-duplicates)",
+                   "exclusiveMaximum": "Kong has gt but no lt"}
+
+
+def _lengths(node: dict[str, Any], out: dict[str, Any], lo: str, hi: str) -> None:
+    if lo in node:
+        out["len_min"] = node[lo]
+    if hi in node:
+        out["len_max"] = node[hi]
 
 
 def kong_fields(name: str) -> list[dict[str, Any]]:

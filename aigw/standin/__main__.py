@@ -12,7 +12,6 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -96,20 +95,6 @@ def _package_env() -> dict[str, str]:
     return env
 
 
-def _wait_socket(path: str, timeout: float, sup: list[Supervisor]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            s.connect(path)
-            return
-        except OSError:
-            gevent.sleep(0.05)
-        finally:
-            s.close()
-    raise RuntimeError(f"plugin server socket {path} did not accept connections within {timeout}s")
-
-
 def admin_app(gw: Gateway, ready: dict[str, bool]) -> Any:
     def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
         path, method = environ.get("PATH_INFO", ""), environ["REQUEST_METHOD"]
@@ -130,7 +115,7 @@ def admin_app(gw: Gateway, ready: dict[str, bool]) -> Any:
                        for n, c in pool.started]
             status, body = "200 OK", {"started": started}
         elif path == "/_standin/pluginserver" and method == "GET":
-            status, body = "200 OK", {"pids": ready.get("pids", {})}
+            status, body = "200 OK", {"pids": ready.get("pids", {}), "sockets": ready.get("sockets", [])}
         data = orjson.dumps(body)
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
@@ -187,9 +172,12 @@ def main(argv: list[str] | None = None) -> None:
         admin.start()
     for s in supervisors:
         s.start()
-    for sock in pools:
-        _wait_socket(sock, 30, supervisors)
+    # Kong serves as soon as nginx runs: worker 0 spawns the start command from a timer
+    # (process.lua start_pluginservers) and nobody waits for the socket, so requests that come
+    # first fail ("no such file or directory"). The stand-in does the same; readiness of the
+    # plugin server is a separate check (aigw.pluginserver.answers, the compose healthcheck).
     ready["pids"] = {s.sd.name: s.pid() for s in supervisors}
+    ready["sockets"] = sorted(pools)
     server = WSGIServer((args.host, args.port), gw, handler_class=RawHeadersHandler, log=None,
                         error_log=sys.stderr)
     server.start()

@@ -64,7 +64,15 @@ ACL_FIELDS = [
     {"include_consumer_groups": {"type": "boolean", "required": False, "default": False}},
 ]
 
+FILE_LOG_FIELDS = [
+    {"path": {"type": "string", "required": True}},
+    {"reopen": {"type": "boolean", "required": True, "default": False}},
+]
+
 BUNDLED = {
+    # kong/plugins/file-log/handler.lua 3.9.1 (PRIORITY 9, log 70-82): appends
+    # cjson(kong.log.serialize()) as a line, synchronously in the request's log phase
+    "file-log": PluginInfo("file-log", 9, "3.9.1", FILE_LOG_FIELDS, ["log"], bundled=True),
     "jwt": PluginInfo("jwt", 1450, "3.9.1", JWT_FIELDS, ["access"], bundled=True),
     "key-auth": PluginInfo("key-auth", 1250, "3.9.1", KEY_AUTH_FIELDS, ["access"], bundled=True),
     "acl": PluginInfo("acl", 950, "3.9.1", ACL_FIELDS, ["access"], bundled=True),
@@ -331,6 +339,19 @@ def _acl(req: Req, cfg: Config, conf: dict[str, Any]) -> None:
         _error(req, 403, "You cannot consume this service")
     if not conf.get("hide_groups_header"):
         header_set(req.headers, "X-Consumer-Groups", ", ".join(groups))
+
+
+def run_log(name: str, req: Req, conf: dict[str, Any]) -> None:
+    """Run a bundled plugin's log handler (in the request's log phase, before any external
+    plugin's log event, which Kong defers to a timer)."""
+    if name == "file-log":
+        import orjson
+
+        from .pdk import serialize
+
+        line = orjson.dumps(serialize(req)) + b"\n"
+        with open(conf["path"], "ab") as f:
+            f.write(line)
 
 
 def run(name: str, req: Req, cfg: Config, conf: dict[str, Any]) -> None:

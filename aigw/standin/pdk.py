@@ -148,6 +148,7 @@ class Req:
     response: Response | None = None
     upstream_response: Response | None = None
     serialize_extra: dict[str, Any] = field(default_factory=dict)
+    saved_serialize: dict[str, Any] | None = None  # plugin.lua build_phases: serialize_data
     phase: str = "rewrite"
     plugin: Plugin | None = None
     plugins_run: list[str] = field(default_factory=list)
@@ -265,7 +266,7 @@ def _get_headers(req: Req, max_headers: Any = None, *_: Any) -> dict[str, list[s
     """kong/pdk/request.lua 3.9.1 664-679: at most ``lua_max_req_headers`` headers without a
     max, else 1 <= max <= 1000 (MIN_HEADERS/MAX_HEADERS, 54-55); in the log phase plugin.lua's
     exposed_api returns the headers saved when the log phase began (``req_get_headers()``,
-    default max) whatever the max (plugin.lua 82-85, 126)."""
+    default max) whatever the max (plugin.lua 82-85, 166)."""
     if req.phase == "log":
         return _capped(req.headers, MAX_REQ_HEADERS)
     if max_headers is None:
@@ -293,6 +294,21 @@ def _get_header(req: Req, name: Any) -> str | None:
         return value
     v = _capped(req.headers, MAX_REQ_HEADERS).get(name.lower().replace("_", "-"))
     return v[0] if v else None
+
+
+def _set_serialize_value(req: Req, key: Any, value: Any = None, options: Any = None) -> None:
+    """kong/pdk/log.lua 3.9.1 set_serialize_value (636-662): appends {key, value, mode} to
+    ngx.ctx.serialize_values, which serialize applies (dotted keys make nested tables). In an
+    external plugin's log event ngx.ctx is a copy made when the log phase began (plugin.lua
+    build_phases: ``ngx_ctx = clone(ngx.ctx)``): log plugins have serialized already."""
+    if not isinstance(key, str):
+        raise PdkFailure("key must be a string")
+    mode = (options or {}).get("mode", "set") if isinstance(options, dict) else "set"
+    if mode not in ("set", "add", "replace"):
+        raise PdkFailure("mode must be 'set', 'add' or 'replace'")
+    if req.phase == "log":
+        return  # too late for every log plugin; serialize_data was saved before the event
+    req.serialize_extra[key] = value
 
 
 def _get_body(req: Req, mimetype: str | None = None, *_: Any) -> Any:
@@ -476,8 +492,9 @@ METHODS: dict[str, Method] = {
     "kong.response.exit": _exit,
     "kong.response.error": _error,
     # kong.log (kong/pdk/log.lua; serialize wrapped to JSON by plugin.lua exposed_api)
-    "kong.log.serialize": lambda r, *_: orjson.dumps(serialize(r)).decode(),
-    "kong.log.set_serialize_value": lambda r, k, v=None, *_: r.serialize_extra.__setitem__(k, v),
+    "kong.log.serialize": lambda r, *_: orjson.dumps(
+        r.saved_serialize if r.phase == "log" and r.saved_serialize is not None else serialize(r)).decode(),
+    "kong.log.set_serialize_value": _set_serialize_value,
     # kong.plugin / kong.node / kong.ip
     "kong.plugin.get_id": lambda r: r.plugin.id if r.plugin else None,
     "kong.node.get_id": lambda r: NODE_ID,

@@ -28,7 +28,7 @@ import urllib3
 from . import SERVER_TOKENS, bundled
 from .config import Config, Plugin, PluginInfo
 from .pdk import (ERROR_TEMPLATE, JSON_CT, METHODS, STEP_METHODS, TERMINAL, Exit, PdkFailure, Req,
-                  Response, header_get, header_set)
+                  Response, header_get, header_set, serialize)
 from .router import Balancer, NoPeer, Router, upstream_path
 from .rpc import RpcClient, RpcError
 
@@ -391,10 +391,27 @@ class Gateway:
     # ------------------------------------------------------------ log
 
     def _finish(self, req: Req, collected: list[Plugin]) -> None:
+        """The log phase (kong/init.lua Kong.log -> plugins_iterator, priority order). A bundled
+        log plugin serializes right there; an external plugin's log handler only schedules a
+        timer with the request data saved at that moment, serialize_data included
+        (plugin_servers/plugin.lua 3.9.1 build_phases 144-181, timer at 152, serialize_data 163). So log plugins such as file-log
+        carry what was set before the log phase, never what an external plugin sets in its
+        log event (log_by_lua cannot yield: every timer runs after the whole log phase)."""
         req.finished = time.time()
         logs = [p for p in collected if "log" in p.info.phases]
-        if logs:
-            gevent.spawn(self._log_phase, req, logs)
+        external = []
+        req.phase = "log"
+        for p in logs:
+            if p.info.bundled:
+                try:
+                    bundled.run_log(p.name, req, p.config)
+                except OSError as exc:
+                    sys.stderr.write(f"[standin] [err] [{p.name}] {exc}\n")
+            else:
+                external.append(p)
+        if external:
+            req.saved_serialize = serialize(req)
+            gevent.spawn(self._log_phase, req, external)
 
     def _log_phase(self, req: Req, plugins: list[Plugin]) -> None:
         for p in plugins:

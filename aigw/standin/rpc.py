@@ -145,7 +145,7 @@ class RpcClient:
             raise
 
     def _notification(self, label: str, args: Any) -> None:
-        """plugin.lua 3.9.1 ``rpc_notifications:serverPid`` (149-160): a pid different from the
+        """plugin.lua 3.9.1 ``rpc_notifications:serverPid`` (188-199): a pid different from the
         one this plugin's RPC object saw before drops the instances started through it."""
         if label == "serverPid":
             pid = int(args)
@@ -205,7 +205,7 @@ class RpcClient:
             self.pool.misrouted.append({"plugin": name, "instance": iid, "holder": holder or issued})
 
     def reset_plugin(self, name: str) -> None:
-        """plugin.lua ``reset_instance`` -> ``reset_instances_for_plugin`` (162-185)."""
+        """plugin.lua ``reset_instance`` -> ``reset_instances_for_plugin`` (201-224)."""
         for k, v in list(self.pool.running.items()):
             if v.get("plugin_name") == name:
                 self.pool.running.pop(k, None)

@@ -82,8 +82,10 @@ def _value(spec: dict[str, Any], v: Any, path: str, errors: list[tuple[str, str]
         if not isinstance(v, str):
             errors.append((path, "expected a string"))
             return v
-        if "len_min" in spec and len(v) < spec["len_min"]:
-            errors.append((path, f"length must be at least {spec['len_min']}"))
+        # "empty strings are not accepted by default" (kong/db/schema/init.lua 3.9.1, 990-993)
+        len_min = spec.get("len_min", 1)
+        if len(v) < len_min:
+            errors.append((path, f"length must be at least {len_min}"))
         if "len_max" in spec and len(v) > spec["len_max"]:
             errors.append((path, f"length must be at most {spec['len_max']}"))
         if "starts_with" in spec and not v.startswith(spec["starts_with"]):

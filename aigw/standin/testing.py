@@ -88,7 +88,7 @@ class StandIn:
                 raise StandInError(f"stand-in exited with {self.proc.returncode}:\n{self.logs()}")
             try:
                 with urllib.request.urlopen(self.admin_url + "/status", timeout=1) as r:
-                    if r.status == 200:
+                    if r.status == 200 and (not self.wait_pluginserver or self.pluginservers_answer()):
                         return self
             except OSError:
                 pass
@@ -121,6 +121,13 @@ class StandIn:
     def started_instances(self) -> list[dict[str, Any]]:
         """Every ``plugin.StartInstance`` so far: ``{"name", "config"}`` (secrets masked)."""
         return self._admin("GET", "/_standin/instances")["started"]
+
+    def pluginservers_answer(self, timeout: float = 1.0) -> bool:
+        """The compose healthcheck's test: every plugin server socket answers an RPC."""
+        from ..pluginserver import answers
+
+        sockets = self._admin("GET", "/_standin/pluginserver")["sockets"]
+        return all(answers(s, timeout) for s in sockets)
 
     def pluginserver_pid(self) -> int | None:
         pids = self._admin("GET", "/_standin/pluginserver")["pids"]

@@ -82,3 +82,31 @@ def test_dependencies_are_pinned():
     deps = meta["dependencies"] + sum(meta["optional-dependencies"].values(), [])
     for d in deps:
         assert "==" in d, f"unpinned dependency: {d}"
+
+
+def test_entrypoint_declares_an_env_directive_for_every_aigw_variable(tmp_path):
+    """docker/entrypoint.sh and the stand-in's forward_aigw_env follow one rule."""
+    from aigw.standin.process import forward_aigw_env, worker_env
+
+    fake = tmp_path / "entry.sh"
+    fake.write_text((ROOT / "docker" / "entrypoint.sh").read_text()
+                    .replace("exec /docker-entrypoint.sh", "printf '%s' \"$KONG_NGINX_MAIN_ENV\" #"))
+    env = {"AIGW_REDIS_URL": "redis://r:6379/0", "AIGW_PROVIDER_OPENAI_BASE_URL": "http://m/v1",
+           "OPENAI_API_KEY": "sk-not-for-the-plugin-server", "KONG_NGINX_MAIN_ENV": "TZ"}
+    out = subprocess.run(["sh", str(fake)], env=env, capture_output=True, text=True, check=True).stdout
+    assert out == forward_aigw_env(env)["KONG_NGINX_MAIN_ENV"]
+    assert out == "TZ; env AIGW_PROVIDER_OPENAI_BASE_URL; env AIGW_REDIS_URL"
+    passed = worker_env({**env, "KONG_NGINX_MAIN_ENV": out})
+    assert set(passed) == {"AIGW_REDIS_URL", "AIGW_PROVIDER_OPENAI_BASE_URL"}
+    text = (ROOT / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["/opt/aigw/bin/entrypoint"]' in text and 'CMD ["kong", "docker-start"]' in text
+    assert "/proc/1/environ" not in (ROOT / "docker" / "start-pluginserver.sh").read_text()
+
+
+def test_compose_healthcheck_needs_the_plugin_server():
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    assert doc["services"]["kong"]["healthcheck"]["test"] == ["CMD", "/opt/aigw/bin/healthcheck"]
+    check = (ROOT / "docker" / "healthcheck.sh").read_text()
+    assert "kong health" in check and "aigw.pluginserver check /usr/local/kong/aigw.sock" in check
+    start = (ROOT / "docker" / "start-pluginserver.sh").read_text()
+    assert "--socket-name aigw.sock" in start and "-p /usr/local/kong" in start
