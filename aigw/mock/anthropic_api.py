@@ -8,8 +8,8 @@ import orjson
 from ..errors import ANTHROPIC, error_body
 from ..sse import encode
 from .behaviour import (CACHE_WRITE, CUT_AFTER, TOOL_ARGS, TOOL_ARGS_JSON, Counts, Faults,
-                        Prompt, Reply, chunks, count, parse_faults, plan_reply, string_values,
-                        words)
+                        Prompt, Reply, chunks, count, limit_reply, parse_faults, plan_reply,
+                        string_values, words)
 from .wire import (Request, Response, Stream, fault_headers, fault_response, json_response,
                    stream_for)
 
@@ -100,11 +100,13 @@ def chat(req: Request) -> Response | Stream:
         return failed
     prompt = read_prompt(body)
     reply = plan_reply(prompt)
+    reply, cut = limit_reply(reply, body.get("max_tokens"), faults)
+    stop = "tool_use" if reply.tool else ("max_tokens" if cut else "end_turn")
     counts = count(prompt, reply, faults)
     seq = req.next_id()
     mid, tid = f"msg_mock{seq:08d}", f"toolu_mock{seq:08d}"
     if body.get("stream"):
-        return _stream(mid, tid, model, reply, counts, faults)
+        return _stream(mid, tid, model, reply, counts, faults, stop)
     if reply.tool:
         content: list[dict[str, Any]] = [
             {"type": "tool_use", "id": tid, "name": reply.tool, "input": TOOL_ARGS}]
@@ -112,7 +114,7 @@ def chat(req: Request) -> Response | Stream:
         content = [{"type": "text", "text": reply.text}]
     out: dict[str, Any] = {
         "id": mid, "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": "tool_use" if reply.tool else "end_turn",
+        "content": content, "stop_reason": stop,
         "stop_sequence": None,
     }
     if not faults.no_usage:
@@ -121,7 +123,7 @@ def chat(req: Request) -> Response | Stream:
 
 
 def _stream(mid: str, tid: str, model: str, reply: Reply, counts: Counts,
-            faults: Faults) -> Stream:
+            faults: Faults, stop: str) -> Stream:
     def ev(obj: dict[str, Any]) -> bytes:
         return encode(obj, obj["type"])
 
@@ -143,7 +145,7 @@ def _stream(mid: str, tid: str, model: str, reply: Reply, counts: Counts,
               ev({"type": "ping"})]
     events += [ev({"type": "content_block_delta", "index": 0, "delta": d}) for d in deltas]
     delta: dict[str, Any] = {"type": "message_delta",
-                             "delta": {"stop_reason": "tool_use" if reply.tool else "end_turn",
+                             "delta": {"stop_reason": stop,
                                        "stop_sequence": None}}
     if not faults.no_usage:
         delta["usage"] = {"output_tokens": counts.completion}

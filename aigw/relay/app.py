@@ -21,6 +21,7 @@ from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..types import Usage
 from .observe import observe
+from .output_cap import StreamCap, upstream_body
 
 log = logging.getLogger("aigw")
 
@@ -167,7 +168,8 @@ class Relay:
         if ctx.api == "embeddings":
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
-            up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
+            up = adapter.chat_request(upstream_body(ctx.canonical, ctx.output_cap, adapter),
+                                      target.model, p, stream=ctx.stream)
         timeout = urllib3.Timeout(connect=p.connect_timeout, read=p.first_byte_timeout)
         try:
             resp = POOL.urlopen(up.method, up.url, body=up.body, headers=up.headers,
@@ -214,9 +216,13 @@ class Relay:
         if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0 and ctx.api != "embeddings"):
             usage = self._counted_usage(_response_text(resp))
         usage = self._with_prompt(usage)
+        cut = False
+        if not cached and ctx.api != "embeddings" and target is not None:
+            usage, cut = self._cap_answer(resp, usage, target)
         if not cached:
-            # only ai-cache (on a miss or refresh) keeps the un-restored answer
-            self.outcome.response = copy.deepcopy(resp) if ctx.cache_status in _STORES_ANSWER else None
+            # only ai-cache (on a miss or refresh) keeps the un-restored answer; never a cut one
+            self.outcome.response = (copy.deepcopy(resp) if ctx.cache_status in _STORES_ANSWER
+                                     and not cut else None)
         if ctx.restore_map and ctx.api != "embeddings":
             _restore_response(resp, ctx.restore_map)
         self.outcome.usage = usage
@@ -268,19 +274,20 @@ class Relay:
     def _stream_body(self, first: list[dict[str, Any]], decoder, resp, target) -> Iterator[bytes]:
         ctx = self.ctx
         out = StreamOut(self, target)
+        cap = out.cap = StreamCap.for_request(ctx, target.model)  # None: nothing reserved
         ok = False
         try:
-            for c in first:
+            for c in _capped(cap, first):
                 yield from out.chunk(c)
             deadline = target.provider.total_timeout
             with gevent.Timeout(deadline):
-                while not decoder.done:
+                while not decoder.done and not (cap is not None and cap.exhausted):
                     raw = resp.read1(65536)
                     if not raw:
-                        for c in decoder.close():
+                        for c in _capped(cap, decoder.close()):
                             yield from out.chunk(c)
                         break
-                    for c in decoder.feed(raw):
+                    for c in _capped(cap, decoder.feed(raw)):
                         yield from out.chunk(c)
             ok = decoder.done
             if decoder.usage is not None:
@@ -388,6 +395,18 @@ class Relay:
         out = count_completion_text(completion_text, model).tokens if completion_text else 0
         return Usage(input_tokens=prompt, output_tokens=out, estimated=True)
 
+    def _cap_answer(self, resp: dict[str, Any], usage: Usage, target) -> tuple[Usage, bool]:
+        """Output cap on a non-streaming answer (aigw/relay/output_cap.py): cut choices that
+        exceed the reserved output; a cut answer is charged what was delivered."""
+        from .output_cap import cap_response, delivered_usage
+        out_tokens = cap_response(resp, self.ctx.output_cap, target.model)
+        if out_tokens is None:
+            return usage, False
+        counted = dataclasses.replace(self._counted_usage(""), output_tokens=out_tokens)
+        delivered = delivered_usage(None if usage.estimated else usage, counted)
+        resp["usage"] = delivered.to_openai()
+        return delivered, True
+
     def _with_prompt(self, usage: Usage) -> Usage:
         """A provider that reported output but no prompt tokens: our prompt count, flagged estimated."""
         pc = self.ctx.prompt_count
@@ -405,6 +424,7 @@ class StreamOut:
         self.target = target
         self.cached = cached
         self.provider_usage: Usage | None = None
+        self.cap: StreamCap | None = None  # the output cap, when the request reserved output
         self.text: list[str] = []
         self.raw_chunks: list[dict[str, Any]] = []  # un-restored, for the cache
         self.restorers: dict[tuple, Any] = {}
@@ -468,6 +488,10 @@ class StreamOut:
     def usage_so_far(self):
         """The provider's usage if it came, else our count of what was streamed."""
         relay = self.relay
+        if self.cap is not None and self.cap.cut:  # reconcile a cut answer to what was delivered
+            from .output_cap import delivered_usage
+            counted = dataclasses.replace(relay._counted_usage(""), output_tokens=self.cap.delivered_tokens())
+            return relay._with_prompt(delivered_usage(self.provider_usage, counted))
         return relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
 
     def _emit(self, c: dict[str, Any]) -> bytes:
@@ -530,6 +554,10 @@ class _Closing:
 
     def close(self) -> None:
         self.on_close()
+
+
+def _capped(cap: StreamCap | None, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return chunks if cap is None else cap.feed(chunks)
 
 
 def _read_all(resp, total_timeout: float) -> bytes:
