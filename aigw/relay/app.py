@@ -213,18 +213,21 @@ class Relay:
                  cached: bool = False) -> list[bytes]:
         ctx = self.ctx
         usage = Usage.from_openai(resp.get("usage"))
-        if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0 and ctx.api != "embeddings"):
+        counted = usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0 and ctx.api != "embeddings")
+        if counted:
             usage = self._counted_usage(_response_text(resp))
         usage = self._with_prompt(usage)
         cut = False
         if not cached and ctx.api != "embeddings" and target is not None:
-            usage, cut = self._cap_answer(resp, usage, target)
+            usage, cut = self._cap_answer(resp, usage, target, counted)
         if not cached:
             # only ai-cache (on a miss or refresh) keeps the un-restored answer; never a cut one
             self.outcome.response = (copy.deepcopy(resp) if ctx.cache_status in _STORES_ANSWER
                                      and not cut else None)
         if ctx.restore_map and ctx.api != "embeddings":
             _restore_response(resp, ctx.restore_map)
+        if usage.estimated and ctx.api != "embeddings":
+            resp["usage"] = {**usage.to_openai(), "estimated": True}  # our count, marked as in streams
         self.outcome.usage = usage
         self.outcome.status = 200
         cost = 0.0 if cached else self._cost(usage, target)
@@ -374,7 +377,7 @@ class Relay:
             if usage.cache_read_tokens:
                 h.append(("X-AI-Cached-Tokens", str(usage.cache_read_tokens)))
             if usage.estimated:
-                h.append(("X-AI-Prompt-Tokens-Estimated", "true"))
+                h.append(("X-AI-Tokens-Estimated", "true"))  # same marker as usage.estimated in bodies
             if cached:
                 h.append(("X-AI-Tokens-Cached", "true"))
         if ctx.cost_fn is not None and ctx.cost_headers and cost is not None:
@@ -395,12 +398,16 @@ class Relay:
         out = count_completion_text(completion_text, model).tokens if completion_text else 0
         return Usage(input_tokens=prompt, output_tokens=out, estimated=True)
 
-    def _cap_answer(self, resp: dict[str, Any], usage: Usage, target) -> tuple[Usage, bool]:
+    def _cap_answer(self, resp: dict[str, Any], usage: Usage, target, counted: bool) -> tuple[Usage, bool]:
         """Output cap on a non-streaming answer (aigw/relay/output_cap.py): cut choices that
         exceed the reserved output; a cut answer is charged what was delivered."""
         from .output_cap import cap_response, delivered_usage
         out_tokens = cap_response(resp, self.ctx.output_cap, target.model)
         if out_tokens is None:
+            if counted:  # our count of the output: per choice, within the cap
+                from .output_cap import answer_tokens
+                usage = dataclasses.replace(usage, output_tokens=answer_tokens(resp, self.ctx.output_cap,
+                                                                               target.model))
             return usage, False
         counted = dataclasses.replace(self._counted_usage(""), output_tokens=out_tokens)
         delivered = delivered_usage(None if usage.estimated else usage, counted)
@@ -488,10 +495,12 @@ class StreamOut:
     def usage_so_far(self):
         """The provider's usage if it came, else our count of what was streamed."""
         relay = self.relay
-        if self.cap is not None and self.cap.cut:  # reconcile a cut answer to what was delivered
+        if self.cap is not None and (self.cap.cut or self.provider_usage is None):
+            # our count, per choice and within the cap: a cut answer is charged what was
+            # delivered, and so is a stream without provider usage (aigw/relay/output_cap.py)
             from .output_cap import delivered_usage
             counted = dataclasses.replace(relay._counted_usage(""), output_tokens=self.cap.delivered_tokens())
-            return relay._with_prompt(delivered_usage(self.provider_usage, counted))
+            return relay._with_prompt(delivered_usage(self.provider_usage if self.cap.cut else None, counted))
         return relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
 
     def _emit(self, c: dict[str, Any]) -> bytes:
@@ -520,6 +529,8 @@ class StreamOut:
             return
         if ctx.include_usage:
             u = usage.to_openai()
+            if usage.estimated:
+                u["estimated"] = True  # the gateway's count: same marker as X-AI-Tokens-Estimated
             final: dict[str, Any] = {**self.template, "choices": [], "usage": u}
             if ctx.cost_fn is not None and ctx.cost_headers and cost is not None:
                 final["cost"] = cost

@@ -61,26 +61,43 @@ def _prefix_within(count: Callable[[str], int], before: str, text: str, limit: i
 
 
 class _Choice:
-    __slots__ = ("text", "sum", "ended")
+    __slots__ = ("text", "sum", "ended", "finish")
 
     def __init__(self) -> None:
         self.text = ""      # everything delivered so far (content, reasoning, tool arguments)
         self.sum = 0        # sum of per-piece counts: an upper bound, resynced when it passes the cap
         self.ended = False
+        self.finish: str | None = None  # the provider's finish_reason ("length" from us is not kept)
+
+
+def choice_tokens(text: str, finish: str | None, cap: int | None, count: Callable[[str], int]) -> int:
+    """Our count of one choice's output when the provider reported none: the text's count,
+    never more than the cap the provider was given, and exactly the cap when the provider
+    itself said it stopped there (finish_reason "length")."""
+    if cap and finish == "length":
+        return cap
+    n = count(text) if text else 0
+    return min(n, cap) if cap else n
 
 
 class StreamCap:
-    """Per-choice output cap over canonical stream chunks (one per streamed request)."""
+    """Per-choice output count and cap over canonical stream chunks (one per streamed
+    chat request). Without a cap (``cap=None``) it only keeps each choice's text, so a
+    stream without provider usage is counted per choice."""
 
-    def __init__(self, cap: int, model: str, choices: int = 1):
-        self.limit, self.count = allowed_tokens(cap, model)
+    def __init__(self, cap: int | None, model: str, choices: int = 1):
+        self.cap = cap or None
+        if self.cap:
+            self.limit, self.count = allowed_tokens(self.cap, model)
+        else:
+            self.limit, self.count = None, tokenizer_for(model).count
         self.choices = max(1, choices)
         self.state: dict[int, _Choice] = {}
         self.cut = False  # some choice was cut: reconcile to what was delivered
 
     @classmethod
     def for_request(cls, ctx: Any, model: str) -> "StreamCap | None":
-        if not ctx.output_cap or ctx.api == "embeddings":
+        if ctx.api == "embeddings":
             return None
         from ..gateway.limits import output_choices
         return cls(ctx.output_cap, model, output_choices(ctx.canonical))
@@ -92,7 +109,7 @@ class StreamCap:
 
     def delivered_tokens(self) -> int:
         """Output relayed so far, counted per choice (interleaved choices are not one text)."""
-        return sum(self.count(st.text) for st in self.state.values() if st.text)
+        return sum(choice_tokens(st.text, st.finish, self.cap, self.count) for st in self.state.values())
 
     def feed(self, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         out = []
@@ -119,6 +136,7 @@ class StreamCap:
                 self.cut = True
             elif ch.get("finish_reason"):
                 st.ended = True
+                st.finish = ch["finish_reason"]
             kept.append(ch)
         if not kept:
             return None
@@ -139,6 +157,9 @@ class StreamCap:
         hit = False
         for holder, key in pieces:
             text = holder[key]
+            if self.limit is None:
+                st.text += text
+                continue
             if hit:
                 holder[key] = ""
                 continue
@@ -195,6 +216,23 @@ def cap_response(resp: dict[str, Any], cap: int | None, model: str) -> int | Non
         cut = True
         total += count(before)
     return total if cut else None
+
+
+def answer_tokens(resp: dict[str, Any], cap: int | None, model: str) -> int:
+    """Our count of a non-streaming answer's output, per choice (see :func:`choice_tokens`)."""
+    count = tokenizer_for(model).count
+    total = 0
+    for ch in resp.get("choices") or ():
+        msg = ch.get("message") if isinstance(ch, dict) else None
+        if not isinstance(msg, dict):
+            continue
+        text = "".join(msg[k] for k in _TEXT_FIELDS if isinstance(msg.get(k), str))
+        for tc in msg.get("tool_calls") or ():
+            fn = tc.get("function") if isinstance(tc, dict) else None
+            if isinstance(fn, dict) and isinstance(fn.get("arguments"), str):
+                text += fn["arguments"]
+        total += choice_tokens(text, ch.get("finish_reason"), cap, count)
+    return total
 
 
 def delivered_usage(provider: Usage | None, counted: Usage) -> Usage:
