@@ -158,6 +158,7 @@ def gw(mock, partial_provider):
     add_model(doc, "broken", [{"provider": "openai", "model": "gpt-4o-fault-500"}])
     add_model(doc, "tiny", [{"provider": "openai", "model": "gpt-4o-mini"}])
     add_model(doc, "silent", [{"provider": "openai", "model": "gpt-4o-no-usage"}])
+    add_model(doc, "silent-house", [{"provider": "openai", "model": "house-no-usage"}])  # bytes/4 estimate
     add_model(doc, "cachy", [{"provider": "openai", "model": "gpt-4o-cached"}])
     add_model(doc, "azure-only", [{"provider": "azure-eu", "model": "gpt-4o-deploy"}])
     add_model(doc, "dribble", [{"provider": "openai", "model": "gpt-4o-stream-delay-300"}])
@@ -544,3 +545,25 @@ def test_two_routes_count_apart_unless_configured_to_share(make_gateway, shared)
         assert counters == {"n.chat-and-messages"}
     else:
         assert len(counters) == 2 and all(c.startswith("i.") for c in counters)
+
+
+def test_no_usage_provider_that_stopped_at_max_tokens_is_charged_exactly_the_cap(gw):
+    """A server that reports no usage but says it stopped at the limit (finish_reason
+    "length") produced exactly max_tokens per choice: charged that, never our rougher
+    count above it (the issue saw 21 output tokens reported for max_tokens 20). The model
+    is counted by the bytes/4 estimate: 5 eight-letter words count 11, within the cap's
+    slack for estimates (5 x 1.2 + 8), so the gateway does not cut; the clamp applies."""
+    assert count_completion_text("abcdefgh " * 4 + "abcdefgh", "house-no-usage").tokens == 11
+    body = {"model": "silent-house", "max_tokens": 5, "n": 2,
+            "messages": [{"role": "user", "content": "REPLY:" + " ".join(["abcdefgh"] * 12)}]}
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body)
+    assert r.status_code == 200
+    j = r.json()
+    assert [c["message"]["content"] for c in j["choices"]] == [" ".join(["abcdefgh"] * 5)] * 2  # not cut by us
+    assert [c["finish_reason"] for c in j["choices"]] == ["length", "length"]
+    assert j["usage"]["completion_tokens"] == 10 and j["usage"]["estimated"] is True
+    assert r.headers["x-ai-completion-tokens"] == "10" and r.headers["x-ai-tokens-estimated"] == "true"
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    final = _sse(r.text)[-1]
+    assert final["usage"]["completion_tokens"] == 10 and final["usage"]["estimated"] is True
