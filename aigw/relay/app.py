@@ -277,7 +277,8 @@ class Relay:
     def _stream_body(self, first: list[dict[str, Any]], decoder, resp, target) -> Iterator[bytes]:
         ctx = self.ctx
         out = StreamOut(self, target)
-        cap = out.cap = StreamCap.for_request(ctx, target.model)  # None: nothing reserved
+        # output count per choice and cap (aigw/relay/output_cap.py); None only for embeddings
+        cap = out.cap = StreamCap.for_request(ctx, target.model)
         ok = False
         try:
             for c in _capped(cap, first):
@@ -409,8 +410,8 @@ class Relay:
                 usage = dataclasses.replace(usage, output_tokens=answer_tokens(resp, self.ctx.output_cap,
                                                                                target.model))
             return usage, False
-        counted = dataclasses.replace(self._counted_usage(""), output_tokens=out_tokens)
-        delivered = delivered_usage(None if usage.estimated else usage, counted)
+        ours = dataclasses.replace(self._counted_usage(""), output_tokens=out_tokens)
+        delivered = delivered_usage(None if usage.estimated else usage, ours)
         resp["usage"] = delivered.to_openai()
         return delivered, True
 
@@ -431,7 +432,7 @@ class StreamOut:
         self.target = target
         self.cached = cached
         self.provider_usage: Usage | None = None
-        self.cap: StreamCap | None = None  # the output cap, when the request reserved output
+        self.cap: StreamCap | None = None  # per-choice output count and cap (set by the stream loop)
         self.text: list[str] = []
         self.raw_chunks: list[dict[str, Any]] = []  # un-restored, for the cache
         self.restorers: dict[tuple, Any] = {}
