@@ -334,10 +334,13 @@ def from_openai_response(resp: dict, model: str) -> dict:
         content.append({"type": "tool_use", "id": call.get("id"), "name": fn.get("name"),
                         "input": _tool_input(fn.get("arguments"))})
     usage = Usage.from_openai(resp.get("usage")) or Usage()
+    out_usage: dict[str, Any] = anthropic_usage(usage)
+    if isinstance(resp.get("usage"), dict) and resp["usage"].get("estimated") is True:
+        out_usage["estimated"] = True  # the gateway's count, marked as on OpenAI routes
     return {"id": message_id(resp.get("id")), "type": "message", "role": "assistant",
             "model": model, "content": content,
             "stop_reason": STOP_REASONS.get(choice.get("finish_reason"), "end_turn"),
-            "stop_sequence": None, "usage": anthropic_usage(usage)}
+            "stop_sequence": None, "usage": out_usage}
 
 
 class StreamEncoder:
@@ -438,6 +441,8 @@ class StreamEncoder:
             delta_usage: dict[str, int] = {"output_tokens": 0}
         else:
             delta_usage = anthropic_usage(final)
+            if final.estimated:
+                delta_usage["estimated"] = True  # the gateway's count (as usage.estimated on OpenAI routes)
         out.append(encode({"type": "message_delta",
                            "delta": {"stop_reason": STOP_REASONS.get(self._finish or "stop",
                                                                      "end_turn"),

@@ -9,8 +9,8 @@ import orjson
 from ..errors import ANTHROPIC, error_body
 from ..sse import encode
 from .behaviour import (CACHE_WRITE, CUT_AFTER, TOOL_ARGS, TOOL_ARGS_JSON, Counts, Faults,
-                        Prompt, Reply, chunks, count, parse_faults, plan_reply, string_values,
-                        words)
+                        Prompt, Reply, chunks, count, limit_reply, parse_faults, plan_reply,
+                        string_values, words)
 from .wire import (Request, Response, Stream, fault_headers, fault_response, json_response,
                    stream_for)
 
@@ -154,11 +154,13 @@ def chat(req: Request) -> Response | Stream:
     thinking = isinstance(body.get("thinking"), dict) and body["thinking"].get("type") == "enabled"
     prompt = read_prompt(body)
     reply = plan_reply(prompt)
+    reply, cut = limit_reply(reply, body.get("max_tokens"), faults)
+    stop = "tool_use" if reply.tool else ("max_tokens" if cut else "end_turn")
     counts = count(prompt, reply, faults)
     seq = req.next_id()
     mid, tid = f"msg_mock{seq:08d}", f"toolu_mock{seq:08d}"
     if body.get("stream"):
-        return _stream(mid, tid, model, reply, counts, faults, seq if thinking else None)
+        return _stream(mid, tid, model, reply, counts, faults, stop, seq if thinking else None)
     content: list[dict[str, Any]] = []
     if thinking:
         content.append({"type": "thinking", "thinking": THINKING_TEXT,
@@ -169,7 +171,7 @@ def chat(req: Request) -> Response | Stream:
         content.append({"type": "text", "text": reply.text})
     out: dict[str, Any] = {
         "id": mid, "type": "message", "role": "assistant", "model": model,
-        "content": content, "stop_reason": "tool_use" if reply.tool else "end_turn",
+        "content": content, "stop_reason": stop,
         "stop_sequence": None,
     }
     if not faults.no_usage:
@@ -178,7 +180,7 @@ def chat(req: Request) -> Response | Stream:
 
 
 def _stream(mid: str, tid: str, model: str, reply: Reply, counts: Counts,
-            faults: Faults, thinking_seq: int | None = None) -> Stream:
+            faults: Faults, stop: str, thinking_seq: int | None = None) -> Stream:
     def ev(obj: dict[str, Any]) -> bytes:
         return encode(obj, obj["type"])
 
@@ -211,7 +213,7 @@ def _stream(mid: str, tid: str, model: str, reply: Reply, counts: Counts,
                ev({"type": "ping"})]
     events += [ev({"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
     delta: dict[str, Any] = {"type": "message_delta",
-                             "delta": {"stop_reason": "tool_use" if reply.tool else "end_turn",
+                             "delta": {"stop_reason": stop,
                                        "stop_sequence": None}}
     if not faults.no_usage:
         delta["usage"] = {"output_tokens": counts.completion}

@@ -39,8 +39,10 @@ class Faults:
     early_done: bool = False    # stream: 200, a role chunk, then [DONE] (no token, no finish reason)
     stream_error: int | None = None  # stream: 200, then llama.cpp's "error: {...}" line with this code
     invalid_500: bool = False   # 500 whose body says it is a validation error
+    overproduce: bool = False  # ignores max_tokens and writes OVERPRODUCE_WORDS words
 
 
+OVERPRODUCE_WORDS = 400  # words an "overproduce" model writes per choice, whatever max_tokens says
 _STATUS = re.compile(r"fault-([1-5]\d\d)")
 _SLOW = re.compile(r"(?<!stream-)slow-(\d+)")
 _DELAY = re.compile(r"stream-delay-(\d+)")
@@ -66,6 +68,7 @@ def parse_faults(model: str) -> Faults:
         early_done="fault-early-done" in model,
         stream_error=int(stream_error.group(1)) if stream_error else None,
         invalid_500="fault-invalid-500" in model,
+        overproduce="overproduce" in model,
     )
 
 
@@ -107,6 +110,26 @@ def plan_reply(prompt: Prompt) -> Reply:
     if "REPLY:" in text:
         return Reply(text.split("REPLY:", 1)[1])
     return Reply("Echo: " + text)
+
+
+_WORD = re.compile(r"\S+")
+
+
+def limit_reply(reply: Reply, max_tokens: object, faults: Faults) -> tuple[Reply, bool]:
+    """Honour the request's max output (in the mock's tokens: words), as real providers do:
+    the reply is cut after that many words and the choice ends with "length". An
+    ``overproduce`` model ignores it and writes OVERPRODUCE_WORDS words. Returns (reply, cut)."""
+    if reply.tool:
+        return reply, False
+    if faults.overproduce:
+        base = reply.text.split() or ["more"]
+        return Reply(" ".join(base[i % len(base)] for i in range(OVERPRODUCE_WORDS))), False
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        return reply, False
+    found = list(_WORD.finditer(reply.text))
+    if len(found) <= max_tokens:
+        return reply, False
+    return Reply(reply.text[:found[max_tokens - 1].end()]), True
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,8 @@ from ..errors import OPENAI, error_body
 from ..sse import DONE, encode
 from ..types import Usage
 from .behaviour import (CREATED, CUT_AFTER, TOOL_ARGS_JSON, Counts, Faults, Prompt,
-                        Reply, chunks, count, embedding, parse_faults, plan_reply, words)
+                        Reply, chunks, count, embedding, limit_reply, parse_faults, plan_reply,
+                        words)
 from .wire import (Request, Response, Stream, fault_headers, fault_response, json_response,
                    stream_for)
 
@@ -110,6 +111,8 @@ def chat(req: Request, deployment: str | None = None) -> Response | Stream:
         return failed
     prompt = read_prompt(body)
     reply = plan_reply(prompt)
+    reply, cut = limit_reply(reply, body.get("max_completion_tokens") or body.get("max_tokens"), faults)
+    finish = "tool_calls" if reply.tool else ("length" if cut else "stop")
     n = body.get("n") or 1
     n = n if isinstance(n, int) and 1 <= n <= 16 else 1
     counts = count(prompt, reply, faults, n)
@@ -118,11 +121,11 @@ def chat(req: Request, deployment: str | None = None) -> Response | Stream:
     if body.get("stream"):
         opts = body.get("stream_options") or {}
         with_usage = bool(opts.get("include_usage")) and not faults.no_usage
-        return _stream(cid, call_id, model, reply, counts, n, with_usage, faults)
+        return _stream(cid, call_id, model, reply, counts, n, with_usage, faults, finish)
     out: dict[str, Any] = {
         "id": cid, "object": "chat.completion", "created": CREATED, "model": model,
         "choices": [{"index": i, "message": _message(reply, call_id), "logprobs": None,
-                     "finish_reason": "tool_calls" if reply.tool else "stop"}
+                     "finish_reason": finish}
                     for i in range(n)],
         "system_fingerprint": "fp_mock", "service_tier": "default",
     }
@@ -132,7 +135,7 @@ def chat(req: Request, deployment: str | None = None) -> Response | Stream:
 
 
 def _stream(cid: str, call_id: str, model: str, reply: Reply, counts: Counts, n: int,
-            with_usage: bool, faults: Faults) -> Stream:
+            with_usage: bool, faults: Faults, finish: str) -> Stream:
     head = {"id": cid, "object": "chat.completion.chunk", "created": CREATED,
             "model": model, "system_fingerprint": "fp_mock"}
     if with_usage:
@@ -164,7 +167,7 @@ def _stream(cid: str, call_id: str, model: str, reply: Reply, counts: Counts, n:
     else:
         for piece in chunks(reply.text):
             events.append(chunk([{"content": piece}] * n))
-    events.append(chunk([{}] * n, "tool_calls" if reply.tool else "stop"))
+    events.append(chunk([{}] * n, finish))
     if with_usage:
         events.append(encode({**head, "choices": [], "usage": usage(counts)}))
     events.append(DONE)

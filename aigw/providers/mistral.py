@@ -54,6 +54,7 @@ def _fix_tool_ids(messages: list) -> list:
 
 class MistralAdapter(OpenAIAdapter):
     type = "mistral"
+    max_output_field = "max_tokens"
 
     def chat_body(self, body: dict, model: str, *, stream: bool) -> dict:
         out = super().chat_body(body, model, stream=stream)

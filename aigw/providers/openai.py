@@ -37,6 +37,9 @@ class OpenAIAdapter:
     a bare origin gets ``/v1`` appended.  Unknown request fields are kept."""
 
     type = "openai"
+    # where the relay puts the reserved output cap when the client set none
+    # (aigw/relay/output_cap.py): OpenAI's current field, required by o-series models
+    max_output_field = "max_completion_tokens"
 
     # -- requests ---------------------------------------------------------
     def chat_url(self, model: str, provider: ProviderConfig) -> str:

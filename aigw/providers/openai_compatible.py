@@ -13,3 +13,4 @@ from aigw.providers.openai import OpenAIAdapter
 
 class OpenAICompatibleAdapter(OpenAIAdapter):
     type = "openai_compatible"
+    max_output_field = "max_tokens"  # what vLLM, llama.cpp, Ollama, LM Studio all read

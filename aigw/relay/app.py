@@ -23,6 +23,7 @@ from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..types import Usage
 from .observe import observe
 from .upstream import POOL, SendFailed, discard, finish, send  # noqa: F401 (POOL: tests)
+from .output_cap import StreamCap, upstream_body
 
 log = logging.getLogger("aigw")
 
@@ -193,7 +194,8 @@ class Relay:
         elif ctx.api == "embeddings":
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
-            up = adapter.chat_request(ctx.canonical, target.model, p, stream=ctx.stream)
+            up = adapter.chat_request(upstream_body(ctx.canonical, ctx.output_cap, adapter),
+                                      target.model, p, stream=ctx.stream)
         self.trace.provider_call(target, up)
         try:
             up = cloud_auth.authorize(p, up)  # SigV4 / OAuth token for bedrock and vertex
@@ -268,14 +270,21 @@ class Relay:
                  cached: bool = False) -> list[bytes]:
         ctx = self.ctx
         usage = Usage.from_openai(resp.get("usage"))
-        if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0 and ctx.api != "embeddings"):
+        counted = usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0 and ctx.api != "embeddings")
+        if counted:
             usage = self._counted_usage(_response_text(resp))
         usage = self._with_prompt(usage)
+        cut = False
+        if not cached and ctx.api != "embeddings" and target is not None:
+            usage, cut = self._cap_answer(resp, usage, target, counted)
         if not cached:
-            # only ai-cache (on a miss or refresh) keeps the un-restored answer
-            self.outcome.response = copy.deepcopy(resp) if ctx.cache_status in _STORES_ANSWER else None
+            # only ai-cache (on a miss or refresh) keeps the un-restored answer; never a cut one
+            self.outcome.response = (copy.deepcopy(resp) if ctx.cache_status in _STORES_ANSWER
+                                     and not cut else None)
         if ctx.restore_map and ctx.api != "embeddings":
             _restore_response(resp, ctx.restore_map)
+        if usage.estimated and ctx.api != "embeddings":
+            resp["usage"] = {**usage.to_openai(), "estimated": True}  # our count, marked as in streams
         self.outcome.usage = usage
         self.outcome.status = 200
         cost = 0.0 if cached else self._cost(usage, target)
@@ -344,19 +353,21 @@ class Relay:
     def _stream_body(self, first: list[dict[str, Any]], decoder, resp, target) -> Iterator[bytes]:
         ctx = self.ctx
         out = StreamOut(self, target)
+        # output count per choice and cap (aigw/relay/output_cap.py); None only for embeddings
+        cap = out.cap = StreamCap.for_request(ctx, target.model)
         ok = False
         try:
-            for c in first:
+            for c in _capped(cap, first):
                 yield from out.chunk(c)
             deadline = target.provider.total_timeout
             with gevent.Timeout(deadline):
-                while not decoder.done:
+                while not decoder.done and not (cap is not None and cap.exhausted):
                     raw = resp.read1(65536)
                     if not raw:
-                        for c in decoder.close():
+                        for c in _capped(cap, decoder.close()):
                             yield from out.chunk(c)
                         break
-                    for c in decoder.feed(raw):
+                    for c in _capped(cap, decoder.feed(raw)):
                         yield from out.chunk(c)
             ok = decoder.done
             if decoder.usage is not None:
@@ -443,7 +454,7 @@ class Relay:
             if usage.cache_read_tokens:
                 h.append(("X-AI-Cached-Tokens", str(usage.cache_read_tokens)))
             if usage.estimated:
-                h.append(("X-AI-Prompt-Tokens-Estimated", "true"))
+                h.append(("X-AI-Tokens-Estimated", "true"))  # same marker as usage.estimated in bodies
             if cached:
                 h.append(("X-AI-Tokens-Cached", "true"))
         if ctx.cost_fn is not None and ctx.cost_headers and cost is not None:
@@ -464,6 +475,22 @@ class Relay:
         out = count_completion_text(completion_text, model).tokens if completion_text else 0
         return Usage(input_tokens=prompt, output_tokens=out, estimated=True)
 
+    def _cap_answer(self, resp: dict[str, Any], usage: Usage, target, counted: bool) -> tuple[Usage, bool]:
+        """Output cap on a non-streaming answer (aigw/relay/output_cap.py): cut choices that
+        exceed the reserved output; a cut answer is charged what was delivered."""
+        from .output_cap import cap_response, delivered_usage
+        out_tokens = cap_response(resp, self.ctx.output_cap, target.model)
+        if out_tokens is None:
+            if counted:  # our count of the output: per choice, within the cap
+                from .output_cap import answer_tokens
+                usage = dataclasses.replace(usage, output_tokens=answer_tokens(resp, self.ctx.output_cap,
+                                                                               target.model))
+            return usage, False
+        ours = dataclasses.replace(self._counted_usage(""), output_tokens=out_tokens)
+        delivered = delivered_usage(None if usage.estimated else usage, ours)
+        resp["usage"] = delivered.to_openai()
+        return delivered, True
+
     def _with_prompt(self, usage: Usage) -> Usage:
         """A provider that reported output but no prompt tokens: our prompt count, flagged estimated."""
         pc = self.ctx.prompt_count
@@ -481,6 +508,7 @@ class StreamOut:
         self.target = target
         self.cached = cached
         self.provider_usage: Usage | None = None
+        self.cap: StreamCap | None = None  # per-choice output count and cap (set by the stream loop)
         self.text: list[str] = []
         self.raw_chunks: list[dict[str, Any]] = []  # un-restored, for the cache
         self.restorers: dict[tuple, Any] = {}
@@ -547,6 +575,12 @@ class StreamOut:
     def usage_so_far(self):
         """The provider's usage if it came, else our count of what was streamed."""
         relay = self.relay
+        if self.cap is not None and (self.cap.cut or self.provider_usage is None):
+            # our count, per choice and within the cap: a cut answer is charged what was
+            # delivered, and so is a stream without provider usage (aigw/relay/output_cap.py)
+            from .output_cap import delivered_usage
+            counted = dataclasses.replace(relay._counted_usage(""), output_tokens=self.cap.delivered_tokens())
+            return relay._with_prompt(delivered_usage(self.provider_usage if self.cap.cut else None, counted))
         return relay._with_prompt(self.provider_usage or relay._counted_usage("".join(self.text)))
 
     def settle(self) -> tuple[Any, float | None]:
@@ -583,6 +617,8 @@ class StreamOut:
             return
         if ctx.include_usage:
             u = usage.to_openai()
+            if usage.estimated:
+                u["estimated"] = True  # the gateway's count: same marker as X-AI-Tokens-Estimated
             final: dict[str, Any] = {**self.template, "choices": [], "usage": u}
             if ctx.cost_fn is not None and ctx.cost_headers and cost is not None:
                 final["cost"] = cost
@@ -648,6 +684,10 @@ class _Closing:
 
     def close(self) -> None:
         self.on_close()
+
+
+def _capped(cap: StreamCap | None, chunks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return chunks if cap is None else cap.feed(chunks)
 
 
 def _read_all(resp, total_timeout: float) -> bytes:

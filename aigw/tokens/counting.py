@@ -119,6 +119,65 @@ def count_embeddings(inp: str | list, model: str) -> Count:
 
 # --- chat ------------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Framing:
+    """Tokens a model family's chat template adds around the messages.
+
+    ``per_message``: special tokens around each message, besides its fields' text (the
+    role name is counted as text, one token in all these vocabularies);
+    ``reply``: the generation prompt that opens the assistant turn; ``start``: tokens
+    once per conversation (BOS); ``default_system``: text the template inserts when the
+    conversation has no system message (counted with the model's tokenizer, plus
+    ``per_message``).
+    """
+
+    family: str
+    per_message: int
+    reply: int
+    start: int = 0
+    per_name: int = 1
+    default_system: str = ""
+    system_always: bool = False  # the text is in every conversation's system turn (Llama 3.1+)
+
+
+# From each family's published chat template (role names are one token in every one of
+# these vocabularies):
+#   OpenAI (cookbook): <|start|>{role}<|message|>{content}<|end|> = 3, reply 3.
+#   Llama 3.x: <|begin_of_text|> once; <|start_header_id|>{role}<|end_header_id|>\n\n{content}<|eot_id|>
+#     = 4 + role; reply <|start_header_id|>assistant<|end_header_id|>\n\n = 4. Llama 3.1-3.3 always open
+#     with a system turn carrying "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n".
+#   Qwen 2/2.5/3 (ChatML): <|im_start|>{role}\n{content}<|im_end|>\n = 4 + role; reply <|im_start|>assistant\n = 3;
+#     Qwen2.5 adds a default system prompt when there is none.
+#   Gemma: <bos> once; <start_of_turn>{role}\n{content}<end_of_turn>\n = 4 + role; reply 3.
+#   Mistral: <s> once; [INST] {content} [/INST] ... </s>: about 2 per message with no role
+#     text (counted as 1 + role), reply 0.
+#   Anything else (unknown template): ChatML-like 4 + role, reply 4, BOS 1.
+_LLAMA31_DATE = "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+OPENAI_FRAMING = Framing("openai", 3, 3)
+
+
+def framing_for(model: str) -> Framing:
+    name = normalize_model(model)
+    tok = tokenizer_for(model)
+    if tok.openai_framing or _OPENAI_LIKE.match(name):
+        return Framing("openai", 4, 3, per_name=-1) if name == "gpt-3.5-turbo-0301" else OPENAI_FRAMING
+    if _LLAMA3.search(name):
+        dated = re.search(r"llama[-_ ]?3[._-]?[123]", name) is not None
+        return Framing("llama3", 4, 4, start=1, default_system=_LLAMA31_DATE if dated else "",
+                       system_always=dated)
+    if _QWEN.search(name):
+        default = ("You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+                   if re.search(r"qwen[-_ ]?2[._-]?5", name) else "")
+        return Framing("chatml", 4, 3, default_system=default)
+    if "gemma" in name:
+        return Framing("gemma", 4, 3, start=1)
+    if _MISTRAL.search(name):
+        return Framing("mistral", 1, 0, start=1)
+    if "claude" in name:
+        return OPENAI_FRAMING  # Anthropic does not publish its framing; provider usage is used
+    return Framing("generic", 4, 4, start=1)
+
+
 def count_chat(body: dict, model: str) -> Count:
     """Prompt tokens of an OpenAI chat request, as OpenAI counts them.
 
@@ -128,10 +187,18 @@ def count_chat(body: dict, model: str) -> Count:
     """
     tok = tokenizer_for(model)
     name = normalize_model(model)
-    per_message, per_name = (4, -1) if name == "gpt-3.5-turbo-0301" else (3, 1)
+    frame = framing_for(model)
+    per_message, per_name = frame.per_message, frame.per_name
     estimated = tok.estimated or not tok.openai_framing
-    total = 0
-    for message in body.get("messages") or ():
+    total = frame.start
+    messages = body.get("messages") or ()
+    if frame.default_system:
+        has_system = any(isinstance(m, dict) and m.get("role") in ("system", "developer") for m in messages)
+        if not has_system:
+            total += per_message + tok.count("system") + tok.count(frame.default_system)
+        elif frame.system_always:
+            total += tok.count(frame.default_system)
+    for message in messages:
         if not isinstance(message, dict):
             estimated = True
             continue
@@ -155,7 +222,7 @@ def count_chat(body: dict, model: str) -> Count:
                     total += per_name
             elif value is not None:
                 estimated = True
-    total += 3  # <|start|>assistant<|message|>
+    total += frame.reply  # the generation prompt, e.g. <|start|>assistant<|message|>
     functions = _function_definitions(body)
     if functions:
         total += tool_definition_tokens(functions, tok.count, tok.func_init)

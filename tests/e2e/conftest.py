@@ -39,10 +39,11 @@ def plugin_config(doc: dict[str, Any], name: str, svc: str = "ai") -> dict[str, 
 
 
 def plugin_id(doc: dict[str, Any], name: str, svc: str = "ai") -> str:
-    """The plugin's Kong id, set explicitly (a uuid) when the file has none: ai-tokens and
-    ai-cost name their Redis counters after it (``i.<id>``, aigw/gateway/limits.py)."""
+    """The plugin's Kong id, set explicitly when the file has none: ai-tokens and ai-cost
+    name their Redis counters after it (``i.<id>``, aigw/gateway/limits.py). The same on
+    every gateway built from the same file, as on Kong nodes sharing one config."""
     p = next(p for p in service(doc, svc)["plugins"] if p["name"] == name)
-    return p.setdefault("id", str(uuid.uuid4()))
+    return p.setdefault("id", str(uuid.uuid5(uuid.NAMESPACE_URL, f"aigw-test/{svc}/{name}")))
 
 
 def remove_plugin(doc: dict[str, Any], name: str, svc: str = "ai") -> None:
@@ -141,8 +142,10 @@ def make_gateway(mock) -> Callable[..., Gateway]:
         gw.__exit__(None, None, None)
 
 
-def burst(gws: list["Gateway"], body: dict[str, Any], n: int) -> list[Any]:
-    """Send ``n`` identical chat requests at once, alternating over the gateways.
+def burst(gws: list["Gateway"], body: dict[str, Any], n: int,
+          bodies: list[dict[str, Any]] | None = None) -> list[Any]:
+    """Send ``n`` chat requests at once (``body``, or ``bodies[i]`` for request i),
+    alternating over the gateways.
 
     Every client connects first (one keep-alive session each) and all requests are
     released together by a barrier, so the burst is only the requests themselves."""
@@ -158,7 +161,8 @@ def burst(gws: list["Gateway"], body: dict[str, Any], n: int) -> list[Any]:
     def call(i: int):
         gw = gws[i % len(gws)]
         start.wait()
-        return sessions[i].post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body, timeout=30)
+        return sessions[i].post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                                json=bodies[i] if bodies is not None else body, timeout=60)
 
     with ThreadPoolExecutor(n) as pool:
         return list(pool.map(call, range(n)))

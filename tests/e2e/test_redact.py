@@ -164,6 +164,9 @@ def _error(r: requests.Response) -> dict[str, Any]:
 
 def _roomy_token_limits(doc: dict[str, Any]) -> None:
     plugin_config(doc, "ai-tokens")["limits"] = [{"scope": "consumer", "tokens": 100_000_000, "window": "minute"}]
+    # the echoes are long: the output reserved (and capped) for requests without max_tokens must cover them
+    for name in ("ai-tokens", "ai-cost"):
+        plugin_config(doc, name)["default_max_output"] = 60_000
 
 
 # ------------------------------------------------------------------ corpus
@@ -217,7 +220,7 @@ def _send_redact_batch(gw: Gateway, k: int, batch: list[tuple[str, str, str]], s
     elif kind == 4:  # Anthropic SDK to an Anthropic model: system, text, tool_use, tool_result
         a, b, c, d, e = (texts[i::5] for i in range(5))
         msg = gw.anthropic().messages.create(
-            model="claude-sonnet", max_tokens=100, tools=[ANTHROPIC_NOTE_TOOL],
+            model="claude-sonnet", max_tokens=4000, tools=[ANTHROPIC_NOTE_TOOL],
             system=[{"type": "text", "text": t} for t in a],
             messages=[
                 {"role": "user", "content": [{"type": "text", "text": t} for t in b]},
@@ -231,7 +234,7 @@ def _send_redact_batch(gw: Gateway, k: int, batch: list[tuple[str, str, str]], s
             ])
         assert msg.content[0].text == "Echo: " + "\n\n".join(e)
     else:  # Anthropic SDK to an OpenAI model, streamed, restored echo
-        with gw.anthropic().messages.stream(model="chat", max_tokens=100,
+        with gw.anthropic().messages.stream(model="chat", max_tokens=4000,
                                             messages=[{"role": "user", "content": joined}]) as st:
             text = "".join(st.text_stream)
         assert text == "Echo: " + joined

@@ -158,6 +158,7 @@ def gw(mock, partial_provider):
     add_model(doc, "broken", [{"provider": "openai", "model": "gpt-4o-fault-500"}])
     add_model(doc, "tiny", [{"provider": "openai", "model": "gpt-4o-mini"}])
     add_model(doc, "silent", [{"provider": "openai", "model": "gpt-4o-no-usage"}])
+    add_model(doc, "silent-house", [{"provider": "openai", "model": "house-no-usage"}])  # bytes/4 estimate
     add_model(doc, "cachy", [{"provider": "openai", "model": "gpt-4o-cached"}])
     add_model(doc, "azure-only", [{"provider": "azure-eu", "model": "gpt-4o-deploy"}])
     add_model(doc, "dribble", [{"provider": "openai", "model": "gpt-4o-stream-delay-300"}])
@@ -339,7 +340,7 @@ def test_token_headers_equal_the_mock_usage(gw):
         p, c = mock_usage(prompt, prompt[6:])
         assert (r.headers["x-ai-prompt-tokens"], r.headers["x-ai-completion-tokens"],
                 r.headers["x-ai-total-tokens"]) == (str(p), str(c), str(p + c))
-        assert "x-ai-prompt-tokens-estimated" not in r.headers
+        assert "x-ai-tokens-estimated" not in r.headers
         u = r.json()["usage"]
         assert (u["prompt_tokens"], u["completion_tokens"]) == (p, c)
 
@@ -393,7 +394,7 @@ def test_provider_without_usage_is_counted_and_flagged(gw):
     expect_completion = count_completion_text(reply, model).tokens
     r = requests.post(url, headers=gw.headers(), json=body)
     assert r.status_code == 200
-    assert r.headers["x-ai-prompt-tokens-estimated"] == "true"
+    assert r.headers["x-ai-tokens-estimated"] == "true"
     assert r.headers["x-ai-prompt-tokens"] == str(expect_prompt)
     assert r.headers["x-ai-completion-tokens"] == str(expect_completion)
     # stream: the provider sends no usage chunk even when asked; the client still gets one
@@ -402,8 +403,12 @@ def test_provider_without_usage_is_counted_and_flagged(gw):
     final = _sse(r.text)[-1]
     assert final["usage"]["prompt_tokens"] == expect_prompt
     assert final["usage"]["completion_tokens"] == expect_completion
-    evs = wait_events(gw, lambda e: e.get("gen_ai.request.model") == "silent", n=2, since=mark)
-    assert len(evs) == 2
+    # one marker everywhere: the header, the usage object (plain and final chunk), the log
+    assert final["usage"]["estimated"] is True
+    plain = requests.post(url, headers=gw.headers(), json=body).json()["usage"]
+    assert plain["estimated"] is True and plain["completion_tokens"] == expect_completion
+    evs = wait_events(gw, lambda e: e.get("gen_ai.request.model") == "silent", n=3, since=mark)
+    assert len(evs) == 3
     for e in evs:
         assert e["aigw.usage.estimated"] is True
         assert e["gen_ai.usage.input_tokens"] == expect_prompt
@@ -458,7 +463,7 @@ def test_provider_without_prompt_usage_gets_the_gateway_prompt_count(gw):
     assert r.headers["x-ai-prompt-tokens"] == str(counted)
     assert r.headers["x-ai-completion-tokens"] == "3"
     assert r.headers["x-ai-total-tokens"] == str(counted + 3)
-    assert r.headers["x-ai-prompt-tokens-estimated"] == "true"
+    assert r.headers["x-ai-tokens-estimated"] == "true"
     r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
                       json={**body, "stream": True, "stream_options": {"include_usage": True}})
     u = _sse(r.text)[-1]["usage"]
@@ -540,3 +545,25 @@ def test_two_routes_count_apart_unless_configured_to_share(make_gateway, shared)
         assert counters == {"n.chat-and-messages"}
     else:
         assert len(counters) == 2 and all(c.startswith("i.") for c in counters)
+
+
+def test_no_usage_provider_that_stopped_at_max_tokens_is_charged_exactly_the_cap(gw):
+    """A server that reports no usage but says it stopped at the limit (finish_reason
+    "length") produced exactly max_tokens per choice: charged that, never our rougher
+    count above it (the issue saw 21 output tokens reported for max_tokens 20). The model
+    is counted by the bytes/4 estimate: 5 eight-letter words count 11, within the cap's
+    slack for estimates (5 x 1.2 + 8), so the gateway does not cut; the clamp applies."""
+    assert count_completion_text("abcdefgh " * 4 + "abcdefgh", "house-no-usage").tokens == 11
+    body = {"model": "silent-house", "max_tokens": 5, "n": 2,
+            "messages": [{"role": "user", "content": "REPLY:" + " ".join(["abcdefgh"] * 12)}]}
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=body)
+    assert r.status_code == 200
+    j = r.json()
+    assert [c["message"]["content"] for c in j["choices"]] == [" ".join(["abcdefgh"] * 5)] * 2  # not cut by us
+    assert [c["finish_reason"] for c in j["choices"]] == ["length", "length"]
+    assert j["usage"]["completion_tokens"] == 10 and j["usage"]["estimated"] is True
+    assert r.headers["x-ai-completion-tokens"] == "10" and r.headers["x-ai-tokens-estimated"] == "true"
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                      json={**body, "stream": True, "stream_options": {"include_usage": True}})
+    final = _sse(r.text)[-1]
+    assert final["usage"]["completion_tokens"] == 10 and final["usage"]["estimated"] is True

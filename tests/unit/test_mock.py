@@ -545,3 +545,14 @@ def test_subprocess_mode() -> None:
         assert mock.requests()[0]["body"]["model"] == "m"
         mock.clear()
         assert mock.requests() == []
+
+
+def test_mock_honours_max_tokens_and_overproduce_ignores_it():
+    from aigw.mock.behaviour import OVERPRODUCE_WORDS, Faults, Reply, limit_reply, parse_faults
+    r = Reply("one  two three\nfour")
+    assert limit_reply(r, 2, Faults()) == (Reply("one  two"), True)
+    assert limit_reply(r, 4, Faults()) == (r, False)
+    assert limit_reply(r, None, Faults()) == (r, False)
+    assert limit_reply(Reply("", "get_weather"), 1, Faults()) == (Reply("", "get_weather"), False)
+    over, cut = limit_reply(r, 2, parse_faults("gpt-4o-overproduce"))
+    assert not cut and len(over.text.split()) == OVERPRODUCE_WORDS

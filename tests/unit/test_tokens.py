@@ -387,3 +387,36 @@ def test_missing_vocabulary_is_refused(tmp_path):
         build_encoding("o200k_base", data_dir=tmp_path)
     with pytest.raises(TokenizerDataError):
         build_encoding("p50k_base")
+
+
+def test_chat_framing_follows_each_family_template():
+    from aigw.tokens.counting import framing_for
+    msgs = {"messages": [{"role": "user", "content": "hi"}]}
+    with_sys = {"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]}
+
+    def c(text: str, model: str) -> int:
+        return count_text(text, model).tokens
+
+    assert framing_for("gpt-4o").family == "openai"
+    assert count_chat(msgs, "gpt-4o").tokens == 3 + c("user", "gpt-4o") + c("hi", "gpt-4o") + 3
+    # Llama 3.0: BOS + (4 + role) per message + 4 for the reply header
+    m = "meta-llama/Meta-Llama-3-8B-Instruct"
+    assert count_chat(msgs, m).tokens == 1 + 4 + c("user", m) + c("hi", m) + 4
+    # Llama 3.1+: the template always opens with a dated system turn
+    m = "llama-3.1-8b"
+    d = c("Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n", m)
+    assert d > 10
+    user = 4 + c("user", m) + c("hi", m)
+    assert count_chat(msgs, m).tokens == 1 + (4 + c("system", m) + d) + user + 4
+    assert count_chat(with_sys, m).tokens == 1 + (4 + c("system", m) + c("be brief", m) + d) + user + 4
+    # Qwen (ChatML): 4 + role per message, 3 for the reply; Qwen2.5 inserts its default system prompt
+    m = "Qwen/Qwen3-8B"
+    assert count_chat(msgs, m).tokens == 4 + c("user", m) + c("hi", m) + 3
+    q25 = "qwen2.5-7b-instruct"
+    assert count_chat(msgs, q25).tokens > count_chat(msgs, m).tokens + 10
+    assert count_chat(with_sys, q25).tokens == (4 + c("system", q25) + c("be brief", q25)
+                                               + 4 + c("user", q25) + c("hi", q25) + 3)
+    # unknown templates: generic ChatML-like framing, flagged estimated
+    m = "some-local-gguf"
+    got = count_chat(msgs, m)
+    assert got.estimated and got.tokens == 1 + 4 + c("user", m) + c("hi", m) + 4
