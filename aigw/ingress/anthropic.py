@@ -42,6 +42,16 @@ def _text_of_blocks(blocks: Any, param: str) -> str:
     return "\n\n".join(texts) if param == "system" else "".join(texts)
 
 
+def _texts(texts: list[str]) -> str | list[dict]:
+    """Several text blocks stay several text parts: joining them would change what the
+    model reads (``"4111 1111"`` + ``"1111 1111"`` is not ``"4111 11111111 1111"``)."""
+    if len(texts) == 1:
+        return texts[0]
+    if not texts:
+        return ""
+    return [{"type": "text", "text": t} for t in texts]
+
+
 def _image_part(block: dict, param: str) -> dict:
     src = block.get("source")
     if not isinstance(src, dict):
@@ -73,7 +83,7 @@ def _tool_result(block: dict, param: str) -> tuple[dict, list[dict]]:
                 images.append(_image_part(b, param))
             else:
                 raise _bad(f"tool_result block type {kind!r} is not supported", param)
-        text = "".join(texts)
+        text = _texts(texts)
     else:
         raise _bad("tool_result content must be a string or a list", param)
     if not isinstance(block.get("tool_use_id"), str):
@@ -104,8 +114,8 @@ def _user_messages(content: Any, param: str) -> list[dict]:
             raise _bad(f"content block type {kind!r} is not supported", param)
     out = list(tools)  # tool answers must directly follow the assistant's tool calls
     if parts:
-        if all(p["type"] == "text" for p in parts):
-            out.append({"role": "user", "content": "".join(p["text"] for p in parts)})
+        if len(parts) == 1 and parts[0]["type"] == "text":
+            out.append({"role": "user", "content": parts[0]["text"]})
         else:
             out.append({"role": "user", "content": parts})
     return out
@@ -134,7 +144,7 @@ def _assistant_message(content: Any, param: str) -> dict:
         else:
             raise _bad(f"content block type {kind!r} is not supported", param)
     msg: dict[str, Any] = {"role": "assistant",
-                           "content": "".join(text) if text or not calls else None}
+                           "content": _texts(text) if text or not calls else None}
     if calls:
         msg["tool_calls"] = calls
     return msg

@@ -37,9 +37,13 @@ _CLASS_ORDER = ("secret", "financial", "pii")
 class ScanTooLarge(GatewayError):
     """The prompt is bigger than ``max_scan_bytes``: refused, never half-scanned."""
 
-    def __init__(self) -> None:
-        super().__init__(413, "Request too large to be scanned for sensitive data.",
-                         code="redact_scan_limit")
+    _WHY = {"bytes": "it has more text than the scan limit",
+            "strings": "it has more strings than the scan limit",
+            "time": "scanning it took longer than the scan time budget"}
+
+    def __init__(self, budget: str = "bytes") -> None:
+        super().__init__(413, f"Request too large to be scanned for sensitive data: {self._WHY[budget]}. "
+                              "Send a smaller request.", code="redact_scan_limit")
 
 
 @dataclass
@@ -402,30 +406,25 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
         pieces.append(text[last:])
         new_texts[i] = "".join(pieces)
 
-    # phase 1: write into parsed JSON copies; collect writes into the body
-    writes: list[tuple[Any, Any, str]] = []
+    # 1. values (inside parsed JSON strings and in the body), 2. keys (after the values,
+    # which are written under the old key), 3. JSON strings re-serialised
     renames: dict[int, tuple[dict, dict[str, str]]] = {}
+    writes = 0
     for i, new in new_texts.items():
         slot = slots[i]
+        if slot.owner is not None:
+            slot.owner.dirty = True
         if slot.is_key:
             renames.setdefault(id(slot.parent), (slot.parent, {}))[1][slot.key] = new
-            if slot.owner is not None:
-                slot.owner.dirty = True
-        elif slot.owner is not None:
-            slot.parent[slot.key] = new
-            slot.owner.dirty = True
         else:
-            writes.append((slot.parent, slot.key, new))
-    for obj, names in renames.values():  # keys: rebuilt in place, order kept
+            slot.parent[slot.key] = new
+            writes += 1
+    for obj, names in renames.values():  # rebuilt in place, order kept
         items = list(obj.items())
         obj.clear()
         obj.update((names.get(k, k), v) for k, v in items)
-    # phase 2: re-serialise changed JSON arguments
     for doc in w.jsons:
         if doc.dirty:
-            writes.append((doc.parent, doc.key, orjson.dumps(doc.holder[0]).decode()))
-    # phase 3: apply (plain assignments only)
-    for parent, key, new in writes:
-        parent[key] = new
+            doc.parent[doc.key] = orjson.dumps(doc.holder[0]).decode()
     result.changed = bool(writes or renames)
     return result
