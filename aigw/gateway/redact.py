@@ -15,6 +15,7 @@ from typing import Any
 from ..context import RequestContext
 from ..errors import GatewayError
 from ..redact.engine import RedactConfig, ScanTooLarge, scan_request
+from ..redact.fields import BadShape
 from .common import maybe_off_loop, parse_body
 
 log = logging.getLogger("aigw")
@@ -36,15 +37,22 @@ def _engine_config(cfg: dict[str, Any]) -> dict[str, Any]:
 def check_shape(api: str, body: dict) -> None:
     """The client API's own shape checks (the ones ai-router applies), before scanning:
     a part without ``text``, a ``type`` that is not a string ... are a 400 here too."""
-    if api == "anthropic":
-        from ..ingress.anthropic import to_openai_request
-        to_openai_request(body)
-    elif api == "embeddings":
-        from ..ingress.openai import validate_embeddings
-        validate_embeddings(body)
-    else:
-        from ..ingress.openai import validate_chat
-        validate_chat(body)
+    try:
+        if api == "anthropic":
+            from ..ingress.anthropic import to_openai_request
+            to_openai_request(body)
+        elif api == "embeddings":
+            from ..ingress.openai import validate_embeddings
+            validate_embeddings(body)
+        else:
+            from ..ingress.openai import validate_chat
+            validate_chat(body)
+    except GatewayError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError):
+        # a shape the checks did not foresee (``"type": ["text"]`` is unhashable): still
+        # the client's mistake, and still refused before anything is scanned or sent
+        raise BadShape("The request body does not have the shape this API accepts.") from None
 
 
 class RedactRuntime:

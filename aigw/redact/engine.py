@@ -251,7 +251,8 @@ class _Hit:
     value: str
 
 
-def _find(detector: Detector, slots: list[_Slot]) -> list[_Hit]:
+def _find(detector: Detector, slots: list[_Slot]) -> tuple[list[_Hit], list[_Hit]]:
+    """(findings inside one string, findings across a boundary of the running text)."""
     norms = [normalize(s.text) for s in slots]
     texts = [n.text for n in norms]
     hits: list[_Hit] = []
@@ -265,15 +266,16 @@ def _find(detector: Detector, slots: list[_Slot]) -> list[_Hit]:
         hits.append(_Hit(f.entity, prio, [(i, os_, oe)], slots[i].text[os_:oe]))
     # 2. across the boundaries of the running text (parts, blocks, messages in order)
     stream = [i for i, s in enumerate(slots) if s.stream]
+    cross: list[_Hit] = []
     if len(stream) > 1:
         st_texts = [texts[i] for i in stream]
         by_slot: dict[int, list[_Hit]] = {}
         for h in hits:
             by_slot.setdefault(h.pieces[0][0], []).append(h)
         for joiner in _JOINERS:
-            hits.extend(h for h in _across(detector, slots, norms, stream, st_texts, joiner)
-                        if _extends_ok(h, by_slot, slots))
-    return hits
+            cross.extend(h for h in _across(detector, slots, norms, stream, st_texts, joiner)
+                         if _extends_ok(h, by_slot, slots))
+    return hits, cross
 
 
 def _extends_ok(h: _Hit, by_slot: dict[int, list[_Hit]], slots: list[_Slot]) -> bool:
@@ -336,15 +338,32 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
     return out
 
 
-def _resolve(slots: list[_Slot], hits: list[_Hit]) -> list[_Hit]:
-    """Non-overlapping hits: on one line through all strings, the longest span wins."""
-    base = _offsets([s.text for s in slots], 1)
-    cands = []
-    for n, h in enumerate(hits):
-        (i0, s0, _), (i1, _, e1) = h.pieces[0], h.pieces[-1]
-        cands.append((h.priority, Found(str(n), base[i0] + s0, base[i1] + e1, "")))
-    # equal spans from the two joiners or the per-string pass: resolve keeps one
-    return [hits[int(f.entity)] for f in resolve(cands)]
+def _resolve(own: list[_Hit], cross: list[_Hit]) -> list[_Hit]:
+    """Non-overlapping hits.  Inside a string the longest span wins (``detect.resolve``);
+    a value across a boundary is kept when no longer one overlaps it, and then replaces
+    the findings inside the strings it covers (a secret it continues)."""
+    taken: dict[int, list[tuple[int, int]]] = {}
+
+    def free(h: _Hit) -> bool:
+        return all(e <= a or s >= b for i, s, e in h.pieces for a, b in taken.get(i, ()))
+
+    kept: list[_Hit] = []
+    for h in sorted(cross, key=lambda h: (-sum(e - s for _, s, e in h.pieces), h.priority)):
+        if free(h):
+            kept.append(h)
+            for i, s, e in h.pieces:
+                taken.setdefault(i, []).append((s, e))
+    by_slot: dict[int, list[tuple[int, Found]]] = {}
+    for n, h in enumerate(own):
+        i, s, e = h.pieces[0]
+        by_slot.setdefault(i, []).append((h.priority, Found(str(n), s, e, "")))
+    for cands in by_slot.values():
+        for f in resolve(cands):
+            h = own[int(f.entity)]
+            if free(h):
+                kept.append(h)
+    kept.sort(key=lambda h: h.pieces[0][:2])  # placeholders numbered in reading order
+    return kept
 
 
 def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
@@ -364,7 +383,7 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
             return result
 
     detector = cfg.detector
-    hits = _resolve(slots, _find(detector, slots))
+    hits = _resolve(*_find(detector, slots))
     numbering = _Numbering([s.text for s in slots])
     blocked: set[str] = set()
     edits: dict[int, list[tuple[int, int, str]]] = {}
