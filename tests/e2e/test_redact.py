@@ -51,8 +51,8 @@ _spec.loader.exec_module(corpus)
 ITEMS: list[tuple[str, str, str]] = corpus.generate(seed=1234)
 BLOCKED_TYPES = ("aws_access_key", "private_key", "us_ssn")
 BATCH = 40
-# docs/redact-core.md and tests/unit/test_redact_detect.py: at most 2 false findings in clean.txt
-MAX_CLEAN_FALSE_POSITIVES = 2
+# docs/redact-core.md and tests/unit/test_redact_detect.py: no false finding in clean.txt
+MAX_CLEAN_FALSE_POSITIVES = 0
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 DIGIT_RUN = re.compile(r"[0-9](?:[0-9 \-.()+/]*[0-9])?")
 NOTE_TOOL = {"type": "function", "function": {
