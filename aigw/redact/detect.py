@@ -330,6 +330,7 @@ def _phone_ok(text: str, region: str, national: frozenset[int]) -> bool:
     return phonenumbers.is_valid_number(num)
 
 
+_DATE = re.compile(r"\d{1,4}([/.\-])\d{1,2}\1\d{1,4}")
 _ODD_SEP = re.compile(r"\n[ \t\r]*\n|[ \t\r\n./\-]{4,}")
 _PARSE_SEP = re.compile(r"[ \t\r\n/]+")
 
@@ -338,6 +339,8 @@ def _phone(region: str) -> Validator:
     national = _national_lengths(region)
 
     def check(value: str) -> list[Span]:
+        if _DATE.fullmatch(value):
+            return []  # 4/12/2024, 2024-04-12: a date (the common case, so refused first)
         s, e = 0, len(value)
         if value.endswith(")") and value.count(")") > value.count("("):
             e -= 1
