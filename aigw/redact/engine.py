@@ -231,10 +231,13 @@ class _Numbering:
 
 # ---------------------------------------------------------------- finding
 
-# A value split across two strings is looked for in a window of this many
-# characters on each side of the boundary (longer than any detected value but
-# private keys, whose BEGIN and END halves are each detected on their own).
-BOUNDARY_WINDOW = 1024
+# A value split across two strings is looked for in a window on each side of the
+# boundary: BOUNDARY_WINDOW characters (longer than an address, a number or a key),
+# widened to the whole unbroken token touching the boundary (a long JWT), up to
+# MAX_BOUNDARY_WINDOW.  Private keys are found as their BEGIN and END halves instead.
+BOUNDARY_WINDOW = 320
+MAX_BOUNDARY_WINDOW = 8192
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.+/=%~:@\r\n"
 # How adjacent strings are joined when looking across their boundary: directly
 # ("jane.doe@" + "example.com") and as a line break, which the number and key
 # detectors read as a separator ("4111 1111" + "1111 1111").
@@ -310,7 +313,11 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
     # windows around each boundary, merged where they overlap
     ranges: list[list[int]] = []
     for b in range(len(texts) - 1):
-        lo, hi = max(0, ends[b] - BOUNDARY_WINDOW), min(len(full), starts[b + 1] + BOUNDARY_WINDOW)
+        tail = texts[b][-MAX_BOUNDARY_WINDOW:]
+        head = texts[b + 1][:MAX_BOUNDARY_WINDOW]
+        left = max(BOUNDARY_WINDOW, len(tail) - len(tail.rstrip(_TOKEN_CHARS)) + 64)
+        right = max(BOUNDARY_WINDOW, len(head) - len(head.lstrip(_TOKEN_CHARS)) + 64)
+        lo, hi = max(0, ends[b] - left), min(len(full), starts[b + 1] + right)
         if ranges and lo <= ranges[-1][1]:
             ranges[-1][1] = max(ranges[-1][1], hi)
         else:
