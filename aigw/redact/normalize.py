@@ -26,6 +26,8 @@ import bisect
 import html
 import re
 import unicodedata
+
+import re2
 from dataclasses import dataclass, field
 
 _MAX_STAGES = 4
@@ -37,6 +39,7 @@ _ESCAPE = re.compile(
     r"|(?P<esc>\\[nrtbf/\\\"'])"
     r"|(?P<ctl>[\x00-\x08\x0b\x0c\x0e-\x1f\x7f])"
 )
+_ESCAPE_RE2 = re2.compile(_ESCAPE.pattern)
 _SIMPLE_ESC = {"n": "\n", "r": "\r", "t": "\t", "b": " ", "f": " ", "/": "/", "\\": "\\",
                '"': '"', "'": "'"}
 _CHAR_CACHE: dict[str, str] = {}
@@ -128,14 +131,15 @@ _SPECIAL: re.Pattern | None = None
 _SPECIAL_PLANES = ((0x80, 0x10000), (0x10000, 0x20000), (0xE0000, 0xE1000))
 
 
-def _special() -> re.Pattern:
-    """One regex class of the non-ASCII format, dash, space and control characters
-    (built once per process, ~30 ms)."""
+def _special():
+    """One RE2 class of the non-ASCII format, dash, space and control characters
+    (built once per process, ~30 ms; RE2 because Python's re is slow on a class
+    with astral characters)."""
     global _SPECIAL
     if _SPECIAL is None:
         chars = [chr(cp) for lo, hi in _SPECIAL_PLANES for cp in range(lo, hi)
                  if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) in _SPECIAL_CATS]
-        _SPECIAL = re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+        _SPECIAL = re2.compile("[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]")
     return _SPECIAL
 
 
@@ -149,10 +153,12 @@ def _unicode_stage(text: str) -> tuple[str, _Map | None]:
     last = 0
     n = 0  # length of the normalised text so far
     special = _special()
+    if unicodedata.is_normalized("NFKC", text) and special.search(text) is None:
+        return text, None  # nothing to change (the common case, checked in C)
     for run in _NON_ASCII.finditer(text):
         chunk = run.group()
         if unicodedata.is_normalized("NFKC", chunk) and special.search(chunk) is None:
-            continue  # nothing to change in this run (the common case, checked in C)
+            continue
         for k in range(run.start(), run.end()):
             ch = text[k]
             out = _unicode_char(ch)
@@ -199,6 +205,8 @@ def _escapes(text: str):
 
 
 def _escape_stage(text: str) -> tuple[str, _Map | None]:
+    if _ESCAPE_RE2.search(text) is None:
+        return text, None  # "50%" and "R&D" only: nothing to decode (RE2 finds that fast)
     pieces: list[str] = []
     m = _Map()
     last = 0
