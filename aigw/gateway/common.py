@@ -37,6 +37,18 @@ def parse_body(ctx: RequestContext) -> Any:
 def validate_shape(api: str, body: dict) -> None:
     """The request's shape checked once, by the first plugin that reads the body, so a
     client's mistake is a 400 in its API's format before any plugin works on it."""
+    try:
+        _validate_shape(api, body)
+    except GatewayError:
+        raise
+    except (TypeError, AttributeError, KeyError, ValueError):
+        # a shape the checks did not foresee (``"type": ["text"]`` is unhashable): still
+        # the client's mistake, and still refused before anything is scanned or sent
+        raise GatewayError(400, "The request body does not have the shape this API accepts.",
+                           code="invalid_request") from None
+
+
+def _validate_shape(api: str, body: dict) -> None:
     if api == "chat":
         from ..ingress.openai import validate_chat
         validate_chat(body)

@@ -1,7 +1,10 @@
 """ai-redact: scan everything the model will see before any upstream connection.
 
-Fails closed: a detector error, an over-size body or a scan that overruns its
-time budget refuses the request (503) unless ``fail_open`` is set.
+Fails closed: a detector error refuses the request (503) unless ``fail_open``
+is set.  A client's mistake is a 4xx in the client API's format, never a 503:
+a body the API does not accept is refused with the same 400 ai-router would
+give (``parse_body`` runs the one shape check, ``common.validate_shape``), a body over the scan
+budget (bytes, number of strings, or time) is a 413.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from typing import Any
 
 from ..context import RequestContext
 from ..errors import GatewayError
-from ..redact.engine import RedactConfig, scan_request
+from ..redact.engine import RedactConfig, ScanTooLarge, scan_request
 from .common import maybe_off_loop, parse_body
 
 log = logging.getLogger("aigw")
@@ -67,7 +70,10 @@ class RedactRuntime:
         except Exception as exc:
             return self._failed(ctx, type(exc).__name__)
         if time.perf_counter() - t0 > self.timeout:
-            return self._failed(ctx, "timeout")
+            # the scan finished but over its budget: the request is too big to scan here
+            # (a 413 the client can act on, not a 503 that invites a retry)
+            log.warning("aigw ai-redact scan over its time budget (%d ms)", int(self.timeout * 1000))
+            raise ScanTooLarge(budget="time")
         ctx.redaction_counts = dict(result.counts)
         ctx.data_classes |= set(result.data_classes)
         if result.guard_denied:

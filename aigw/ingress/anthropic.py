@@ -58,6 +58,16 @@ def _text_of_blocks(blocks: Any, param: str) -> str:
     return "\n\n".join(texts) if param == "system" else "".join(texts)
 
 
+def _texts(texts: list[str]) -> str | list[dict]:
+    """Several text blocks stay several text parts: joining them would change what the
+    model reads (``"4111 1111"`` + ``"1111 1111"`` is not ``"4111 11111111 1111"``)."""
+    if len(texts) == 1:
+        return texts[0]
+    if not texts:
+        return ""
+    return [{"type": "text", "text": t} for t in texts]
+
+
 def _image_part(block: dict, param: str) -> dict:
     src = block.get("source")
     if not isinstance(src, dict):
@@ -91,7 +101,7 @@ def _tool_result(block: dict, param: str, dropped: list[str] | None = None) -> t
                 dropped.append(kind)  # documents, search results: only an Anthropic target reads them
             else:
                 raise _bad("tool_result content blocks must be text or image blocks", param)
-        text = "".join(texts)
+        text = _texts(texts)
     else:
         raise _bad("tool_result content must be a string or a list", param)
     if not isinstance(block.get("tool_use_id"), str):
@@ -132,8 +142,8 @@ def _user_messages(content: Any, param: str, dropped: list[str] | None = None) -
             raise _bad("user content blocks must be text, image or tool_result blocks", param)
     out = list(tools)  # tool answers must directly follow the assistant's tool calls
     if parts:
-        if all(p["type"] == "text" for p in parts):
-            out.append({"role": "user", "content": "".join(p["text"] for p in parts)})
+        if len(parts) == 1 and parts[0]["type"] == "text":
+            out.append({"role": "user", "content": parts[0]["text"]})
         else:
             out.append({"role": "user", "content": parts})
     return out
@@ -166,7 +176,7 @@ def _assistant_message(content: Any, param: str, dropped: list[str] | None = Non
         else:
             raise _bad("assistant content blocks must be text, tool_use or thinking blocks", param)
     msg: dict[str, Any] = {"role": "assistant",
-                           "content": "".join(text) if text or not calls else None}
+                           "content": _texts(text) if text or not calls else None}
     if calls:
         msg["tool_calls"] = calls
     return msg

@@ -137,6 +137,8 @@ _STRONG_BREAK = re.compile(r"[ \t]*\r?\n[ \t]*\r?\n[ \t\r\n]*")
 
 
 def _card(value: str) -> list[Span]:
+    if "\n" not in value:
+        return _card_block(value)
     # a paragraph break ends a number: each block is checked on its own
     out: list[Span] = []
     pos = 0
@@ -151,7 +153,7 @@ def _card(value: str) -> list[Span]:
 
 
 def _card_block(value: str) -> list[Span]:
-    digits = "".join(ch for ch in value if ch.isdigit())
+    digits = _NON_DIGITS.sub("", value)
     if card_number_ok(digits):
         return [(0, len(value))]
     groups = _groups(value)
@@ -164,13 +166,20 @@ def _card_block(value: str) -> list[Span]:
     lead = [0, 1] if groups[0][1] - groups[0][0] <= 2 else [0]
     tail_short = groups[-1][1] - groups[-1][0] <= 4
 
+    gd = [value[s:e] for s, e in groups]
+    cum = [0]
+    for g in gd:
+        cum.append(cum[-1] + len(g))
+
     @functools.lru_cache(maxsize=None)
     def tile(i: int) -> tuple[Span, ...] | None:
         if i == n or (i == n - 1 and tail_short and i > 0):
             return ()
         for j in range(min(n - 1, i + 18), i - 1, -1):  # longest card first
+            if not 12 <= cum[j + 1] - cum[i] <= 19:
+                continue
             s, e = groups[i][0], groups[j][1]
-            if card_number_ok("".join(ch for ch in value[s:e] if ch.isdigit())):
+            if card_number_ok("".join(gd[i:j + 1])):
                 rest = tile(j + 1)
                 if rest is not None:
                     return ((s, e),) + rest
@@ -330,6 +339,7 @@ def _phone_ok(text: str, region: str, national: frozenset[int]) -> bool:
     return phonenumbers.is_valid_number(num)
 
 
+_DATE = re.compile(r"\d{1,4}([/.\-])\d{1,2}\1\d{1,4}")
 _ODD_SEP = re.compile(r"\n[ \t\r]*\n|[ \t\r\n./\-]{4,}")
 _PARSE_SEP = re.compile(r"[ \t\r\n/]+")
 
@@ -338,6 +348,8 @@ def _phone(region: str) -> Validator:
     national = _national_lengths(region)
 
     def check(value: str) -> list[Span]:
+        if _DATE.fullmatch(value):
+            return []  # 4/12/2024, 2024-04-12: a date (the common case, so refused first)
         s, e = 0, len(value)
         if value.endswith(")") and value.count(")") > value.count("("):
             e -= 1

@@ -37,9 +37,13 @@ _CLASS_ORDER = ("secret", "financial", "pii")
 class ScanTooLarge(GatewayError):
     """The prompt is bigger than ``max_scan_bytes``: refused, never half-scanned."""
 
-    def __init__(self) -> None:
-        super().__init__(413, "Request too large to be scanned for sensitive data.",
-                         code="redact_scan_limit")
+    _WHY = {"bytes": "it has more text than the scan limit",
+            "strings": "it has more strings than the scan limit",
+            "time": "scanning it took longer than the scan time budget"}
+
+    def __init__(self, budget: str = "bytes") -> None:
+        super().__init__(413, f"Request too large to be scanned for sensitive data: {self._WHY[budget]}. "
+                              "Send a smaller request.", code="redact_scan_limit")
 
 
 @dataclass
@@ -227,10 +231,13 @@ class _Numbering:
 
 # ---------------------------------------------------------------- finding
 
-# A value split across two strings is looked for in a window of this many
-# characters on each side of the boundary (longer than any detected value but
-# private keys, whose BEGIN and END halves are each detected on their own).
-BOUNDARY_WINDOW = 1024
+# A value split across two strings is looked for in a window on each side of the
+# boundary: BOUNDARY_WINDOW characters (longer than an address, a number or a key),
+# widened to the whole unbroken token touching the boundary (a long JWT), up to
+# MAX_BOUNDARY_WINDOW.  Private keys are found as their BEGIN and END halves instead.
+BOUNDARY_WINDOW = 320
+MAX_BOUNDARY_WINDOW = 8192
+_TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.+/=%~:@\r\n"
 # How adjacent strings are joined when looking across their boundary: directly
 # ("jane.doe@" + "example.com") and as a line break, which the number and key
 # detectors read as a separator ("4111 1111" + "1111 1111").
@@ -247,7 +254,8 @@ class _Hit:
     value: str
 
 
-def _find(detector: Detector, slots: list[_Slot]) -> list[_Hit]:
+def _find(detector: Detector, slots: list[_Slot]) -> tuple[list[_Hit], list[_Hit]]:
+    """(findings inside one string, findings across a boundary of the running text)."""
     norms = [normalize(s.text) for s in slots]
     texts = [n.text for n in norms]
     hits: list[_Hit] = []
@@ -261,15 +269,16 @@ def _find(detector: Detector, slots: list[_Slot]) -> list[_Hit]:
         hits.append(_Hit(f.entity, prio, [(i, os_, oe)], slots[i].text[os_:oe]))
     # 2. across the boundaries of the running text (parts, blocks, messages in order)
     stream = [i for i, s in enumerate(slots) if s.stream]
+    cross: list[_Hit] = []
     if len(stream) > 1:
         st_texts = [texts[i] for i in stream]
         by_slot: dict[int, list[_Hit]] = {}
         for h in hits:
             by_slot.setdefault(h.pieces[0][0], []).append(h)
         for joiner in _JOINERS:
-            hits.extend(h for h in _across(detector, slots, norms, stream, st_texts, joiner)
-                        if _extends_ok(h, by_slot, slots))
-    return hits
+            cross.extend(h for h in _across(detector, slots, norms, stream, st_texts, joiner)
+                         if _extends_ok(h, by_slot, slots))
+    return hits, cross
 
 
 def _extends_ok(h: _Hit, by_slot: dict[int, list[_Hit]], slots: list[_Slot]) -> bool:
@@ -304,7 +313,11 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
     # windows around each boundary, merged where they overlap
     ranges: list[list[int]] = []
     for b in range(len(texts) - 1):
-        lo, hi = max(0, ends[b] - BOUNDARY_WINDOW), min(len(full), starts[b + 1] + BOUNDARY_WINDOW)
+        tail = texts[b][-MAX_BOUNDARY_WINDOW:]
+        head = texts[b + 1][:MAX_BOUNDARY_WINDOW]
+        left = max(BOUNDARY_WINDOW, len(tail) - len(tail.rstrip(_TOKEN_CHARS)) + 64)
+        right = max(BOUNDARY_WINDOW, len(head) - len(head.lstrip(_TOKEN_CHARS)) + 64)
+        lo, hi = max(0, ends[b] - left), min(len(full), starts[b + 1] + right)
         if ranges and lo <= ranges[-1][1]:
             ranges[-1][1] = max(ranges[-1][1], hi)
         else:
@@ -332,15 +345,32 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
     return out
 
 
-def _resolve(slots: list[_Slot], hits: list[_Hit]) -> list[_Hit]:
-    """Non-overlapping hits: on one line through all strings, the longest span wins."""
-    base = _offsets([s.text for s in slots], 1)
-    cands = []
-    for n, h in enumerate(hits):
-        (i0, s0, _), (i1, _, e1) = h.pieces[0], h.pieces[-1]
-        cands.append((h.priority, Found(str(n), base[i0] + s0, base[i1] + e1, "")))
-    # equal spans from the two joiners or the per-string pass: resolve keeps one
-    return [hits[int(f.entity)] for f in resolve(cands)]
+def _resolve(own: list[_Hit], cross: list[_Hit]) -> list[_Hit]:
+    """Non-overlapping hits.  Inside a string the longest span wins (``detect.resolve``);
+    a value across a boundary is kept when no longer one overlaps it, and then replaces
+    the findings inside the strings it covers (a secret it continues)."""
+    taken: dict[int, list[tuple[int, int]]] = {}
+
+    def free(h: _Hit) -> bool:
+        return all(e <= a or s >= b for i, s, e in h.pieces for a, b in taken.get(i, ()))
+
+    kept: list[_Hit] = []
+    for h in sorted(cross, key=lambda h: (-sum(e - s for _, s, e in h.pieces), h.priority)):
+        if free(h):
+            kept.append(h)
+            for i, s, e in h.pieces:
+                taken.setdefault(i, []).append((s, e))
+    by_slot: dict[int, list[tuple[int, Found]]] = {}
+    for n, h in enumerate(own):
+        i, s, e = h.pieces[0]
+        by_slot.setdefault(i, []).append((h.priority, Found(str(n), s, e, "")))
+    for cands in by_slot.values():
+        for f in resolve(cands):
+            h = own[int(f.entity)]
+            if free(h):
+                kept.append(h)
+    kept.sort(key=lambda h: h.pieces[0][:2])  # placeholders numbered in reading order
+    return kept
 
 
 def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
@@ -360,7 +390,7 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
             return result
 
     detector = cfg.detector
-    hits = _resolve(slots, _find(detector, slots))
+    hits = _resolve(*_find(detector, slots))
     numbering = _Numbering([s.text for s in slots])
     blocked: set[str] = set()
     edits: dict[int, list[tuple[int, int, str]]] = {}
@@ -402,30 +432,25 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
         pieces.append(text[last:])
         new_texts[i] = "".join(pieces)
 
-    # phase 1: write into parsed JSON copies; collect writes into the body
-    writes: list[tuple[Any, Any, str]] = []
+    # 1. values (inside parsed JSON strings and in the body), 2. keys (after the values,
+    # which are written under the old key), 3. JSON strings re-serialised
     renames: dict[int, tuple[dict, dict[str, str]]] = {}
+    writes = 0
     for i, new in new_texts.items():
         slot = slots[i]
+        if slot.owner is not None:
+            slot.owner.dirty = True
         if slot.is_key:
             renames.setdefault(id(slot.parent), (slot.parent, {}))[1][slot.key] = new
-            if slot.owner is not None:
-                slot.owner.dirty = True
-        elif slot.owner is not None:
-            slot.parent[slot.key] = new
-            slot.owner.dirty = True
         else:
-            writes.append((slot.parent, slot.key, new))
-    for obj, names in renames.values():  # keys: rebuilt in place, order kept
+            slot.parent[slot.key] = new
+            writes += 1
+    for obj, names in renames.values():  # rebuilt in place, order kept
         items = list(obj.items())
         obj.clear()
         obj.update((names.get(k, k), v) for k, v in items)
-    # phase 2: re-serialise changed JSON arguments
     for doc in w.jsons:
         if doc.dirty:
-            writes.append((doc.parent, doc.key, orjson.dumps(doc.holder[0]).decode()))
-    # phase 3: apply (plain assignments only)
-    for parent, key, new in writes:
-        parent[key] = new
+            doc.parent[doc.key] = orjson.dumps(doc.holder[0]).decode()
     result.changed = bool(writes or renames)
     return result

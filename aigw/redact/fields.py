@@ -197,7 +197,7 @@ class _Walker:
     def _add(self, slot: Slot) -> None:
         if len(self.out.slots) >= self.max_strings:
             from .engine import ScanTooLarge
-            raise ScanTooLarge()
+            raise ScanTooLarge(budget="strings")
         self.out.slots.append(slot)
 
     def _exempt(self, parent_key: Any, key: Any, value: str, parent: Any) -> bool:

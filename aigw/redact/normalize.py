@@ -25,8 +25,9 @@ from __future__ import annotations
 import bisect
 import html
 import re
-import sys
 import unicodedata
+
+import re2
 from dataclasses import dataclass, field
 
 _MAX_STAGES = 4
@@ -38,6 +39,7 @@ _ESCAPE = re.compile(
     r"|(?P<esc>\\[nrtbf/\\\"'])"
     r"|(?P<ctl>[\x00-\x08\x0b\x0c\x0e-\x1f\x7f])"
 )
+_ESCAPE_RE2 = re2.compile(_ESCAPE.pattern)
 _SIMPLE_ESC = {"n": "\n", "r": "\r", "t": "\t", "b": " ", "f": " ", "/": "/", "\\": "\\",
                '"': '"', "'": "'"}
 _CHAR_CACHE: dict[str, str] = {}
@@ -123,39 +125,26 @@ class Normalized:
 
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
-_CHANGING: re.Pattern | None = None
+_SPECIAL_CATS = frozenset({"Cf", "Pd", "Zs", "Zl", "Zp", "Cc"})
+_SPECIAL: re.Pattern | None = None
+# planes holding characters of the categories above (BMP, SMP, tags)
+_SPECIAL_PLANES = ((0x80, 0x10000), (0x10000, 0x20000), (0xE0000, 0xE1000))
 
 
-def _changing() -> re.Pattern:
-    """One regex class of every non-ASCII character the unicode stage changes (built once
-    per process, ~0.5 s): the stage then visits only those characters, at C speed."""
-    global _CHANGING
-    if _CHANGING is None:
-        ranges: list[list[int]] = []
-        for cp in range(0x80, sys.maxunicode + 1):
-            if 0xD800 <= cp < 0xE000:
-                continue
-            ch = chr(cp)
-            if unicodedata.category(ch) in _SPECIAL_CATS or unicodedata.normalize("NFKC", ch) != ch:
-                if ranges and ranges[-1][1] == cp - 1:
-                    ranges[-1][1] = cp
-                else:
-                    ranges.append([cp, cp])
-        def cls(rs: list[list[int]]) -> str:
-            return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
-                           for a, b in rs)
-        # the BMP part compiles to a bitmap (fast); the few astral ranges are separate
-        bmp = [r for r in ranges if r[1] <= 0xFFFF]
-        astral = [r for r in ranges if r[0] > 0xFFFF]
-        _CHANGING = re.compile(f"[{cls(bmp)}]|[{cls(astral)}]")
-    return _CHANGING
+def _special():
+    """One RE2 class of the non-ASCII format, dash, space and control characters
+    (built once per process, ~30 ms; RE2 because Python's re is slow on a class
+    with astral characters)."""
+    global _SPECIAL
+    if _SPECIAL is None:
+        chars = [chr(cp) for lo, hi in _SPECIAL_PLANES for cp in range(lo, hi)
+                 if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) in _SPECIAL_CATS]
+        _SPECIAL = re2.compile("[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]")
+    return _SPECIAL
 
 
 def warm_up() -> None:
-    _changing()
-
-
-_SPECIAL_CATS = frozenset({"Cf", "Pd", "Zs", "Zl", "Zp", "Cc"})
+    _special()
 
 
 def _unicode_stage(text: str) -> tuple[str, _Map | None]:
@@ -163,20 +152,24 @@ def _unicode_stage(text: str) -> tuple[str, _Map | None]:
     m = _Map()
     last = 0
     n = 0  # length of the normalised text so far
-    changing = _changing()
-    hits = (h.start() for run in _NON_ASCII.finditer(text)
-            for h in changing.finditer(text, run.start(), run.end()))
-    for k in hits:
-        ch = text[k]
-        out = _unicode_char(ch)
-        if out == ch:
+    special = _special()
+    if unicodedata.is_normalized("NFKC", text) and special.search(text) is None:
+        return text, None  # nothing to change (the common case, checked in C)
+    for run in _NON_ASCII.finditer(text):
+        chunk = run.group()
+        if unicodedata.is_normalized("NFKC", chunk) and special.search(chunk) is None:
             continue
-        pieces.append(text[last:k])
-        n += k - last
-        m.add(n, n + len(out), k, k + 1)
-        pieces.append(out)
-        n += len(out)
-        last = k + 1
+        for k in range(run.start(), run.end()):
+            ch = text[k]
+            out = _unicode_char(ch)
+            if out == ch:
+                continue
+            pieces.append(text[last:k])
+            n += k - last
+            m.add(n, n + len(out), k, k + 1)
+            pieces.append(out)
+            n += len(out)
+            last = k + 1
     if not m.ns:
         return text, None
     pieces.append(text[last:])
@@ -212,6 +205,8 @@ def _escapes(text: str):
 
 
 def _escape_stage(text: str) -> tuple[str, _Map | None]:
+    if _ESCAPE_RE2.search(text) is None:
+        return text, None  # "50%" and "R&D" only: nothing to decode (RE2 finds that fast)
     pieces: list[str] = []
     m = _Map()
     last = 0

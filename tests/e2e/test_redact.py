@@ -51,8 +51,8 @@ _spec.loader.exec_module(corpus)
 ITEMS: list[tuple[str, str, str]] = corpus.generate(seed=1234)
 BLOCKED_TYPES = ("aws_access_key", "private_key", "us_ssn")
 BATCH = 40
-# docs/redact-core.md and tests/unit/test_redact_detect.py: at most 2 false findings in clean.txt
-MAX_CLEAN_FALSE_POSITIVES = 2
+# docs/redact-core.md and tests/unit/test_redact_detect.py: no false finding in clean.txt
+MAX_CLEAN_FALSE_POSITIVES = 0
 PLACEHOLDER = re.compile(r"<([A-Z][A-Z0-9_]*?)_(\d+)>")
 DIGIT_RUN = re.compile(r"[0-9](?:[0-9 \-.()+/]*[0-9])?")
 NOTE_TOOL = {"type": "function", "function": {
@@ -853,3 +853,234 @@ def test_logs_carry_counts_never_values(corpus_run, corpus_gw, gateway):
         assert logs
         leaked = [f for f in forms if f in logs]
         assert not leaked, leaked[:3]
+
+
+# ------------------------------------------------------------------ issue 12: every field x evasion x category
+
+EV_CATEGORIES = corpus.EVASION_ENTITIES
+SPLIT = "split"  # a field whose value is cut in half over two adjacent parts/blocks/messages
+
+
+def _evasion_edit(doc: dict[str, Any]) -> None:
+    _corpus_edit(doc)
+    plugin_config(doc, "ai-redact")["actions"] = {"default": "redact"}
+
+
+@pytest.fixture(scope="module")
+def evasion_gw(mock):
+    return _start(mock, _evasion_edit)
+
+
+class _Seeds:
+    """Seeded values, one per (api, field, evasion, category), each in a sentence."""
+
+    def __init__(self, seed: int):
+        self.rng = random.Random(seed)
+        self.values: list[tuple[str, str, str, str, str]] = []  # (api, field, evasion, category, value)
+
+    def texts(self, api: str, field: str, evasion: str) -> list[str]:
+        out = []
+        for category in EV_CATEGORIES:
+            value = corpus.GENERATORS[category](self.rng)
+            self.values.append((api, field, evasion, category, value))
+            template = corpus._TEMPLATES[self.rng.randrange(len(corpus._TEMPLATES))]
+            out.append(template.format(v=corpus.evade(category, value, evasion, self.rng),
+                                       label=self.rng.choice(corpus._LABELS[category])))
+        return out
+
+    def halves(self, api: str, evasion: str) -> list[tuple[str, str]]:
+        """Each value cut in two, each half evaded on its own (an escape is never cut)."""
+        out = []
+        for category in EV_CATEGORIES:
+            value = corpus.GENERATORS[category](self.rng)
+            self.values.append((api, SPLIT, evasion, category, value))
+            cut = len(value) // 2
+            a = corpus.evade(category, value[:cut], evasion, self.rng) if evasion != "line_breaks" else value[:cut]
+            b = corpus.evade(category, value[cut:], evasion, self.rng) if evasion != "line_breaks" else value[cut:]
+            out.append((f"see {a}", f"{b} thanks"))
+        return out
+
+
+def _schema(t: list[str]) -> dict[str, Any]:
+    """Seeded texts in every string place of a JSON Schema (the model reads all of it)."""
+    return {"type": "object", "title": t[0], "description": t[1],
+            "properties": {t[2]: {"type": "string", "description": t[3], "enum": [t[4], t[5]],
+                                  "default": t[6], "examples": [t[7]], "const": t[8], "pattern": t[9]},
+                           "n": {"type": "integer", "description": t[10]}}}
+
+
+def _chat_fields(seeds: _Seeds, ev: str) -> tuple[dict[str, Any], dict[str, Any], str]:
+    """(SDK keyword arguments, extra_body, last user text) with seeded text in every field."""
+    f = {name: seeds.texts("chat", name, ev) for name in (
+        "system", "developer_parts", "user_name", "assistant", "tool_args", "tool_result",
+        "tool_description", "tool_schema", "response_schema", "response_description", "stop", "user",
+        "metadata", "unknown", "last")}
+    halves = seeds.halves("chat", ev)
+    j = "\n\n".join
+    msgs = [
+        {"role": "system", "content": j(f["system"])},
+        {"role": "developer", "content": [{"type": "text", "text": t} for t in f["developer_parts"]]},
+        {"role": "user", "name": j(f["user_name"]), "content": "hello"},
+        # split values: over two text parts, and over two consecutive messages
+        {"role": "user", "content": [p for a, b in halves[:6] for p in
+                                     ({"type": "text", "text": a}, {"type": "text", "text": b})]},
+        *[m for a, b in halves[6:] for m in ({"role": "user", "content": a}, {"role": "user", "content": b})],
+        {"role": "assistant", "content": j(f["assistant"]), "tool_calls": [
+            {"id": f"call_{k}", "type": "function",
+             "function": {"name": "save_note", "arguments": json.dumps({"note": t, t: [t]})}}
+            for k, t in enumerate(f["tool_args"])]},
+        *[{"role": "tool", "tool_call_id": f"call_{k}", "content": t} for k, t in enumerate(f["tool_result"])],
+        {"role": "user", "content": j(f["last"])},
+    ]
+    kw = {"messages": msgs, "stop": f["stop"][:4], "user": j(f["user"]),
+          "metadata": {"ticket": j(f["metadata"][:6]), j(f["metadata"][6:]): "key"},
+          "tools": [{"type": "function", "function": {"name": "save_note", "description": j(f["tool_description"]),
+                                                      "parameters": _schema(f["tool_schema"])}}],
+          "response_format": {"type": "json_schema", "json_schema": {
+              "name": "answer", "description": j(f["response_description"]), "schema": _schema(f["response_schema"])}}}
+    extra = {"stop": f["stop"], "x_unknown_field": {"notes": f["unknown"]}}
+    return kw, extra, j(f["last"])
+
+
+def _anthropic_fields(seeds: _Seeds, ev: str, api: str) -> tuple[dict[str, Any], str]:
+    f = {name: seeds.texts(api, name, ev) for name in (
+        "system", "assistant", "tool_input", "tool_result", "tool_result_blocks", "tool_description",
+        "input_schema", "stop_sequences", "metadata", "last")}
+    halves = seeds.halves(api, ev)
+    j = "\n\n".join
+    kw = {
+        "system": [{"type": "text", "text": t} for t in f["system"]],
+        "stop_sequences": f["stop_sequences"], "metadata": {"user_id": j(f["metadata"])},
+        "tools": [{"name": "save_note", "description": j(f["tool_description"]),
+                   "input_schema": _schema(f["input_schema"])}],
+        "messages": [
+            {"role": "user", "content": [b for a, c in halves for b in
+                                         ({"type": "text", "text": a}, {"type": "text", "text": c})]},
+            {"role": "assistant", "content": [
+                {"type": "text", "text": j(f["assistant"])},
+                *[{"type": "tool_use", "id": f"toolu_{k}", "name": "save_note", "input": {"note": t, t: {"x": [t]}}}
+                  for k, t in enumerate(f["tool_input"])]]},
+            {"role": "user", "content": [
+                *[{"type": "tool_result", "tool_use_id": f"toolu_{k}",
+                   "content": t if k % 2 else [{"type": "text", "text": t},
+                                               {"type": "text", "text": f["tool_result_blocks"][k]}]}
+                  for k, t in enumerate(f["tool_result"])],
+                {"type": "text", "text": j(f["last"])}]},
+        ]}
+    return kw, j(f["last"])
+
+
+@pytest.fixture(scope="module")
+def evasion_run(evasion_gw, mock):
+    gw = evasion_gw
+    seeds = _Seeds(12)
+    oa, an = gw.openai(), gw.anthropic()
+    s = requests.Session()
+    mock.clear()
+    sent = 0
+    for k, ev in enumerate(corpus.EVASIONS):
+        for stream in (False, True):
+            kw, extra, last = _chat_fields(seeds, ev)
+            if stream:
+                chunks = oa.chat.completions.create(model="chat", stream=True, extra_body=extra, **kw)
+                text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            else:
+                text = oa.chat.completions.create(model="chat", extra_body=extra, **kw).choices[0].message.content
+            assert text == "Echo: " + last  # restore gives the client its own text back
+            for model, api in (("claude-sonnet", "anthropic"), ("chat", "anthropic_to_openai")):
+                kw, last = _anthropic_fields(seeds, ev, api)
+                if stream:
+                    with an.messages.stream(model=model, max_tokens=100, **kw) as st:
+                        text = "".join(st.text_stream)
+                else:
+                    text = an.messages.create(model=model, max_tokens=100, **kw).content[0].text
+                assert text == "Echo: " + last, (model, ev)
+            sent += 3
+        inputs = seeds.texts("embeddings", "input", ev)
+        r = s.post(gw.url + "/v1/embeddings", headers=gw.headers(), timeout=30, json={
+            "model": "text-embedding-3-small", "input": inputs, "user": "\n\n".join(seeds.texts("embeddings", "user", ev)),
+            "x_unknown_field": seeds.texts("embeddings", "unknown", ev)})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"]) == len(inputs)
+        sent += 1
+    return {"records": mock.requests(), "sent": sent, "values": seeds.values}
+
+
+def test_no_seeded_value_reaches_the_provider_in_any_field_evasion_or_category(evasion_run):
+    run = evasion_run
+    assert len(run["records"]) == run["sent"]  # every request reached the recording upstream
+    rec = Recorded(run["records"])
+    seen = corpus.compact(corpus.reveal(rec.text)) + "|" + corpus.compact(corpus.reveal(rec.raw))
+    values = run["values"]
+    combos = {(a, f, e, c) for a, f, e, c, _ in values}
+    # every field x every evasion x every category, for chat, Anthropic (both targets), embeddings
+    assert len({c for _, _, _, c in combos}) == len(EV_CATEGORIES)
+    assert len({e for _, _, e, _ in combos}) == len(corpus.EVASIONS)
+    assert {a for a, _, _, _ in combos} == {"chat", "anthropic", "anthropic_to_openai", "embeddings"}
+    assert len(values) >= 3000, len(values)
+    leaked = []
+    for api, field, ev, category, value in values:
+        if category == "private_key":
+            body = [ln for ln in value.splitlines() if "PRIVATE KEY" not in ln]
+            if any(len(ln) >= 16 and corpus.compact(ln) in seen for ln in body):
+                leaked.append((api, field, ev, category))
+        else:
+            want = corpus.compact(value)
+            # a half of a split value that stayed readable counts too (long halves only)
+            if want in seen:
+                leaked.append((api, field, ev, category))
+    assert not leaked, f"{len(leaked)} of {len(values)} seeded values reached the provider: {leaked[:20]}"
+    assert sum(rec.placeholders().values()) >= len(values) * 0.9
+    RESULTS["evasion_matrix"] = {"values": len(values), "requests": run["sent"], "leaked": len(leaked)}
+    print(f"\nissue 12 matrix: {len(values)} seeded values in {run['sent']} requests, {len(leaked)} at the upstream")
+
+
+def test_bad_shapes_are_a_400_in_the_api_format_and_never_reach_the_model(evasion_gw, mock):
+    gw = evasion_gw
+    email = "shape.check@example.com"
+    mock.clear()
+    bad_chat = [
+        [{"role": "user", "content": [{"type": "text"}]}],                       # text part without text
+        [{"role": "user", "content": [{"type": ["text"], "text": email}]}],      # type not a string
+        [{"role": "user", "content": [{"type": "text", "text": 5}]}],
+        [{"role": "user", "content": [email]}],                                  # part not an object
+        [{"role": 7, "content": email}],
+    ]
+    for msgs in bad_chat:
+        r = _chat(gw, {"model": "chat", "messages": msgs})
+        assert r.status_code == 400, (msgs, r.text)
+        assert _error(r)["code"] == "invalid_request" and email not in r.text
+    bad_anthropic = [
+        [{"role": "user", "content": [{"type": "text"}]}],
+        [{"role": "user", "content": [{"type": {"x": 1}, "text": email}]}],
+        [{"role": "user", "content": [{"type": "text", "text": ["a", email]}]}],
+    ]
+    h = gw.headers()
+    for msgs in bad_anthropic:
+        r = requests.post(gw.url + "/v1/messages", headers=h, timeout=30,
+                          json={"model": "claude-sonnet", "max_tokens": 10, "messages": msgs})
+        assert r.status_code == 400, (msgs, r.text)
+        assert r.json()["type"] == "error" and r.json()["error"]["type"] == "invalid_request_error"
+    r = requests.post(gw.url + "/v1/embeddings", headers=h, timeout=30,
+                      json={"model": "text-embedding-3-small", "input": [email, {"x": email}]})
+    assert r.status_code == 400 and email not in r.text
+    assert mock.requests() == []
+
+
+def test_huge_message_counts_are_scanned_or_refused_with_a_4xx(evasion_gw, mock):
+    gw = evasion_gw
+    mock.clear()
+    # 12,000 short messages (~400 KB): scanned in full, the last one's address redacted
+    msgs = [{"role": "user", "content": f"m{i}"} for i in range(12_000)]
+    msgs[-1]["content"] = "mail huge.count@example.com REPLY:ok"
+    r = _chat(gw, {"model": "chat", "messages": msgs}, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    recs = mock.requests()
+    assert len(recs) == 1 and "huge.count@example.com" not in orjson.dumps(recs[0]["body"]).decode()
+    # more strings than the scan budget allows: a clear 413, not a 503
+    mock.clear()
+    r = requests.post(gw.url + "/v1/embeddings", headers=gw.headers(), timeout=60,
+                      json={"model": "text-embedding-3-small", "input": ["a"] * 250_000})
+    assert r.status_code == 413, r.text[:300]
+    assert _error(r)["code"] == "redact_scan_limit"
+    assert mock.requests() == []

@@ -14,8 +14,8 @@ _spec = importlib.util.spec_from_file_location("redact_corpus", CORPUS_DIR / "ge
 corpus = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(corpus)
 
-# documented bound (docs/redact-core.md): at most 2 false findings per 64 KiB of clean prose
-MAX_CLEAN_FALSE_POSITIVES = 2
+# documented bound (docs/redact-core.md): no false finding in the clean prose (issue 12)
+MAX_CLEAN_FALSE_POSITIVES = 0
 
 
 @pytest.fixture(scope="module")

@@ -141,3 +141,21 @@ def test_clean_prose_split_into_many_parts_has_no_findings():
     body = {"messages": [{"role": "user", "content": [{"type": "text", "text": p} for p in parts]}]}
     r = scan_request(CFG, "chat", body)
     assert r.counts == {}, r.counts
+
+
+def test_long_token_split_far_from_its_start_is_found():
+    """The boundary window widens to the whole token touching the boundary."""
+    import base64
+    import orjson
+    payload = base64.urlsafe_b64encode(orjson.dumps({"sub": "x" * 1500})).rstrip(b"=").decode()
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()
+    jwt = f"{header}.{payload}.{'Xy9_' * 11}"
+    cut = len(jwt) - 30
+    pad = "some words here. " * 40
+    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": pad + jwt[:cut]},
+                                                      {"type": "text", "text": jwt[cut:] + " " + pad}]}]}
+    r = scan_request(CFG, "chat", body)
+    assert r.counts == {"jwt": 1}
+    parts = body["messages"][0]["content"]
+    assert parts[0]["text"] == pad + "<JWT_1>" and parts[1]["text"] == " " + pad
+    assert restore_text(parts[0]["text"] + parts[1]["text"], r.restore_map) == pad + jwt + " " + pad
