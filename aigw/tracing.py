@@ -183,6 +183,11 @@ class RequestTrace:
         self.span = tracer.start_span(f"{self.op} {model}" if model else self.op, context=parent,
                                       kind=SpanKind.SERVER, attributes=attrs, start_time=self.start_ns)
         self.attempt: Any = None
+        sc = self.span.get_span_context()
+        if sc.is_valid and isinstance(getattr(ctx, "log_fields", None), dict):
+            # the request's log line names its trace and span (logs <-> traces)
+            ctx.log_fields["trace_id"] = format(sc.trace_id, "032x")
+            ctx.log_fields["span_id"] = format(sc.span_id, "016x")
 
     # ----------------------------------------------------------------- hooks
     @_guarded
