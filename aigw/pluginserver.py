@@ -206,6 +206,7 @@ def main() -> None:
 
     path = os.path.join(args.prefix, args.socket_name)
     sock = _listener(path, args.listen_queue_size)
+    _warm_prices()  # Kong's first connections wait in the listen queue meanwhile
     ps = _server_class()(loglevel=Logger.WARNING - args.verbose, plugin_dir=args.directory,
                          use_gevent=True, lua_style=not args.no_lua_style, gen_file=path + ".gen")
     cli.display_lua_style_notice(not args.no_lua_style, ps)
@@ -214,6 +215,15 @@ def main() -> None:
         _serve(ps, sock)
     except KeyboardInterrupt:
         ps.logger.info("polite exit requested, terminating...")
+
+
+def _warm_prices() -> None:
+    """Load the price catalogue (~0.5 s) before serving, not on the first request."""
+    try:
+        from .cost.pricing import PriceTable
+        PriceTable.default()
+    except Exception as exc:  # the first request loads it (and reports) instead
+        print(f"aigw: price catalogue not preloaded: {type(exc).__name__}", file=sys.stderr)
 
 
 def plugin_info(plugins_dir: str, name: str) -> dict:

@@ -28,6 +28,7 @@ import re
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from .relay.observe import PROVIDER_NAMES, operation_name
 
@@ -59,18 +60,18 @@ def _tracer() -> Any:
     if state is None:
         with _lock:
             if _state is None:
-                _state = {"tracer": _setup() if enabled() else None}
+                _state = _setup() if enabled() else {"tracer": None}
             state = _state
     return state["tracer"]
 
 
-def _setup() -> Any:
+def _setup() -> dict[str, Any]:
     protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
                 or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf").strip()
     if protocol != "http/protobuf":
         log.warning("tracing off: OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported "
                     "(this gateway exports http/protobuf only)", protocol[:32])
-        return None
+        return {"tracer": None}
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
@@ -79,14 +80,17 @@ def _setup() -> Any:
     attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": _DEFAULT_SERVICE}
     provider = TracerProvider(resource=Resource.create(attrs))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider.get_tracer("aigw")
+    return {"tracer": provider.get_tracer("aigw"), "provider": provider}
 
 
 def reset() -> None:
-    """Forget the decision (tests)."""
+    """Flush and stop the exporter, and forget the decision (tests, benchmarks)."""
     global _state
     with _lock:
+        provider = (_state or {}).get("provider")
         _state = None
+    if provider is not None:
+        provider.shutdown()
 
 
 def begin(ctx: Any, environ: dict[str, Any] | None) -> "_Off | RequestTrace":
@@ -179,13 +183,17 @@ class RequestTrace:
         self.span = tracer.start_span(f"{self.op} {model}" if model else self.op, context=parent,
                                       kind=SpanKind.SERVER, attributes=attrs, start_time=self.start_ns)
         self.attempt: Any = None
+        sc = self.span.get_span_context()
+        if sc.is_valid and isinstance(getattr(ctx, "log_fields", None), dict):
+            # the request's log line names its trace and span (logs <-> traces)
+            ctx.log_fields["trace_id"] = format(sc.trace_id, "032x")
+            ctx.log_fields["span_id"] = format(sc.span_id, "016x")
 
     # ----------------------------------------------------------------- hooks
     @_guarded
     def provider_call(self, target: Any, up: Any) -> None:
         """A provider attempt starts: its span, and its traceparent on the upstream request."""
         from opentelemetry.trace import SpanKind, set_span_in_context
-        from urllib3.util import parse_url
 
         self._end_attempt()
         attrs: dict[str, Any] = {"gen_ai.operation.name": self.op, "gen_ai.request.model": target.model,
@@ -194,9 +202,9 @@ class RequestTrace:
         if name:
             attrs["gen_ai.provider.name"] = name
         try:
-            url = parse_url(up.url)
-            if url.host:
-                attrs["server.address"] = url.host
+            url = urlsplit(up.url)
+            if url.hostname:
+                attrs["server.address"] = url.hostname
                 attrs["server.port"] = url.port or (443 if url.scheme == "https" else 80)
         except ValueError:
             pass
@@ -216,26 +224,25 @@ class RequestTrace:
         span = self.span
         target = outcome.target
         usage_attrs = outcome.usage.otel_fields() if outcome.usage is not None else {}
+        attrs: dict[str, Any] = {**usage_attrs, "http.response.status_code": outcome.status,
+                                 "aigw.attempts": len(outcome.attempts)}
         if target is not None:
-            span.set_attribute("gen_ai.response.model", target.model)
+            attrs["gen_ai.response.model"] = target.model
             name = PROVIDER_NAMES.get(target.provider.type)
             if name:
-                span.set_attribute("gen_ai.provider.name", name)
-        span.set_attributes(usage_attrs)
-        span.set_attribute("http.response.status_code", outcome.status)
-        span.set_attribute("aigw.attempts", len(outcome.attempts))
+                attrs["gen_ai.provider.name"] = name
         if outcome.cache_status:
-            span.set_attribute("aigw.cache.status", outcome.cache_status)
+            attrs["aigw.cache.status"] = outcome.cache_status
         if outcome.cost_usd is not None:
-            span.set_attribute("aigw.cost_usd", outcome.cost_usd)
+            attrs["aigw.cost_usd"] = outcome.cost_usd
         if outcome.ttft is not None:
-            span.set_attribute("gen_ai.server.time_to_first_token", outcome.ttft)
+            attrs["gen_ai.server.time_to_first_token"] = outcome.ttft
             span.add_event("aigw.first_token", timestamp=self.start_ns + int(outcome.ttft * 1e9))
+        span.set_attributes(attrs)
         if self.attempt is not None:
             last = outcome.attempts[-1] if outcome.attempts else {}
             if last.get("result") == "ok":
-                self.attempt.set_attribute("gen_ai.response.model", last.get("model") or "")
-                self.attempt.set_attributes(usage_attrs)
+                self.attempt.set_attributes({**usage_attrs, "gen_ai.response.model": last.get("model") or ""})
                 if outcome.error:
                     self._fail(self.attempt, outcome.error, None)
             else:

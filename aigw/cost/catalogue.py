@@ -95,10 +95,6 @@ class Catalogue:
         at = datetime.fromtimestamp(now, UTC)
         return to_price(info.get_prices(at)), _valid_until(info, at)
 
-    @staticmethod
-    def info() -> dict[str, str]:
-        return catalogue_info()
-
 
 def to_price(model_price: Any) -> Any:
     """A genai-prices ``ModelPrice`` as our ``Price`` (None: not priced by tokens)."""

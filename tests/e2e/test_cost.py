@@ -190,6 +190,34 @@ def test_metrics_move_after_requests(priced):
     assert not any("consumer" in dict(lab) for (_, lab) in scrape(priced))
 
 
+def test_catalogue_prices_models_the_config_does_not(make_gateway):
+    """Budgets with unpriced: reject, and no `prices` entry for mistral-embed (402 with the
+    hand-written table): the catalogue prices it, through the whole gateway path."""
+    def edit(doc):
+        plugin_config(doc, "ai-router")["models"].append(
+            {"name": "mistral-embed", "capabilities": ["embeddings"],
+             "targets": [{"provider": "mistral", "model": "mistral-embed"}]})
+        assert "mistral-embed" not in str(plugin_config(doc, "ai-cost").get("prices"))
+        assert plugin_config(doc, "ai-cost")["budgets"] and plugin_config(doc, "ai-cost")["unpriced"] == "reject"
+    gw = make_gateway(edit)
+    words = "price these five words"
+    r = requests.post(gw.url + "/v1/embeddings", headers=gw.headers(),
+                      json={"model": "mistral-embed", "input": [words, "and two"]})
+    assert r.status_code == 200, r.text
+    assert r.headers["x-ai-provider"] == "mistral"
+    tokens = r.json()["usage"]["prompt_tokens"]
+    assert tokens == len(words.split()) + 2
+    assert_cost_header(r.headers, tokens * packaged_price("mistral", "mistral-embed")["input"] / 1e6)
+    # a model neither priced by the config nor known to the catalogue is still refused
+    def edit2(doc):
+        plugin_config(doc, "ai-router")["models"].append(
+            {"name": "house", "targets": [{"provider": "openai", "model": "house-model-x"}]})
+    gw2 = make_gateway(edit2)
+    r = requests.post(gw2.url + "/v1/chat/completions", headers=gw2.headers(),
+                      json={"model": "house", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 402 and r.json()["error"]["code"] == "model_not_priced"
+
+
 def test_consumer_label_is_opt_in(make_gateway):
     gw = make_gateway(env={"AIGW_METRICS_CONSUMER_LABEL": "true"})
     r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),

@@ -119,6 +119,16 @@ def _traceparent() -> tuple[str, str, str]:
     return f"00-{tid}-{sid}-01", tid, sid
 
 
+def _log_line(gw, tid: str, timeout: float = 5.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for line in gw.standin.logs().splitlines():
+            if '"aigw.request"' in line and tid in line:
+                return json.loads(line[line.index("{"):])
+        time.sleep(0.05)
+    raise AssertionError("no log line for the trace")
+
+
 def _mock_request(mock, tid: str) -> dict:
     for r in reversed(mock.requests()):
         if tid in (r["headers"].get("traceparent") or ""):
@@ -158,6 +168,9 @@ def test_spans_with_genai_attributes_and_client_trace(traced, receiver, mock):
     # the provider saw the same trace, with the attempt span as parent
     seen = _mock_request(mock, tid)["headers"]["traceparent"]
     assert seen == f"00-{tid}-{attempt['span_id']}-01"
+    # the request's log line names the trace and the request span
+    line = _log_line(traced, tid)
+    assert line["span_id"] == server["span_id"] and line["gen_ai.request.model"] == "gpt-4o-mini"
 
 
 def test_stream_records_time_to_first_token(traced, receiver):

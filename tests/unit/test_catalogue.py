@@ -19,14 +19,14 @@ import pytest
 import yaml
 
 from aigw.cost import catalogue as cat
-from aigw.cost.pricing import PriceTable
+from aigw.cost.pricing import PriceTable, usage_cost
 from aigw.routing import RouterConfig, Target
 from aigw.types import ProviderConfig, Usage
 from aigw.validate import main as validate_main, unpriced_targets
 
+from genai_prices import data_snapshot, types as gtypes
+
 ROOT = Path(__file__).resolve().parents[2]
-genai_prices = pytest.importorskip("genai_prices")
-from genai_prices import data_snapshot, types as gtypes  # noqa: E402
 
 
 def target(ptype: str, model: str, base_url: str = "https://example.invalid", name: str | None = None):
@@ -75,7 +75,6 @@ def test_our_cost_equals_genai_prices_calc(ptype, provider, model) -> None:
         assert table.lookup(target(ptype, model.id)) is not None
     for u in USAGES:
         theirs = model.calc_price(_their_usage(u), provider, genai_request_timestamp=now)
-        from aigw.cost.pricing import usage_cost
         assert usage_cost(ours, u) == pytest.approx(float(theirs.total_price), rel=1e-9, abs=1e-15), u
 
 
