@@ -20,6 +20,8 @@ from typing import Protocol
 
 import redis
 
+from aigw.redis_conn import RedisSettings, connect, key_prefix
+
 __all__ = [
     "BackendUnavailable", "Decision", "LimitExceeded", "Limiter", "MemoryLimiter",
     "RedisLimiter", "Reservation", "Rule", "make_limiter",
@@ -222,10 +224,10 @@ class RedisLimiter:
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "aigw:",
-                 timeout: float = 0.5, *, client: redis.Redis | None = None):
-        self._redis = client or redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout)
-        self.prefix = prefix
+                 timeout: float = 0.5, *, client: redis.Redis | None = None,
+                 settings: RedisSettings | None = None):
+        self._redis = client or connect(settings or RedisSettings(url=url, timeout=timeout))
+        self.prefix = key_prefix(prefix, self._redis)  # a hash tag in Redis Cluster
         self._script = self._redis.register_script(_LUA)  # EVALSHA; loads on NOSCRIPT
 
     def _call(self, op: str, rules: tuple[Rule, ...], rid: str, amount: int):
@@ -274,11 +276,11 @@ _limiters_lock = threading.Lock()
 
 
 def make_limiter(policy: str, redis_url: str | None = None, *, prefix: str = "aigw:",
-                 timeout: float = 0.5) -> Limiter:
-    """Shared limiter per (policy, url, prefix): ``"local"`` (memory) or ``"redis"``."""
+                 timeout: float = 0.5, settings: RedisSettings | None = None) -> Limiter:
+    """Shared limiter per (policy, Redis settings, prefix): ``"local"`` (memory) or ``"redis"``."""
     if policy not in ("local", "redis"):
         raise ValueError(f"unknown limit policy {policy!r}")
-    key = (policy, redis_url if policy == "redis" else None,
+    key = (policy, (settings.key() if settings else redis_url) if policy == "redis" else None,
            prefix if policy == "redis" else None)
     with _limiters_lock:
         limiter = _limiters.get(key)
@@ -286,6 +288,7 @@ def make_limiter(policy: str, redis_url: str | None = None, *, prefix: str = "ai
             if policy == "local":
                 limiter = MemoryLimiter()
             else:
-                limiter = RedisLimiter(redis_url or "redis://127.0.0.1:6379/0", prefix, timeout)
+                limiter = RedisLimiter(redis_url or "redis://127.0.0.1:6379/0", prefix, timeout,
+                                       settings=settings)
             _limiters[key] = limiter
     return limiter

@@ -128,20 +128,20 @@ class RedisStore:
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "aigw:cache:",
                  timeout: float = 0.25, *, max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
                  cooldown: float = 2.0, clock: Callable[[], float] = time.monotonic,
-                 client: Any = None) -> None:
+                 client: Any = None, settings: Any = None) -> None:
         import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
+
+        from aigw.redis_conn import RedisSettings, connect
 
         self.prefix = prefix
         self.max_entry_bytes = max_entry_bytes
         self.cooldown = cooldown
         self._clock = clock
         self._open_until = 0.0
-        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
-        self._redis = client or redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0)
+        self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError,
+                                                          redis.exceptions.RedisClusterException)
+        self._redis = client or connect(settings or RedisSettings(url=url, timeout=timeout),
+                                        fail_fast=True)  # standalone, Sentinel or Cluster
 
     def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         if self._clock() < self._open_until:

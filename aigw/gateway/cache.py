@@ -8,6 +8,7 @@ from typing import Any
 from ..cache import CacheUnavailable, Entry, MemoryStore, Partition, RedisStore, cache_key, cacheable
 from ..context import Outcome, RequestContext
 from .common import off_loop, require_router
+from ..redis_conn import RedisSettings
 from .limits import redis_prefix
 
 log = logging.getLogger("aigw")
@@ -26,12 +27,13 @@ def _semantic_index():
 
 def _store(cfg: dict[str, Any]):
     max_entry = int(cfg.get("max_entry_bytes", 1048576))
-    key = (cfg.get("policy", "memory"), cfg.get("redis_url"), cfg.get("redis_timeout_ms"), max_entry)
+    settings = RedisSettings.from_config(cfg, 250)
+    key = (cfg.get("policy", "memory"), settings.key(), max_entry)
     st = _STORES.get(key)
     if st is None:
         if key[0] == "redis":
-            st = RedisStore(cfg["redis_url"], prefix=redis_prefix() + "cache:",
-                            timeout=cfg.get("redis_timeout_ms", 250) / 1000.0, max_entry_bytes=max_entry)
+            st = RedisStore(prefix=redis_prefix() + "cache:", max_entry_bytes=max_entry,
+                            settings=settings)
         else:
             st = MemoryStore(max_entries=4096, max_entry_bytes=max_entry)
         _STORES[key] = st

@@ -19,6 +19,7 @@ from typing import Any, Callable
 from ..context import Outcome, RequestContext
 from ..errors import GatewayError
 from ..limits import BackendUnavailable, LimitExceeded, Rule, make_limiter
+from ..redis_conn import RedisSettings
 
 log = logging.getLogger("aigw")
 
@@ -88,7 +89,8 @@ class Reserver:
         self.fail_open = bool(cfg.get("fail_open", False))
         self.limiter = make_limiter(cfg.get("policy", "local"), cfg.get("redis_url"),
                                     prefix=redis_prefix(),
-                                    timeout=cfg.get("redis_timeout_ms", 500) / 1000.0) if limits else None
+                                    timeout=cfg.get("redis_timeout_ms", 500) / 1000.0,
+                                    settings=RedisSettings.from_config(cfg, 500)) if limits else None
         self.needs_groups = any(l.scope == "group" for l in limits)
 
     def rules(self, ctx: RequestContext) -> list[Rule]:

@@ -293,6 +293,8 @@ _URL = re.compile(r"\b(?:https?|wss?)://\S+", re.I)
 _SECRETS = [
     re.compile(r"\b(?:sk|pk|rk)-[A-Za-z0-9_*\-]{6,}"),     # OpenAI / Anthropic style keys
     re.compile(r"\bAIza[0-9A-Za-z_\-]{10,}"),                # Google API keys
+    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),              # AWS access key ids
+    re.compile(r"\bya29\.[0-9A-Za-z_\-.]+"),                  # Google OAuth access tokens
     re.compile(r"(?i)\b(bearer)(\s+)[^\s<]+"),
     re.compile(r"(?i)\b(api[-_]?key|key|token|secret|password)(\s*[:=]\s*)[^\s<]+"),
     re.compile(r"\b[A-Za-z0-9_\-]{32,}\b"),                  # long opaque tokens

@@ -58,6 +58,12 @@ def _edit(mock, service_account):
                   capabilities=["chat", "stream", "tools"])
         add_model(doc, "bedrock-broken", [{"provider": "aws", "model": "m-fault-500"},
                                           {"provider": "gcp", "model": "gemini-2.5-flash"}])
+        for name, provider, model in (("bedrock-cut", "aws", "amazon.nova-fault-cut"),
+                                      ("vertex-cut", "gcp", "gemini-fault-cut"),
+                                      ("vertex-claude-cut", "gcp", "claude-fault-cut"),
+                                      ("bedrock-400", "aws", "amazon.nova-fault-400"),
+                                      ("vertex-400", "gcp", "claude-fault-400")):
+            add_model(doc, name, [{"provider": provider, "model": model}])
     return edit
 
 
@@ -222,3 +228,26 @@ def test_missing_aws_credentials_fail_over_cleanly(make_gateway, mock, service_a
     resp = gw.openai().chat.completions.create(
         model="bedrock-broken", messages=[{"role": "user", "content": "still served"}])
     assert resp.choices[0].message.content == "Echo: still served"
+
+
+@pytest.mark.parametrize("model", ["bedrock-cut", "vertex-cut", "vertex-claude-cut"])
+def test_stream_cut_by_the_provider_ends_with_an_error_not_done(cloud_gw, model):
+    import requests
+    with requests.post(cloud_gw.url + "/v1/chat/completions", headers=cloud_gw.headers(),
+                       stream=True, timeout=30, json={
+                           "model": model, "stream": True,
+                           "messages": [{"role": "user", "content": "a reply long enough to cut"}]}) as r:
+        assert r.status_code == 200
+        body = r.content
+    assert b"Echo" in body  # what arrived before the cut was relayed
+    assert b"[DONE]" not in body
+    assert b'"error"' in body
+
+
+@pytest.mark.parametrize("model", ["bedrock-400", "vertex-400"])
+def test_provider_400_is_relayed_as_400(cloud_gw, model):
+    import openai
+    with pytest.raises(openai.BadRequestError) as exc:
+        cloud_gw.openai().chat.completions.create(model=model,
+                                                  messages=[{"role": "user", "content": "x"}])
+    assert "mock fault 400" in exc.value.message

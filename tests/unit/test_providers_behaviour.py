@@ -282,6 +282,13 @@ def test_openai_events_after_done_are_ignored():
     ("mistral", {"detail": [{"type": "extra_forbidden", "loc": ["body", "stream_options"],
                              "msg": "Extra inputs are not permitted", "input": "PROMPT TEXT"}]},
      "stream_options: Extra inputs are not permitted"),
+    ("bedrock", {"message": "The security token included in the request is invalid. "
+                            "Credential=AKIAIOSFODNN7EXAMPLE/20250101/us-east-1/bedrock"},
+     "The security token included in the request is invalid. Credential=<redacted>/20250101/"),
+    ("vertex", {"error": {"code": 429, "message": "Quota exceeded for aiplatform.googleapis.com/"
+                                                   "generate_content_requests_per_minute",
+                          "status": "RESOURCE_EXHAUSTED"}},
+     "Quota exceeded for aiplatform.googleapis.com/<redacted>"),
 ])
 def test_error_summary(type_, body, expected):
     out = get_adapter(type_).error_summary(400, orjson.dumps(body))
@@ -299,9 +306,11 @@ def test_error_summary_fallbacks_and_truncation():
 
 def test_scrub_removes_key_shapes():
     text = ("key=abc123 AIzaSyA-very-secret-google-key bearer eyJhbGciOi.payload "
-            "x-api-key: sk-ant-api03-secret and wss://host/path?token=1")
+            "x-api-key: sk-ant-api03-secret and wss://host/path?token=1 "
+            "AKIAIOSFODNN7EXAMPLE ASIAXYZXYZXYZXYZXYZ1 ya29.a0AfH6SMBx-token")
     out = scrub(text)
-    for secret in ("abc123", "AIzaSy", "eyJhbG", "sk-ant", "wss://"):
+    for secret in ("abc123", "AIzaSy", "eyJhbG", "sk-ant", "wss://", "AKIAIOSF", "ASIAXYZ",
+                   "ya29.a0"):
         assert secret not in out
 
 
