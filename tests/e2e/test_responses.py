@@ -302,3 +302,37 @@ def test_demo_token_is_not_forwarded(rgw, mock):
     n0 = len(mock.requests())
     rgw.openai().responses.create(model="gpt-4o-mini", input="creds")
     assert demo_token().split(".")[0] not in json.dumps(_provider_requests(mock, n0)[0]["headers"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_thoughts_come_back_as_reasoning_items(rgw, mock, stream):
+    n0 = len(mock.requests())
+    kw = dict(model="gemini-flash", input="think then answer", reasoning={"effort": "low"})
+    if stream:
+        events = list(rgw.openai().responses.create(stream=True, **kw))
+        types = [e.type for e in events]
+        assert "response.reasoning_summary_text.delta" in types
+        assert types.index("response.reasoning_summary_text.delta") < types.index("response.output_text.delta")
+        resp = events[-1].response
+    else:
+        resp = rgw.openai().responses.create(**kw)
+    assert [o.type for o in resp.output] == ["reasoning", "message"]
+    assert resp.output[0].summary[0].text == "Thinking it over."
+    assert resp.output_text == "Echo: think then answer"
+    assert resp.usage.output_tokens_details.reasoning_tokens == 10
+    cfg = _provider_requests(mock, n0)[0]["body"]["generationConfig"]["thinkingConfig"]
+    assert cfg == {"thinkingBudget": 1024, "includeThoughts": True}
+    # the next turn works (the reasoning item is not replayed to the provider)
+    nxt = rgw.openai().responses.create(model="gemini-flash", input="next", previous_response_id=resp.id)
+    assert nxt.output_text == "Echo: next"
+
+
+def test_reasoning_input_items_are_accepted(rgw):
+    """The Agents SDK sends back reasoning items it received (with store: false)."""
+    resp = rgw.openai().responses.create(model="claude-sonnet", store=False, input=[
+        {"role": "user", "content": "q"},
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "hmm"}]},
+        {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+         "content": [{"type": "output_text", "text": "a", "annotations": []}]},
+        {"role": "user", "content": "q2"}])
+    assert resp.output_text == "Echo: q2"
