@@ -39,6 +39,14 @@ _COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinkin
 _STORES_ANSWER = ("Miss", "Refresh")
 
 
+def upstream_adapter(ctx, target):
+    """Responses API clients reach ``openai`` targets on OpenAI's own Responses API."""
+    if ctx.api == "responses" and target.provider.type == "openai":
+        from ..providers.openai_responses import ADAPTER
+        return ADAPTER
+    return None
+
+
 def passes_through(ctx, target) -> bool:
     return ctx.api == "anthropic" and target.provider.type == "anthropic"
 
