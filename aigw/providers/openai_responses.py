@@ -75,7 +75,8 @@ def to_responses(body: dict, model: str, *, stream: bool) -> dict:
         tools = []
         for fn in base.function_tools(body["tools"]):
             tool = {"type": "function", "name": fn.get("name"),
-                    "parameters": fn.get("parameters") or {"type": "object", "properties": {}}}
+                    "parameters": fn["parameters"] if isinstance(fn.get("parameters"), dict)
+                    else {"type": "object", "properties": {}}}
             for key in ("description", "strict"):
                 if key in fn:
                     tool[key] = fn[key]

@@ -249,3 +249,67 @@ def test_state_entries_are_json_round_trippable():
     s = MemoryState(ttl=60)
     s.put("a", "r", {"messages": [{"role": "user", "content": "é\u2028"}]})
     assert orjson.dumps(s.get("a", "r"))
+
+
+# ------------------------------------------------ OpenAI Responses upstream adapter
+
+def test_responses_upstream_request_and_stream_split_at_every_byte():
+    from aigw.providers.openai_responses import ADAPTER, to_responses
+    from aigw.types import ProviderConfig
+    canonical = {"model": "x", "max_tokens": 9, "reasoning_effort": "low", "messages": [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": [{"type": "text", "text": "q"},
+                                     {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]},
+        {"role": "assistant", "content": "a", "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "out"}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}, "strict": True}}],
+        "tool_choice": {"type": "function", "function": {"name": "f"}},
+        "response_format": {"type": "json_schema", "json_schema": {"name": "n", "schema": {}}}}
+    body = to_responses(canonical, "gpt-4o-mini", stream=True)
+    assert body["instructions"] == "sys" and body["store"] is False and body["stream"] is True
+    assert [i["type"] for i in body["input"]] == ["message", "message", "function_call", "function_call_output"]
+    assert body["input"][0]["content"][1] == {"type": "input_image", "image_url": "data:image/png;base64,AA"}
+    assert body["tools"] == [{"type": "function", "name": "f", "parameters": {}, "strict": True}]
+    assert body["tool_choice"] == {"type": "function", "name": "f"}
+    assert body["text"] == {"format": {"type": "json_schema", "name": "n", "schema": {}}}
+    assert body["max_output_tokens"] == 9
+    req = ADAPTER.chat_request(canonical, "gpt-4o-mini", ProviderConfig("o", "openai", "https://h/v1", "k"),
+                               stream=True)
+    assert req.url == "https://h/v1/responses" and req.headers["authorization"] == "Bearer k"
+
+    from aigw.mock.responses_api import _stream
+    from aigw.mock.behaviour import Faults, Reply, Counts
+    resp = {"id": "resp_1", "object": "response", "created_at": 5, "status": "completed", "model": "m",
+            "output": [{"type": "reasoning", "id": "rs", "summary": [{"type": "summary_text", "text": "Reasoning it through."}]},
+                       {"type": "function_call", "id": "fc", "call_id": "call_9", "name": "f",
+                        "arguments": '{"city": "Paris"}', "status": "completed"}],
+            "usage": {"input_tokens": 4, "output_tokens": 6, "output_tokens_details": {"reasoning_tokens": 2},
+                      "input_tokens_details": {"cached_tokens": 1}}}
+    raw = b"".join(_stream(resp, Reply("", "f"), Faults()).events)
+    for i in range(0, len(raw), 7):
+        dec = ADAPTER.chat_stream("m")
+        chunks = dec.feed(raw[:i]) + dec.feed(raw[i:]) + dec.close()
+        reasoning = "".join(c["choices"][0]["delta"].get("reasoning_content", "") for c in chunks if c["choices"])
+        args = "".join(tc["function"].get("arguments", "") for c in chunks if c["choices"]
+                       for tc in c["choices"][0]["delta"].get("tool_calls") or [])
+        assert reasoning == "Reasoning it through." and json.loads(args) == {"city": "Paris"}
+        assert dec.done and dec.finish_reason == "tool_calls"
+        assert dec.usage == Usage(input_tokens=4, output_tokens=6, cache_read_tokens=1, reasoning_tokens=2)
+        assert chunks[-1]["usage"]["prompt_tokens"] == 4
+    out = ADAPTER.chat_response(orjson.dumps(resp), "m")
+    assert out["choices"][0]["message"]["tool_calls"][0]["id"] == "call_9"
+    assert out["choices"][0]["finish_reason"] == "tool_calls"
+
+
+def test_responses_upstream_errors():
+    from aigw.providers.base import ProviderProtocolError, UpstreamStreamError
+    from aigw.providers.openai_responses import ADAPTER
+    with pytest.raises(ProviderProtocolError):
+        ADAPTER.chat_response(b'{"no": "output"}', "m")
+    dec = ADAPTER.chat_stream("m")
+    with pytest.raises(UpstreamStreamError):
+        dec.feed(b'event: response.failed\ndata: {"type": "response.failed", "response": {"error": {"message": "x"}}}\n\n')
+    inc = ADAPTER.chat_response(orjson.dumps({"status": "incomplete", "incomplete_details": {"reason": "max_output_tokens"},
+                                              "output": []}), "m")
+    assert inc["choices"][0]["finish_reason"] == "length"
