@@ -334,6 +334,12 @@ def from_openai_response(resp: dict, model: str) -> dict:
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
     content: list[dict] = []
+    reasoning = message.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning:
+        # another provider's reasoning (Gemini thought summaries, reasoning_content of
+        # OpenAI-compatible servers): a thinking block with no signature, since only
+        # Anthropic can sign one (the pass-through drops unsigned blocks on the way back)
+        content.append({"type": "thinking", "thinking": reasoning, "signature": ""})
     text = message.get("content")
     if isinstance(text, list):
         text = "".join(p.get("text", "") for p in text if isinstance(p, dict))
@@ -413,6 +419,13 @@ class StreamEncoder:
             if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
+            reasoning = delta.get("reasoning_content")
+            if isinstance(reasoning, str) and reasoning:
+                if self._block_kind != "thinking":
+                    out += self._open_block("thinking", {"type": "thinking", "thinking": "",
+                                                         "signature": ""})
+                out.append(self._delta(self._block, {"type": "thinking_delta",
+                                                     "thinking": reasoning}))
             text = delta.get("content")
             if isinstance(text, str) and text:
                 if self._block_kind != "text":

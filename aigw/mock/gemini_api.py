@@ -1,6 +1,7 @@
 """Gemini ``generateContent`` / ``streamGenerateContent``."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import orjson
@@ -104,17 +105,28 @@ def generate(req: Request, model: str, stream: bool) -> Response | Stream:
     failed = fault_response(faults, error)
     if failed:
         return failed
+    thinking = ((body.get("generationConfig") or {}).get("thinkingConfig") or {}).get("includeThoughts")
+    if thinking and not faults.thinking:
+        faults = dataclasses.replace(faults, thinking=True)
     prompt = read_prompt(body)
     reply = plan_reply(prompt)
     counts = count(prompt, reply, faults)
     rid = f"mock{req.next_id():08d}"
     if stream:
-        return _stream(rid, model, reply, counts, faults, req.query.get("alt") == "sse")
-    out: dict[str, Any] = {"candidates": [_candidate(_parts(reply), True)],
+        return _stream(rid, model, reply, counts, faults, req.query.get("alt") == "sse", bool(thinking))
+    out: dict[str, Any] = {"candidates": [_candidate(_thought(thinking) + _parts(reply), True)],
                            "modelVersion": model, "responseId": rid}
     if not faults.no_usage:
         out["usageMetadata"] = usage(counts, faults)
     return Response(200, orjson.dumps(out), slow_ms=faults.slow_ms)
+
+
+THOUGHT_TEXT = "Thinking it over."
+
+
+def _thought(include: Any) -> list[dict[str, Any]]:
+    """A thought-summary part (sent only when the request set includeThoughts)."""
+    return [{"text": THOUGHT_TEXT, "thought": True}] if include else []
 
 
 def _parts(reply: Reply) -> list[dict[str, Any]]:
@@ -124,9 +136,11 @@ def _parts(reply: Reply) -> list[dict[str, Any]]:
 
 
 def _stream(rid: str, model: str, reply: Reply, counts: Counts, faults: Faults,
-            sse: bool) -> Stream:
+            sse: bool, thinking: bool = False) -> Stream:
     pieces = [[p] for p in _parts(reply)] if reply.tool else [
         [{"text": t}] for t in chunks(reply.text)]
+    if thinking:
+        pieces.insert(0, _thought(True))
     objs = []
     for i, parts in enumerate(pieces):
         last = i == len(pieces) - 1

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 
-from . import anthropic_api, bedrock_api, gemini_api, openai_api, vertex_api
+from . import anthropic_api, bedrock_api, gemini_api, openai_api, responses_api, vertex_api
 from .wire import Request, Response, Stream, json_response
 
 DEFAULT_API_KEY = "mock-key"
@@ -73,6 +73,8 @@ def route(req: Request) -> Response | Stream:
     path, method = req.path, req.method
     if method == "POST" and path == "/v1/chat/completions":
         return openai_api.check_auth(req) or openai_api.chat(req)
+    if method == "POST" and path == "/v1/responses":
+        return openai_api.check_auth(req) or responses_api.create(req)
     if method == "POST" and path == "/v1/embeddings":
         return openai_api.check_auth(req) or openai_api.embeddings(req)
     if method == "GET" and path == "/v1/models":

@@ -123,6 +123,9 @@ def _tool_config(choice: Any) -> dict | None:
     raise bad_request("tool_choice is invalid", "tool_choice")
 
 
+_THINKING_BUDGET = {"none": 0, "minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
+
+
 def _generation_config(body: dict) -> dict:
     cfg: dict[str, Any] = {}
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
@@ -133,6 +136,12 @@ def _generation_config(body: dict) -> dict:
                      ("frequency_penalty", "frequencyPenalty")):
         if body.get(src) is not None:
             cfg[dst] = body[src]
+    effort = body.get("reasoning_effort")
+    if effort in _THINKING_BUDGET:
+        # OpenAI's effort levels as Gemini thinking budgets (the budgets Google's own
+        # OpenAI-compatible endpoint uses); thought summaries come back as reasoning
+        cfg["thinkingConfig"] = {"thinkingBudget": _THINKING_BUDGET[effort],
+                                 "includeThoughts": _THINKING_BUDGET[effort] > 0}
     stop = body.get("stop")
     if stop:
         cfg["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
@@ -187,12 +196,20 @@ def gemini_usage(meta: dict) -> Usage:
         reasoning_tokens=thoughts)
 
 
-def _split_parts(parts: list, call_prefix: int = 0) -> tuple[str, list[dict]]:
-    """Candidate parts -> (visible text, OpenAI tool_calls). Thought parts are dropped."""
+def _split_parts(parts: list, call_prefix: int = 0) -> tuple[str, list[dict], str]:
+    """Candidate parts -> (visible text, OpenAI tool_calls, thought summaries).
+
+    Thought summaries (parts with ``thought: true``, sent when the request asked
+    for ``includeThoughts``) become the canonical ``reasoning_content``."""
     text: list[str] = []
     calls: list[dict] = []
+    thoughts: list[str] = []
     for part in parts:
-        if not isinstance(part, dict) or part.get("thought"):
+        if not isinstance(part, dict):
+            continue
+        if part.get("thought"):
+            if isinstance(part.get("text"), str):
+                thoughts.append(part["text"])
             continue
         if isinstance(part.get("text"), str):
             text.append(part["text"])
@@ -203,7 +220,7 @@ def _split_parts(parts: list, call_prefix: int = 0) -> tuple[str, list[dict]]:
                           "function": {"name": fc.get("name", ""),
                                        "arguments": orjson.dumps(fc.get("args") or {})
                                        .decode()}})
-    return "".join(text), calls
+    return "".join(text), calls, "".join(thoughts)
 
 
 def _finish(reason: str | None, has_calls: bool) -> str | None:
@@ -217,9 +234,11 @@ def from_gemini(resp: dict, model: str) -> dict:
     choices = []
     for pos, cand in enumerate(resp.get("candidates") or []):
         parts = (cand.get("content") or {}).get("parts") or []
-        text, calls = _split_parts(parts)
+        text, calls, thoughts = _split_parts(parts)
         message: dict[str, Any] = {"role": "assistant",
                                    "content": text if text or not calls else None}
+        if thoughts:
+            message["reasoning_content"] = thoughts
         if calls:
             message["tool_calls"] = [{k: v for k, v in c.items() if k != "index"}
                                      for c in calls]
@@ -283,13 +302,15 @@ class GeminiStreamDecoder(base.SSEStreamDecoder):
         for pos, cand in enumerate(candidates):
             idx = cand.get("index", pos)
             parts = (cand.get("content") or {}).get("parts") or []
-            text, calls = _split_parts(parts, self._calls.get(idx, 0))
+            text, calls, thoughts = _split_parts(parts, self._calls.get(idx, 0))
             self._calls[idx] = self._calls.get(idx, 0) + len(calls)
             delta: dict[str, Any] = {}
             if idx not in self._started:
                 self._started.add(idx)
                 self._open.add(idx)
                 delta["role"] = "assistant"
+            if thoughts:
+                delta["reasoning_content"] = thoughts
             if text:
                 delta["content"] = text
             if calls:

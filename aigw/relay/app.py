@@ -133,8 +133,9 @@ class Relay:
         breaker = router.breaker if router is not None else None
         failover_status = router.failover_status if router is not None else {429, 500, 502, 503, 504}
         last: Retryable | None = None
+        from .native import upstream_adapter
         for target in ctx.plan:
-            adapter = get_adapter(target.provider.type)
+            adapter = upstream_adapter(ctx, target) or get_adapter(target.provider.type)
             attempt: dict[str, Any] = {"provider": target.provider.name, "model": target.model}
             self.outcome.attempts.append(attempt)
             self.outcome.target = target

@@ -39,6 +39,14 @@ _COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinkin
 _STORES_ANSWER = ("Miss", "Refresh")
 
 
+def upstream_adapter(ctx, target):
+    """Responses API clients reach ``openai`` targets on OpenAI's own Responses API."""
+    if ctx.api == "responses" and target.provider.type == "openai":
+        from ..providers.openai_responses import ADAPTER
+        return ADAPTER
+    return None
+
+
 def passes_through(ctx, target) -> bool:
     return ctx.api == "anthropic" and target.provider.type == "anthropic"
 
@@ -67,9 +75,27 @@ def _headers(ctx, provider) -> dict[str, str]:
     return headers
 
 
+def _signed_only(messages: Any) -> Any:
+    """Drop thinking blocks without a signature: the gateway made them from another
+    provider's reasoning; Anthropic would reject them."""
+    if not isinstance(messages, list):
+        return messages
+    out = []
+    for m in messages:
+        content = m.get("content") if isinstance(m, dict) else None
+        if isinstance(content, list) and m.get("role") == "assistant" and any(
+                isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature")
+                for b in content):
+            m = {**m, "content": [b for b in content if not (
+                isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))]}
+        out.append(m)
+    return out
+
+
 def request(ctx, target) -> UpstreamRequest:
     body = dict(client_body(ctx))
     body["model"] = target.model
+    body["messages"] = _signed_only(body.get("messages"))
     if not ctx.stream:
         body.pop("stream", None)
     return UpstreamRequest("POST", _url(target.provider, "/messages"),

@@ -21,7 +21,7 @@ TOOLS = [{"type": "function", "name": "get_weather", "description": "Weather for
 
 # model -> (provider name, a path part of the provider request)
 PROVIDERS = {
-    "gpt-4o-mini": ("openai", "/v1/chat/completions"),
+    "gpt-4o-mini": ("openai", "/v1/responses"),  # OpenAI is called on its own Responses API
     "claude-sonnet": ("anthropic", "/v1/messages"),
     "gemini-flash": ("gemini", ":generateContent"),
     "mistral-small": ("mistral", "/v1/chat/completions"),
@@ -35,6 +35,8 @@ def rgw(mock, request):
     from .conftest import Gateway, free_port, reference_config
     doc = reference_config(free_port())
     add_model(doc, "azure-only", [{"provider": "azure-eu", "model": "gpt-4o-deploy"}],
+              capabilities=["chat", "stream", "tools", "vision"])
+    add_model(doc, "gpt-zdr", [{"provider": "openai", "model": "gpt-4o-mini", "tags": ["zdr"]}],
               capabilities=["chat", "stream", "tools", "vision"])
     secret = "other-app-secret-0123456789abcdef0123"
     doc["consumers"].append({"username": "other-app", "jwt_secrets": [
@@ -136,16 +138,16 @@ def test_stateless_full_history_with_function_call_items(rgw, mock):
 
 def test_previous_response_id_keeps_the_conversation_and_not_the_instructions(rgw, mock):
     client = rgw.openai()
-    r1 = client.responses.create(model="gpt-4o-mini", instructions="SYSTEM-ONE", input="first turn")
+    r1 = client.responses.create(model="mistral-small", instructions="SYSTEM-ONE", input="first turn")
     n0 = len(mock.requests())
-    r2 = client.responses.create(model="gpt-4o-mini", previous_response_id=r1.id, input="second turn")
+    r2 = client.responses.create(model="mistral-small", previous_response_id=r1.id, input="second turn")
     msgs = _provider_requests(mock, n0)[0]["body"]["messages"]
     assert [(m["role"], m["content"]) for m in msgs] == [
         ("user", "first turn"), ("assistant", "Echo: first turn"), ("user", "second turn")]
     assert r2.previous_response_id == r1.id
     # a third turn chains through both
     n0 = len(mock.requests())
-    client.responses.create(model="gpt-4o-mini", previous_response_id=r2.id, input="third")
+    client.responses.create(model="mistral-small", previous_response_id=r2.id, input="third")
     assert len(_provider_requests(mock, n0)[0]["body"]["messages"]) == 5
 
 
@@ -290,7 +292,7 @@ def test_structured_output_format_reaches_the_provider(rgw, mock):
     n0 = len(mock.requests())
     schema = {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
               "additionalProperties": False}
-    rgw.openai().responses.create(model="gpt-4o-mini", input="json please",
+    rgw.openai().responses.create(model="mistral-small", input="json please",
                                   text={"format": {"type": "json_schema", "name": "thing",
                                                    "schema": schema, "strict": True}})
     body = _provider_requests(mock, n0)[0]["body"]
@@ -302,3 +304,72 @@ def test_demo_token_is_not_forwarded(rgw, mock):
     n0 = len(mock.requests())
     rgw.openai().responses.create(model="gpt-4o-mini", input="creds")
     assert demo_token().split(".")[0] not in json.dumps(_provider_requests(mock, n0)[0]["headers"])
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_gemini_thoughts_come_back_as_reasoning_items(rgw, mock, stream):
+    n0 = len(mock.requests())
+    kw = dict(model="gemini-flash", input="think then answer", reasoning={"effort": "low"})
+    if stream:
+        events = list(rgw.openai().responses.create(stream=True, **kw))
+        types = [e.type for e in events]
+        assert "response.reasoning_summary_text.delta" in types
+        assert types.index("response.reasoning_summary_text.delta") < types.index("response.output_text.delta")
+        resp = events[-1].response
+    else:
+        resp = rgw.openai().responses.create(**kw)
+    assert [o.type for o in resp.output] == ["reasoning", "message"]
+    assert resp.output[0].summary[0].text == "Thinking it over."
+    assert resp.output_text == "Echo: think then answer"
+    assert resp.usage.output_tokens_details.reasoning_tokens == 10
+    cfg = _provider_requests(mock, n0)[0]["body"]["generationConfig"]["thinkingConfig"]
+    assert cfg == {"thinkingBudget": 1024, "includeThoughts": True}
+    # the next turn works (the reasoning item is not replayed to the provider)
+    nxt = rgw.openai().responses.create(model="gemini-flash", input="next", previous_response_id=resp.id)
+    assert nxt.output_text == "Echo: next"
+
+
+def test_reasoning_input_items_are_accepted(rgw):
+    """The Agents SDK sends back reasoning items it received (with store: false)."""
+    resp = rgw.openai().responses.create(model="claude-sonnet", store=False, input=[
+        {"role": "user", "content": "q"},
+        {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "hmm"}]},
+        {"type": "message", "role": "assistant", "id": "msg_1", "status": "completed",
+         "content": [{"type": "output_text", "text": "a", "annotations": []}]},
+        {"role": "user", "content": "q2"}])
+    assert resp.output_text == "Echo: q2"
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_openai_target_gets_a_stateless_responses_request_with_the_whole_conversation(rgw, mock, stream):
+    client = rgw.openai()
+    first = client.responses.create(model="gpt-zdr", instructions="be kind", tools=TOOLS,
+                                    input="CALL_TOOL for Paris mail a.b@example.com")
+    call = [o for o in first.output if o.type == "function_call"][0]
+    assert json.loads(call.arguments) == {"city": "Paris"}
+    n0 = len(mock.requests())
+    kw = dict(model="gpt-zdr", instructions="be kind", tools=TOOLS, previous_response_id=first.id,
+              reasoning={"effort": "low"},
+              input=[{"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}])
+    if stream:
+        events = list(client.responses.create(stream=True, **kw))
+        assert "response.reasoning_summary_text.delta" in [e.type for e in events]
+        second = events[-1].response
+    else:
+        second = client.responses.create(**kw)
+    # the gateway's conversation, not OpenAI's: no previous_response_id upstream, store false
+    sent = _provider_requests(mock, n0)[0]
+    assert sent["path"] == "/v1/responses"
+    body = sent["body"]
+    assert body["store"] is False and "previous_response_id" not in body
+    assert body["instructions"] == "be kind" and body["tools"][0]["name"] == "get_weather"
+    assert [i["type"] for i in body["input"]] == ["message", "function_call", "function_call_output"]
+    assert body["input"][1]["call_id"] == call.call_id and body["input"][2]["output"] == "sunny"
+    assert "a.b@example.com" not in json.dumps(body) and "<EMAIL_1>" in json.dumps(body)
+    assert body["reasoning"] == {"effort": "low", "summary": "auto"}
+    # OpenAI's reasoning summary and usage come back in the client's response
+    assert [o.type for o in second.output] == ["reasoning", "message"]
+    assert second.output[0].summary[0].text == "Reasoning it through."
+    assert second.output_text == "Echo: CALL_TOOL for Paris mail a.b@example.com"
+    assert second.usage.output_tokens_details.reasoning_tokens == 10
+    assert second.id != "resp_mock" and not second.id.startswith("resp_mock")
