@@ -239,7 +239,8 @@ def test_anthropic_lenient_translation_lists_what_only_anthropic_reads():
             {"type": "text", "text": "q", "cache_control": {"type": "ephemeral"}}]}]}, dropped=dropped)
     assert sorted(dropped) == ["document", "web_search_20250305"]
     assert [t["function"]["name"] for t in out["tools"]] == ["f"]
-    assert out["messages"][0]["content"] == "plainq"
+    # parts stay parts: joining them would change what the model reads (issue 12)
+    assert out["messages"][0]["content"] == [{"type": "text", "text": "plain"}, {"type": "text", "text": "q"}]
     with pytest.raises(GatewayError):
         anth.to_openai_request({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": [
             {"type": "document", "source": {"type": "base64", "data": "AA"}}]}]})
