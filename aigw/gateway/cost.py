@@ -34,7 +34,7 @@ class CostRuntime:
         ctx.cost_headers = bool(self.cfg.get("headers", True))
         if ctx.cache_entry is not None or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
-        prompt, max_out = worst_case_tokens(ctx, self.default_max_output)
+        prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         worst = []
         for t in ctx.plan:
             w = self.prices.worst_case(t, prompt, max_out)
@@ -69,4 +69,4 @@ class CostRuntime:
                 return usd_to_micros(c) if c is not None else amount
             return None
 
-        self.reserver.reserve(ctx, amount, denied, actual)
+        self.reserver.reserve(ctx, amount, denied, actual, per_choice)

@@ -102,11 +102,18 @@ class Reserver:
         return out
 
     def reserve(self, ctx: RequestContext, amount: int, denied: Callable[[Any], GatewayError],
-                actual: Callable[[Outcome], int | None]):
-        """Reserve ``amount``; on finish reconcile to ``actual(outcome)`` (None → release)."""
+                actual: Callable[[Outcome], int | None], per_choice: int = 0):
+        """Reserve ``amount``; on finish reconcile to ``actual(outcome)`` (None → release).
+
+        ``per_choice``: the output reserved per choice; when a limit applies, the request is
+        capped there (``ctx.output_cap``, the smallest of the plugins' caps): the relay sends
+        it upstream as the max output when the client set none and stops relaying a choice
+        that reaches it (aigw/relay/output_cap.py). Unlimited requests are not capped."""
         rules = self.rules(ctx)
         if not rules or self.limiter is None:
             return None
+        if per_choice > 0 and (ctx.output_cap is None or per_choice < ctx.output_cap):
+            ctx.output_cap = per_choice
         try:
             reservation, decision = self.limiter.reserve(rules, amount, f"{ctx.id}:{self.kind}")
         except LimitExceeded as exc:
@@ -158,20 +165,14 @@ def output_per_choice(ctx: RequestContext, default_max_output: int) -> int:
     return min(options) if options else 0
 
 
-def worst_case_tokens(ctx: RequestContext, default_max_output: int) -> tuple[int, int]:
-    """(prompt tokens, output tokens to reserve): the router's count, and the output per
-    choice times the choices the request asks for (``n``/``best_of``).
-
-    Also caps the request at what was reserved (``ctx.output_cap``, the smallest of the
-    plugins' per-choice reservations): the relay sends it upstream as ``max_tokens`` when
-    the client set none, and stops relaying a choice that reaches it."""
+def worst_case_tokens(ctx: RequestContext, default_max_output: int) -> tuple[int, int, int]:
+    """(prompt tokens, output tokens to reserve, output per choice): the router's count, and
+    the output per choice times the choices the request asks for (``n``/``best_of``)."""
     prompt = ctx.prompt_count.tokens if ctx.prompt_count is not None else 0
     if ctx.api == "embeddings":
-        return prompt, 0
+        return prompt, 0, 0
     per_choice = output_per_choice(ctx, default_max_output)
-    if per_choice > 0 and (ctx.output_cap is None or per_choice < ctx.output_cap):
-        ctx.output_cap = per_choice
-    return prompt, per_choice * output_choices(ctx.canonical)
+    return prompt, per_choice * output_choices(ctx.canonical), per_choice
 
 
 def rule_label(rule: Rule) -> str:

@@ -23,7 +23,7 @@ class TokensRuntime:
         ctx.token_headers = bool(self.cfg.get("headers", True))
         if ctx.api in ("models", "count_tokens") or ctx.cache_entry is not None:
             return  # a cache hit is not charged; counting tokens generates none
-        prompt, max_out = worst_case_tokens(ctx, self.default_max_output)
+        prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         amount = prompt + max_out
 
         def denied(decision) -> GatewayError:
@@ -44,6 +44,6 @@ class TokensRuntime:
                 return o.usage.total_tokens  # includes streams the client abandoned
             return None  # failed call, denied, or cache hit: release
 
-        decision = self.reserver.reserve(ctx, amount, denied, actual)
+        decision = self.reserver.reserve(ctx, amount, denied, actual, per_choice)
         if decision is not None:
             ctx.extra_headers.update(ratelimit_headers(decision))

@@ -55,21 +55,35 @@ def test_output_choices_takes_n_and_best_of():
     assert output_choices(None) == 1
 
 
-def test_worst_case_multiplies_output_by_choices_and_sets_the_cap():
+def test_worst_case_multiplies_output_by_choices():
     c = ctx(max_output=100, canonical={"n": 4})
-    assert worst_case_tokens(c, 1024) == (10, 400)
-    assert c.output_cap == 100
+    assert worst_case_tokens(c, 1024) == (10, 400, 100)
     # no max_tokens: the smaller of the model's max_output and the default, per choice
-    c = ctx(canonical={"n": 3}, spec_max=500)
-    assert worst_case_tokens(c, 1024) == (10, 1500)
-    assert c.output_cap == 500
+    assert worst_case_tokens(ctx(canonical={"n": 3}, spec_max=500), 1024) == (10, 1500, 500)
+    assert worst_case_tokens(ctx(canonical={}), 1024) == (10, 1024, 1024)
+    assert worst_case_tokens(ctx(canonical={}), 0) == (10, 0, 0)  # 0 and no model max: nothing
+    # embeddings reserve no output
+    assert worst_case_tokens(ctx(api="embeddings", canonical={}), 1024) == (10, 0, 0)
+
+
+def test_the_cap_is_set_only_where_a_limit_reserved_and_is_the_smallest():
+    from aigw.limits import MemoryLimiter
+    limits = [ScopedLimit("global", 10**9, "minute", frozenset())]
     c = ctx(canonical={})
-    assert worst_case_tokens(c, 1024) == (10, 1024) and c.output_cap == 1024
-    # two plugins: the cap is the smaller reservation
-    worst_case_tokens(c, 256)
+    tokens = Reserver("tok", limits, {"__plugin_id": "t"})
+    tokens.limiter = MemoryLimiter()
+    cost = Reserver("usd", limits, {"__plugin_id": "u"})
+    cost.limiter = MemoryLimiter()
+    unlimited = Reserver("tok", [], {"__plugin_id": "x"})
+
+    def denied(_):
+        raise AssertionError
+
+    unlimited.reserve(c, 10, denied, lambda o: None, per_choice=50)
+    assert c.output_cap is None          # measure-only: nothing reserved, nothing capped
+    tokens.reserve(c, 1034, denied, lambda o: None, per_choice=1024)
+    assert c.output_cap == 1024
+    cost.reserve(c, 266, denied, lambda o: None, per_choice=256)
     assert c.output_cap == 256
-    worst_case_tokens(c, 2048)
+    tokens.reserve(c, 2058, denied, lambda o: None, per_choice=2048)
     assert c.output_cap == 256
-    # embeddings reserve no output and set no cap
-    e = ctx(api="embeddings", canonical={})
-    assert worst_case_tokens(e, 1024) == (10, 0) and e.output_cap is None
