@@ -139,12 +139,19 @@ def _load_google(provider: ProviderConfig) -> Any:
     return creds
 
 
-def _transport() -> Any:
+def _transport(timeout: float) -> Any:
+    """google-auth's requests transport, with a bound: its own default waits 120 s."""
     global _google_request
     if _google_request is None:
         import google.auth.transport.requests
         _google_request = google.auth.transport.requests.Request()
-    return _google_request
+    base_request = _google_request
+
+    def request(url: str, method: str = "GET", body: Any = None, headers: Any = None,
+                timeout: float | None = timeout, **kwargs: Any) -> Any:
+        return base_request(url, method=method, body=body, headers=headers, timeout=timeout,
+                            **kwargs)
+    return request
 
 
 def _vertex(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest:
@@ -165,7 +172,8 @@ def _vertex(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest:
         if not creds.valid:
             with lock:  # one refresh per provider at a time; the others wait for its token
                 if not creds.valid:
-                    creds.refresh(_transport())
+                    creds.refresh(_transport(provider.connect_timeout
+                                             + provider.first_byte_timeout))
         token = creds.token
     except (google.auth.exceptions.GoogleAuthError, OSError, ValueError, KeyError,
             orjson.JSONDecodeError) as exc:
