@@ -338,3 +338,19 @@ def test_token_endpoint_that_hangs_is_bounded_by_the_provider_timeouts(tmp_path)
     finally:
         listener.close()
     assert time.monotonic() - t0 < 10
+
+
+def test_missing_aws_credentials_are_not_looked_up_on_every_request(monkeypatch):
+    calls = []
+    cloud_auth.set_aws_credentials(lambda: calls.append(1))  # the chain finds nothing
+    req = get_adapter("bedrock").chat_request({"messages": MSGS}, "m", BEDROCK, stream=False)
+    for _ in range(5):
+        with pytest.raises(cloud_auth.CredentialsError):
+            cloud_auth.authorize(BEDROCK, req)
+    assert len(calls) == 1
+    monkeypatch.setattr(cloud_auth, "NEGATIVE_TTL", 0.0)
+    cloud_auth.set_aws_credentials(lambda: calls.append(1))
+    for _ in range(3):
+        with pytest.raises(cloud_auth.CredentialsError):
+            cloud_auth.authorize(BEDROCK, req)
+    assert len(calls) == 4
