@@ -21,6 +21,7 @@ material.  Nothing here logs.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable
 
 import orjson
@@ -38,7 +39,7 @@ class CredentialsError(Exception):
 
 
 _lock = threading.Lock()
-_aws: dict[str, Any] = {}      # provider key -> botocore Credentials
+_aws: dict[str, Any] = {}      # provider key -> botocore Credentials, or retry-after time
 _google: dict[str, Any] = {}   # provider key -> google.auth Credentials
 _google_locks: dict[str, threading.Lock] = {}
 _aws_factory: Callable[[], Any] | None = None
@@ -84,11 +85,19 @@ def authorize(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest
 
 # -- AWS ----------------------------------------------------------------------
 
+NEGATIVE_TTL = 10.0  # seconds a failed credential lookup is remembered
+
+
 def _aws_credentials(provider: ProviderConfig) -> Any:
     key = _key(provider)
     with _lock:
         creds = _aws.get(key)
         factory = _aws_factory
+    if isinstance(creds, float):  # a recent lookup found nothing: do not probe IMDS per request
+        if time.monotonic() < creds:
+            raise CredentialsError(f"provider '{provider.name}': no AWS credentials found "
+                                   "(environment, shared files or instance role)")
+        creds = None
     if creds is None:
         if factory is not None:
             creds = factory()
@@ -96,6 +105,8 @@ def _aws_credentials(provider: ProviderConfig) -> Any:
             import botocore.session
             creds = botocore.session.get_session().get_credentials()
         if creds is None:
+            with _lock:
+                _aws[key] = time.monotonic() + NEGATIVE_TTL
             raise CredentialsError(f"provider '{provider.name}': no AWS credentials found "
                                    "(environment, shared files or instance role)")
         with _lock:
@@ -139,12 +150,19 @@ def _load_google(provider: ProviderConfig) -> Any:
     return creds
 
 
-def _transport() -> Any:
+def _transport(timeout: float) -> Any:
+    """google-auth's requests transport, with a bound: its own default waits 120 s."""
     global _google_request
     if _google_request is None:
         import google.auth.transport.requests
         _google_request = google.auth.transport.requests.Request()
-    return _google_request
+    base_request = _google_request
+
+    def request(url: str, method: str = "GET", body: Any = None, headers: Any = None,
+                timeout: float | None = timeout, **kwargs: Any) -> Any:
+        return base_request(url, method=method, body=body, headers=headers, timeout=timeout,
+                            **kwargs)
+    return request
 
 
 def _vertex(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest:
@@ -165,7 +183,8 @@ def _vertex(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest:
         if not creds.valid:
             with lock:  # one refresh per provider at a time; the others wait for its token
                 if not creds.valid:
-                    creds.refresh(_transport())
+                    creds.refresh(_transport(provider.connect_timeout
+                                             + provider.first_byte_timeout))
         token = creds.token
     except (google.auth.exceptions.GoogleAuthError, OSError, ValueError, KeyError,
             orjson.JSONDecodeError) as exc:

@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 
-import pytest
+import redis
 import requests
 
 from aigw.limits import RedisLimiter, Rule
@@ -121,7 +121,6 @@ def test_budget_and_cache_on_a_cluster(make_gateway, mock):
         # the token and spend counters are in the cluster, under one hash-tagged prefix
         keys = set()
         for port in c.ports:
-            import redis
             r = redis.Redis(port=port)
             if r.info("replication")["role"] == "master":
                 keys |= {k.decode() for k in r.keys("{" + prefix + "}*")}

@@ -308,3 +308,49 @@ def test_other_providers_are_untouched():
     p = ProviderConfig(name="o", type="openai", base_url="https://o", api_key="k")
     req = get_adapter("openai").chat_request({"messages": MSGS}, "m", p, stream=False)
     assert cloud_auth.authorize(p, req) is req
+
+
+def test_token_endpoint_that_hangs_is_bounded_by_the_provider_timeouts(tmp_path):
+    """google-auth would wait 120 s by default; the refresh is bounded by connect + first_byte."""
+    import json
+    import socket
+    import time
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts connections, never answers
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    info = {"type": "service_account", "project_id": "p", "private_key_id": "k",
+            "private_key": pem, "client_email": "a@p.iam.gserviceaccount.com", "client_id": "1",
+            "token_uri": f"http://127.0.0.1:{listener.getsockname()[1]}/token"}
+    p = ProviderConfig(name="gcp", type="vertex", base_url="https://v", region="r", project="p",
+                       credentials_json=json.dumps(info), connect_timeout=0.5,
+                       first_byte_timeout=0.5)
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(cloud_auth.CredentialsError):
+            cloud_auth.authorize(p, get_adapter("vertex").chat_request(
+                {"messages": MSGS}, "gemini-x", p, stream=False))
+    finally:
+        listener.close()
+    assert time.monotonic() - t0 < 10
+
+
+def test_missing_aws_credentials_are_not_looked_up_on_every_request(monkeypatch):
+    calls = []
+    cloud_auth.set_aws_credentials(lambda: calls.append(1))  # the chain finds nothing
+    req = get_adapter("bedrock").chat_request({"messages": MSGS}, "m", BEDROCK, stream=False)
+    for _ in range(5):
+        with pytest.raises(cloud_auth.CredentialsError):
+            cloud_auth.authorize(BEDROCK, req)
+    assert len(calls) == 1
+    monkeypatch.setattr(cloud_auth, "NEGATIVE_TTL", 0.0)
+    cloud_auth.set_aws_credentials(lambda: calls.append(1))
+    for _ in range(3):
+        with pytest.raises(cloud_auth.CredentialsError):
+            cloud_auth.authorize(BEDROCK, req)
+    assert len(calls) == 4
