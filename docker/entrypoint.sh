@@ -7,9 +7,12 @@
 # renders KONG_NGINX_MAIN_ENV as one `env <value>;` line in nginx.conf's main block
 # (kong/templates/nginx.lua 9-12), so "A; env B" becomes `env A; env B;`.
 #
-# Rule: every AIGW_* variable of the container reaches the plugin server, nothing else does.
+# Rule: every AIGW_* (our settings), OTEL_* (the OpenTelemetry SDK's), AWS_* (botocore's
+# credential chain, provider bedrock) variable and GOOGLE_APPLICATION_CREDENTIALS (google-auth,
+# provider vertex) of the container reaches the plugin server, nothing else does (provider keys
+# reach the plugins through Kong's vault). Mirrored by aigw/standin/process.py forward_aigw_env.
 # Names only go into nginx.conf; the values stay in the environment.
-names=$(env | sed -n 's/^\(AIGW_[A-Za-z0-9_]*\)=.*/\1/p' | sort -u | tr '\n' ' ')
+names=$(env | grep -oE '^((AIGW|OTEL|AWS)_[A-Za-z0-9_]*|GOOGLE_APPLICATION_CREDENTIALS)=' | tr -d '=' | sort -u | tr '\n' ' ')
 list=""
 for n in $names; do
   list="${list:+$list; env }$n"

@@ -36,11 +36,22 @@ def main_env_value(names: list[str]) -> str:
     return "; env ".join(names)
 
 
+# What the plugin server reads from its environment: our settings, the OpenTelemetry SDK's,
+# and the cloud credential chains of botocore (bedrock) and google-auth (vertex).
+FORWARDED_PREFIXES = ("AIGW_", "OTEL_", "AWS_")
+FORWARDED_NAMES = ("GOOGLE_APPLICATION_CREDENTIALS",)
+
+
+def forwarded(name: str) -> bool:
+    return name.startswith(FORWARDED_PREFIXES) or name in FORWARDED_NAMES
+
+
 def forward_aigw_env(env: dict[str, str]) -> dict[str, str]:
-    """``env`` with ``KONG_NGINX_MAIN_ENV`` extended by every ``AIGW_*`` name in it: the rule of
-    our Docker entrypoint (docker/entrypoint.sh), so that those settings reach the plugin server
+    """``env`` with ``KONG_NGINX_MAIN_ENV`` extended by every forwarded name in it
+    (``AIGW_*``, ``OTEL_*``, ``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``): the rule of our
+    Docker entrypoint (docker/entrypoint.sh), so that those settings reach the plugin server
     under Kong; for the stand-in's test helper and ``aigw.dev``."""
-    names = sorted(k for k in env if k.startswith("AIGW_"))
+    names = sorted(k for k in env if forwarded(k))
     if not names:
         return dict(env)
     value = main_env_value(names)

@@ -92,12 +92,17 @@ def test_entrypoint_declares_an_env_directive_for_every_aigw_variable(tmp_path):
     fake.write_text((ROOT / "docker" / "entrypoint.sh").read_text()
                     .replace("exec /docker-entrypoint.sh", "printf '%s' \"$KONG_NGINX_MAIN_ENV\" #"))
     env = {"AIGW_REDIS_URL": "redis://r:6379/0", "AIGW_PROVIDER_OPENAI_BASE_URL": "http://m/v1",
-           "OPENAI_API_KEY": "sk-not-for-the-plugin-server", "KONG_NGINX_MAIN_ENV": "TZ"}
+           "OTEL_SERVICE_NAME": "gw", "AWS_REGION": "eu-west-1",
+           "GOOGLE_APPLICATION_CREDENTIALS": "/run/sa.json", "GOOGLE_CLOUD_PROJECT_X": "no",
+           "XAIGW_NOT": "no", "OPENAI_API_KEY": "sk-not-for-the-plugin-server",
+           "KONG_NGINX_MAIN_ENV": "TZ"}
     out = subprocess.run(["sh", str(fake)], env=env, capture_output=True, text=True, check=True).stdout
     assert out == forward_aigw_env(env)["KONG_NGINX_MAIN_ENV"]
-    assert out == "TZ; env AIGW_PROVIDER_OPENAI_BASE_URL; env AIGW_REDIS_URL"
+    assert out == ("TZ; env AIGW_PROVIDER_OPENAI_BASE_URL; env AIGW_REDIS_URL; env AWS_REGION; "
+                   "env GOOGLE_APPLICATION_CREDENTIALS; env OTEL_SERVICE_NAME")
     passed = worker_env({**env, "KONG_NGINX_MAIN_ENV": out})
-    assert set(passed) == {"AIGW_REDIS_URL", "AIGW_PROVIDER_OPENAI_BASE_URL"}
+    assert set(passed) == {"AIGW_REDIS_URL", "AIGW_PROVIDER_OPENAI_BASE_URL", "AWS_REGION",
+                           "GOOGLE_APPLICATION_CREDENTIALS", "OTEL_SERVICE_NAME"}
     text = (ROOT / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["/opt/aigw/bin/entrypoint"]' in text and 'CMD ["kong", "docker-start"]' in text
     assert "/proc/1/environ" not in (ROOT / "docker" / "start-pluginserver.sh").read_text()
