@@ -251,7 +251,7 @@ def _jwt(value: str) -> list[Span]:
     return _whole(isinstance(header, dict) and ("alg" in header or "typ" in header), value)
 
 
-def _looks_random(part: str) -> bool:
+def looks_random(part: str) -> bool:
     """A line of a broken key rather than a prose word: a digit, two capitals, or _ or -."""
     return (any(c.isdigit() for c in part) or sum(c.isupper() for c in part) >= 2
             or "_" in part or "-" in part)
@@ -261,9 +261,9 @@ def _trim_lines(value: str, min_len: int = 0) -> list[Span]:
     """A key broken over lines: keep leading lines, drop trailing prose-like ones."""
     lines = value.split("\n")
     keep = len(lines)
-    while keep > 1 and not _looks_random(lines[keep - 1].strip()):
+    while keep > 1 and not looks_random(lines[keep - 1].strip()):
         keep -= 1
-    end = len("\n".join(lines[:keep])).__index__()
+    end = len("\n".join(lines[:keep]))
     end = len(value[:end].rstrip("\r"))
     compact = "".join(value[:end].split())
     return [(0, end)] if len(compact) >= min_len else []

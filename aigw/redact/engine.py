@@ -1,7 +1,8 @@
 """Request scanning: detection, actions (redact/mask/hash/block/allow) and prompt guard.
 
-``scan_request`` finds every string of a request body that carries prompt
-text, decides all replacements first and only then writes them into the body,
+``scan_request`` scans every string of a request body a model can read (see
+``fields.py``), normalised (``normalize.py``) and across the boundaries of the
+running text, decides all replacements first and only then writes them into the body,
 so an exception never leaves a half-redacted body behind (the caller fails
 closed on any exception).
 """
@@ -13,14 +14,14 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import re2
 
 from aigw.errors import GatewayError
 
-from .detect import BUILTIN_ENTITIES, SECRET_ENTITIES, CustomPattern, Detector, Found, cached_detector, resolve, _looks_random
+from .detect import BUILTIN_ENTITIES, SECRET_ENTITIES, CustomPattern, Detector, Found, cached_detector, resolve, looks_random
 from .fields import BadShape, walk
 from .fields import Slot as _Slot
 from .normalize import Normalized, normalize, warm_up
@@ -74,7 +75,7 @@ class RedactConfig:
         if unknown:
             raise ValueError(f"actions name unknown entity types: {', '.join(unknown)}")
         self._guard()
-        warm_up()  # the normaliser's character table, built once per process
+        warm_up()  # the normaliser's character class, built once per process (~30 ms)
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> "RedactConfig":
@@ -292,7 +293,7 @@ def _extends_ok(h: _Hit, by_slot: dict[int, list[_Hit]], slots: list[_Slot]) -> 
                 if own.entity != h.entity or h.entity not in SECRET_ENTITIES:
                     return False
                 rest = [slots[j].text[a:b] for j, a, b in h.pieces if j != i]
-                if not all(_looks_random(r.strip()) for r in rest):
+                if not all(looks_random(r.strip()) for r in rest):
                     return False
     return True
 
