@@ -209,3 +209,15 @@ def test_provider_error_in_the_pass_through_keeps_anthropic_format(make_gateway,
         gw.anthropic().messages.create(model="claude-broken", max_tokens=10,
                                        messages=[{"role": "user", "content": "x"}])
     assert e.value.body["type"] == "error"
+
+
+def test_pass_through_stream_cut_by_the_provider_ends_with_an_error_event(make_gateway, mock):
+    from .conftest import add_model
+    gw = make_gateway(lambda d: add_model(d, "claude-cut", [{"provider": "anthropic",
+                                                             "model": "claude-fault-cut"}]))
+    r = requests.post(gw.url + "/v1/messages", headers=gw.headers(), stream=True, timeout=30,
+                      json={"model": "claude-cut", "max_tokens": 50, "stream": True,
+                            "messages": [{"role": "user", "content": "a b c d e f g h i j k l m n o p"}]})
+    assert r.status_code == 200
+    lines = [ln for ln in r.iter_lines() if ln.startswith(b"event: ")]
+    assert lines[-1] == b"event: error" and b"event: message_stop" not in lines
