@@ -240,13 +240,6 @@ def test_token_limit_applies(make_gateway):
     assert ok.output_text == "Echo: hi"
 
 
-def test_incomplete_when_cut_at_max_output_tokens(rgw):
-    resp = rgw.openai().responses.create(model="gpt-4o-mini", input="REPLY:" + "word " * 40,
-                                         max_output_tokens=5)
-    # the mock does not truncate; the status follows the provider's finish reason
-    assert resp.status in ("completed", "incomplete")
-
-
 @pytest.mark.parametrize("body,param", [
     ({"model": "gpt-4o-mini"}, "input"),
     ({"model": "gpt-4o-mini", "input": 5}, "input"),
