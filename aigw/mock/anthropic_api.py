@@ -129,6 +129,9 @@ def count_tokens(req: Request) -> Response:
         return error(400, "model and messages: Field required")
     if "max_tokens" in body or "stream" in body:
         return error(400, "max_tokens: Extra inputs are not permitted")
+    failed = fault_response(parse_faults(body["model"]), error)
+    if failed:
+        return failed
     return json_response(200, {"input_tokens": read_prompt(body).tokens})
 
 

@@ -81,7 +81,7 @@ def _drain(environ: dict[str, Any]) -> None:
 class Relay:
     def __init__(self, ctx: RequestContext, environ: dict[str, Any] | None = None):
         self.ctx = ctx
-        self.api = ANTHROPIC if ctx.api == "anthropic" else OPENAI
+        self.api = ANTHROPIC if ctx.api in ("anthropic", "count_tokens") else OPENAI
         self.outcome = Outcome(cache_status=ctx.cache_status)
         self.t0 = time.perf_counter()
         self.trace = tracing.begin(ctx, environ)  # spans, traceparent (aigw/tracing.py)

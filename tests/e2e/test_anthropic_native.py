@@ -209,3 +209,32 @@ def test_provider_error_in_the_pass_through_keeps_anthropic_format(make_gateway,
         gw.anthropic().messages.create(model="claude-broken", max_tokens=10,
                                        messages=[{"role": "user", "content": "x"}])
     assert e.value.body["type"] == "error"
+
+
+def test_pass_through_stream_cut_by_the_provider_ends_with_an_error_event(make_gateway, mock):
+    from .conftest import add_model
+    gw = make_gateway(lambda d: add_model(d, "claude-cut", [{"provider": "anthropic",
+                                                             "model": "claude-fault-cut"}]))
+    r = requests.post(gw.url + "/v1/messages", headers=gw.headers(), stream=True, timeout=30,
+                      json={"model": "claude-cut", "max_tokens": 50, "stream": True,
+                            "messages": [{"role": "user", "content": "a b c d e f g h i j k l m n o p"}]})
+    assert r.status_code == 200
+    lines = [ln for ln in r.iter_lines() if ln.startswith(b"event: ")]
+    assert lines[-1] == b"event: error" and b"event: message_stop" not in lines
+
+
+def test_count_tokens_provider_failures(make_gateway, mock):
+    from .conftest import add_model
+
+    def edit(doc):
+        add_model(doc, "claude-count-down", [{"provider": "anthropic", "model": "claude-fault-503"}])
+        add_model(doc, "claude-count-bad", [{"provider": "anthropic", "model": "claude-fault-400"}])
+    gw = make_gateway(edit)
+    msgs = [{"role": "user", "content": "one two three"}]
+    # the provider is down: the gateway's own count, flagged estimated
+    raw = gw.anthropic().messages.with_raw_response.count_tokens(model="claude-count-down", messages=msgs)
+    assert raw.headers["x-ai-token-count"] == "estimated" and raw.parse().input_tokens > 3
+    # the provider refuses the request: its 400, in Anthropic's format
+    with pytest.raises(anthropic.BadRequestError) as e:
+        gw.anthropic().messages.count_tokens(model="claude-count-bad", messages=msgs)
+    assert e.value.body["type"] == "error" and e.value.body["error"]["type"] == "invalid_request_error"

@@ -240,13 +240,6 @@ def test_token_limit_applies(make_gateway):
     assert ok.output_text == "Echo: hi"
 
 
-def test_incomplete_when_cut_at_max_output_tokens(rgw):
-    resp = rgw.openai().responses.create(model="gpt-4o-mini", input="REPLY:" + "word " * 40,
-                                         max_output_tokens=5)
-    # the mock does not truncate; the status follows the provider's finish reason
-    assert resp.status in ("completed", "incomplete")
-
-
 @pytest.mark.parametrize("body,param", [
     ({"model": "gpt-4o-mini"}, "input"),
     ({"model": "gpt-4o-mini", "input": 5}, "input"),
@@ -373,3 +366,25 @@ def test_openai_target_gets_a_stateless_responses_request_with_the_whole_convers
     assert second.output_text == "Echo: CALL_TOOL for Paris mail a.b@example.com"
     assert second.usage.output_tokens_details.reasoning_tokens == 10
     assert second.id != "resp_mock" and not second.id.startswith("resp_mock")
+
+
+def test_conversation_store_down_refuses_continuation_but_not_answers(make_gateway, mock):
+    from .conftest import free_port
+
+    def edit(doc):
+        plugin_config(doc, "ai-router")["responses"] = {
+            "policy": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0", "redis_timeout_ms": 200}
+    gw = make_gateway(edit)
+    first = gw.openai().responses.create(model="mistral-small", input="store fails quietly")
+    assert first.output_text == "Echo: store fails quietly"
+    with pytest.raises(openai.InternalServerError) as e:
+        gw.openai().responses.create(model="mistral-small", input="x", previous_response_id=first.id)
+    assert e.value.status_code == 503 and e.value.body["code"] == "response_store_unavailable"
+    assert "127.0.0.1" not in json.dumps(e.value.body)
+
+
+def test_memory_store_policy_keeps_state_in_process(make_gateway):
+    gw = make_gateway(lambda d: plugin_config(d, "ai-router").update(responses={"policy": "memory", "ttl": 60}))
+    first = gw.openai().responses.create(model="mistral-small", input="remember me")
+    second = gw.openai().responses.create(model="mistral-small", input="next", previous_response_id=first.id)
+    assert second.output_text == "Echo: next"
