@@ -115,7 +115,9 @@ def admin_app(gw: Gateway, ready: dict[str, bool]) -> Any:
                        for n, c in pool.started]
             status, body = "200 OK", {"started": started}
         elif path == "/_standin/pluginserver" and method == "GET":
-            status, body = "200 OK", {"pids": ready.get("pids", {}), "sockets": ready.get("sockets", [])}
+            sups = ready.get("supervisors") or []
+            pids = {s.sd.name: s.pid() for s in sups} if sups else ready.get("pids", {})
+            status, body = "200 OK", {"pids": pids, "sockets": ready.get("sockets", [])}
         data = orjson.dumps(body)
         start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
         return [data]
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
     # plugin server is a separate check (aigw.pluginserver.answers, the compose healthcheck).
     ready["pids"] = {s.sd.name: s.pid() for s in supervisors}
     ready["sockets"] = sorted(pools)
+    ready["supervisors"] = supervisors
     server = WSGIServer((args.host, args.port), gw, handler_class=RawHeadersHandler, log=None,
                         error_log=sys.stderr)
     server.start()
