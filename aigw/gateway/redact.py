@@ -16,6 +16,7 @@ from ..context import RequestContext
 from ..errors import GatewayError
 from ..redact.engine import RedactConfig, ScanTooLarge, scan_request
 from .common import maybe_off_loop, parse_body
+from .router import refuse_anonymous
 
 log = logging.getLogger("aigw")
 
@@ -43,6 +44,7 @@ class RedactRuntime:
         self.max_bytes = int(cfg.get("max_scan_bytes", 4 * 1024 * 1024))
 
     def access(self, ctx: RequestContext) -> None:
+        refuse_anonymous(ctx, self.cfg)  # before the body is read (aigw/gateway/router.py)
         if ctx.api == "responses":
             # the Responses API's conversation is rebuilt by ai-router (previous_response_id):
             # the router calls this scan on the whole canonical request before it plans

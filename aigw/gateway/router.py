@@ -26,6 +26,31 @@ def provider_env_overrides(cfg: dict[str, Any], env: dict[str, str] | None = Non
     return out
 
 
+# ai-router's anonymous policy per Kong scope (route_id, service_id), so that ai-redact, which
+# runs first (priority 780 > 775) and reads the body, refuses an anonymous request with the
+# same 401 before it could answer 400 for its body: authentication is decided before content.
+_ANONYMOUS_ALLOWED: dict[tuple[str, str], bool] = {}
+
+
+def _scope(cfg: dict[str, Any]) -> tuple[str, str]:
+    return (str(cfg.get("route_id") or ""), str(cfg.get("service_id") or ""))
+
+
+def refuse_anonymous(ctx: RequestContext, cfg: dict[str, Any] | None = None,
+                     allowed: bool | None = None) -> None:
+    """401 for Kong's anonymous consumer unless the route's ai-router allows it (``allowed``
+    given by ai-router itself; else looked up by the calling plugin's scope)."""
+    if allowed is None:
+        allowed = _ANONYMOUS_ALLOWED.get(_scope(cfg or {}), True)
+    if not allowed and ctx.headers.get("x-anonymous-consumer") == "true":
+        # Kong's auth plugins with `anonymous` (logical OR of jwt and key-auth) let a request
+        # without valid credentials through as the anonymous consumer and say so in this
+        # header (set_consumer in kong/plugins/{key-auth,jwt}/handler.lua; cleared whenever
+        # a credential matched, so a client cannot forge it past a successful login)
+        raise GatewayError(401, "Authentication required: send a valid key as 'Authorization: "
+                                "Bearer <key>' or 'x-api-key: <key>'.", code="unauthorized")
+
+
 class RouterRuntime:
     def __init__(self, cfg: dict[str, Any]):
         from ..cost.pricing import PriceTable
@@ -39,18 +64,13 @@ class RouterRuntime:
         # plugins that must have completed their decision before the relay forwards
         self.required_plugins = frozenset(cfg.get("required_plugins") or ())
         self.allow_anonymous = bool(cfg.get("allow_anonymous", False))
+        _ANONYMOUS_ALLOWED[_scope(cfg)] = self.allow_anonymous
         from ..ingress.responses_state import state_store
         self.responses_store = state_store(cfg.get("responses"))
 
     # ------------------------------------------------------------------
     def access(self, ctx: RequestContext) -> None:
-        if not self.allow_anonymous and ctx.headers.get("x-anonymous-consumer") == "true":
-            # Kong's auth plugins with `anonymous` (logical OR of jwt and key-auth) let a request
-            # without valid credentials through as the anonymous consumer and say so in this
-            # header (set_consumer in kong/plugins/{key-auth,jwt}/handler.lua; cleared whenever
-            # a credential matched, so a client cannot forge it past a successful login)
-            raise GatewayError(401, "Authentication required: send a valid key as 'Authorization: "
-                                    "Bearer <key>' or 'x-api-key: <key>'.", code="unauthorized")
+        refuse_anonymous(ctx, allowed=self.allow_anonymous)
         consumer = ctx.consumer_name
         groups = ctx.groups or []
         if ctx.api == "models":
