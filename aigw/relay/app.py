@@ -416,16 +416,23 @@ class Relay:
 
         def body() -> Iterator[bytes]:
             out = StreamOut(self, target, cached=True)
-            for c in replay_stream(entry):
-                if "usage" in c and not c.get("choices"):
-                    out.provider_usage = Usage.from_openai(c["usage"])
-                    continue
-                yield from out.chunk(c)
-            yield from out.end(True)
-            if ctx.state != "finished":
+            try:
+                for c in replay_stream(entry):
+                    if "usage" in c and not c.get("choices"):
+                        out.provider_usage = Usage.from_openai(c["usage"])
+                        continue
+                    yield from out.chunk(c)
+                yield from out.end(True)
                 self.outcome.status = 200
-                self._finish()
-        return body()
+            except GeneratorExit:  # the client went away mid-replay
+                self.outcome.status = 499
+                self.outcome.error = self.outcome.error or "client_disconnected"
+                raise
+            finally:
+                if ctx.state != "finished":  # a claimed context is never swept: finish it here
+                    self.outcome.status = self.outcome.status or 200
+                    self._finish()
+        return _Stream(body(), None, self)
 
     # ------------------------------------------------------------- decoration
     def _served_headers(self) -> list[tuple[str, str]]:
