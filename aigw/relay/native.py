@@ -137,6 +137,103 @@ def _text_of(msg: dict[str, Any]) -> str:
     return "".join(parts)
 
 
+# -------------------------------------------------------------- output cap
+# The translated path's output cap (aigw/relay/output_cap.py) on Messages as they come:
+# text and tool input count and are cut at the cap; thinking counts but is never altered
+# (its signature covers it); a cut answer ends with stop_reason "max_tokens" and is
+# charged what was delivered.
+
+class _Cap:
+    """One answer's delivered output against ``ctx.output_cap`` (None: no cap)."""
+
+    def __init__(self, cap: int | None, model: str):
+        from .output_cap import allowed_tokens
+        self.cap = cap or None
+        self.limit, self.count = allowed_tokens(self.cap, model) if self.cap else (None, None)
+        self.text = ""
+        self.sum = 0
+        self.cut = False
+
+    def seen(self, text: str) -> None:
+        """Output that is relayed whatever the cap (thinking)."""
+        if self.cap and text:
+            self.text += text
+            self.sum += self.count(text)
+
+    def take(self, text: str) -> tuple[str, bool]:
+        """The part of ``text`` within the cap, and whether the cap was hit."""
+        if not self.cap or not text:
+            return text, False
+        if self.cut:
+            return "", True
+        n = self.count(text)
+        if self.sum + n <= self.limit:
+            self.sum += n
+            self.text += text
+            return text, False
+        exact = self.count(self.text + text)  # the per-piece sum over-counts: check exactly
+        if exact <= self.limit:
+            self.sum = exact
+            self.text += text
+            return text, False
+        from .output_cap import _prefix_within
+        part = _prefix_within(self.count, self.text, text, self.limit)
+        self.text += part
+        self.sum = self.limit
+        self.cut = True
+        return part, True
+
+    def delivered(self) -> int:
+        from .output_cap import choice_tokens
+        return choice_tokens(self.text, None, self.cap, self.count)
+
+
+def _cap_message(msg: dict[str, Any], cap: int | None, model: str) -> int | None:
+    """Cut a Message's text/tool output to the cap. None when nothing was cut, else the
+    output delivered."""
+    if not cap:
+        return None
+    c = _Cap(cap, model)
+    kept = []
+    for block in msg.get("content") or ():
+        if not isinstance(block, dict):
+            kept.append(block)
+            continue
+        kind = block.get("type")
+        if kind == "thinking":
+            kept.append(block)  # never altered, counted
+            c.seen(block.get("thinking") or "")
+            continue
+        if kind == "text" and isinstance(block.get("text"), str):
+            if c.cut:
+                continue
+            part, hit = c.take(block["text"])
+            if hit:
+                if part:
+                    kept.append({**block, "text": part})
+                continue
+            kept.append(block)
+            continue
+        if kind == "tool_use":
+            if c.cut:
+                continue
+            args = orjson.dumps(block.get("input") or {}).decode()
+            part, hit = c.take(args)
+            if hit:
+                continue  # a tool call cut short is not a call: dropped
+            kept.append(block)
+            continue
+        if c.cut:
+            continue  # everything after the cut is dropped
+        kept.append(block)
+    if not c.cut:
+        return None
+    msg["content"] = kept
+    msg["stop_reason"] = "max_tokens"
+    msg["stop_sequence"] = None
+    return c.delivered()
+
+
 # ------------------------------------------------------------------ answers
 
 def answer(relay, adapter, target, attempt: dict[str, Any], resp, start_response: Callable):
@@ -168,7 +265,18 @@ def _respond(relay, start_response: Callable, msg: dict[str, Any], canonical: di
     if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
         usage = relay._counted_usage(_text_of(msg))
     usage = relay._with_prompt(usage)
-    relay.outcome.response = copy.deepcopy(canonical) if ctx.cache_status in _STORES_ANSWER else None
+    delivered = _cap_message(msg, ctx.output_cap, target.model)
+    if delivered is not None:  # cut: charged what was delivered, never cached
+        import dataclasses
+        from .output_cap import delivered_usage
+        ours = dataclasses.replace(relay._counted_usage(""), output_tokens=delivered)
+        usage = relay._with_prompt(delivered_usage(None if usage.estimated else usage, ours))
+        if isinstance(msg.get("usage"), dict):
+            msg["usage"]["output_tokens"] = usage.output_tokens
+        else:
+            msg["usage"] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    relay.outcome.response = copy.deepcopy(canonical) if (
+        ctx.cache_status in _STORES_ANSWER and delivered is None) else None
     if ctx.restore_map:
         _restore_message(msg, ctx.restore_map)
     if ctx.model is not None:
@@ -240,6 +348,7 @@ class NativeStream:
         self.text: list[str] = []
         self.restorers: dict[tuple[int, str], Any] = {}
         self.finished = False
+        self.cap = _Cap(self.ctx.output_cap, target.model)
 
     def decode(self, raw: bytes) -> list[sse.Event]:
         self._account(self.canonical.feed(raw))
@@ -273,8 +382,8 @@ class NativeStream:
         return r
 
     def event(self, ev: sse.Event) -> Iterator[bytes]:
-        if not ev.data.strip():
-            return
+        if self.cap.cut or not ev.data.strip():
+            return  # after a cut nothing more of the provider's is relayed
         try:
             obj = orjson.loads(ev.data)
         except orjson.JSONDecodeError:
@@ -284,18 +393,39 @@ class NativeStream:
         kind = obj.get("type") or ev.event
         if kind == "message_start" and isinstance(obj.get("message"), dict) and self.ctx.model:
             obj["message"]["model"] = self.ctx.model.name
-        elif kind == "content_block_delta" and self.ctx.restore_map:
+        elif kind == "content_block_delta":
             delta = obj.get("delta") or {}
             idx = obj.get("index", 0)
-            if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
-                delta["text"] = self._restorer(idx, "text").feed(delta["text"])
-            elif delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
-                delta["partial_json"] = self._restorer(idx, "json").feed(delta["partial_json"])
+            field = {"text_delta": "text", "input_json_delta": "partial_json"}.get(delta.get("type"))
+            if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
+                self.cap.seen(delta["thinking"])  # counted, never altered
+            elif field and isinstance(delta.get(field), str):
+                part, hit = self.cap.take(delta[field])
+                delta[field] = part
+                if self.ctx.restore_map:
+                    delta[field] = self._restorer(idx, "text" if field == "text" else "json").feed(part)
+                if hit:
+                    yield from self._cut(obj, ev, idx)
+                    return
         elif kind == "content_block_stop" and self.ctx.restore_map:
             yield from self._flush(obj.get("index", 0))
         elif kind == "message_stop":
             self.finished = True
         yield sse.encode(obj, event=ev.event or kind)
+
+    def _cut(self, obj: dict[str, Any], ev: sse.Event, index: int) -> Iterator[bytes]:
+        """The cap was hit in this delta: relay its part, end the block and the message."""
+        delta = obj.get("delta") or {}
+        if any(isinstance(v, str) and v for k, v in delta.items() if k != "type"):
+            yield sse.encode(obj, event=ev.event or "content_block_delta")
+        if self.ctx.restore_map:
+            yield from self._flush(index)
+        yield sse.encode({"type": "content_block_stop", "index": index}, event="content_block_stop")
+        yield sse.encode({"type": "message_delta",
+                          "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                          "usage": {"output_tokens": self._usage().output_tokens}}, event="message_delta")
+        yield sse.encode({"type": "message_stop"}, event="message_stop")
+        self.finished = True
 
     def _flush(self, index: int) -> Iterator[bytes]:
         for kind, field, dtype in (("text", "text", "text_delta"),
@@ -308,6 +438,13 @@ class NativeStream:
 
     def _usage(self) -> Usage:
         relay = self.relay
+        if self.cap.cut:  # charged what was delivered (aigw/relay/output_cap.py)
+            import dataclasses
+            from .output_cap import delivered_usage
+            ours = dataclasses.replace(relay._counted_usage(""), output_tokens=self.cap.delivered())
+            provider = self.canonical.usage
+            return relay._with_prompt(delivered_usage(
+                None if provider is None or provider.estimated else provider, ours))
         return relay._with_prompt(self.canonical.usage or relay._counted_usage("".join(self.text)))
 
     def body(self, first: list[sse.Event], resp) -> Iterator[bytes]:
@@ -330,7 +467,7 @@ class NativeStream:
             usage = self._usage()
             relay.outcome.usage = usage
             relay.outcome.cost_usd = relay._cost(usage, self.target)
-            if ok and self.chunks:
+            if ok and self.chunks and not self.cap.cut:  # a cut answer is not cached
                 from ..cache import assemble_stream
                 try:
                     relay.outcome.response = assemble_stream(self.chunks)
@@ -358,7 +495,11 @@ class NativeStream:
             yield sse.encode(error_body(ANTHROPIC, 502, "The provider stream ended unexpectedly.",
                                         "stream_error"), event="error")
         finally:
-            resp.release_conn() if ok else resp.close()
+            if ok and not self.cap.cut:
+                resp.release_conn()
+            else:  # broken, or cut with the provider still producing: never pooled
+                from .upstream import discard
+                discard(resp)
             if ctx.state != "finished":
                 relay.outcome.status = relay.outcome.status or 200
                 relay._finish()
