@@ -90,10 +90,12 @@ def _environ(pid: int) -> dict[str, str]:
 
 
 def test_plugin_server_gets_only_what_kong_passes(gateway):
-    """Spawned from a worker: the AIGW_* settings (nginx `env` directives), PWD from the shell,
-    nothing else: no vault secrets, no HOME/PATH."""
+    """Spawned from a worker: the forwarded settings (AIGW_*, OTEL_*, AWS_*,
+    GOOGLE_APPLICATION_CREDENTIALS: nginx `env` directives), PWD from the shell, nothing else:
+    no vault secrets, no HOME/PATH."""
+    from aigw.standin.process import forwarded
     env = _environ(gateway.standin.pluginserver_pid())
-    extra = {k for k in env if not k.startswith("AIGW_")} - {"PWD", "TZ"}
+    extra = {k for k in env if not forwarded(k)} - {"PWD", "TZ"}
     assert extra == set(), sorted(extra)  # no PATH, HOME, vault secrets (OPENAI_API_KEY...)
     assert env["AIGW_RELAY_PORT"] == str(gateway.relay_port)
     assert env["AIGW_PROVIDER_OPENAI_BASE_URL"] == gateway.mock.url.rstrip("/") + "/v1"

@@ -990,10 +990,10 @@ def evasion_run(evasion_gw, mock):
             for model, api in (("claude-sonnet", "anthropic"), ("chat", "anthropic_to_openai")):
                 kw, last = _anthropic_fields(seeds, ev, api)
                 if stream:
-                    with an.messages.stream(model=model, max_tokens=100, **kw) as st:
+                    with an.messages.stream(model=model, max_tokens=1000, **kw) as st:
                         text = "".join(st.text_stream)
                 else:
-                    text = an.messages.create(model=model, max_tokens=100, **kw).content[0].text
+                    text = an.messages.create(model=model, max_tokens=1000, **kw).content[0].text
                 assert text == "Echo: " + last, (model, ev)
             sent += 3
         inputs = seeds.texts("embeddings", "input", ev)
@@ -1070,13 +1070,20 @@ def test_bad_shapes_are_a_400_in_the_api_format_and_never_reach_the_model(evasio
 def test_huge_message_counts_are_scanned_or_refused_with_a_4xx(evasion_gw, mock):
     gw = evasion_gw
     mock.clear()
-    # 12,000 short messages (~400 KB): scanned in full, the last one's address redacted
-    msgs = [{"role": "user", "content": f"m{i}"} for i in range(12_000)]
+    # 2,048 short messages (the most a request may carry, as OpenAI's API): scanned in full,
+    # the last one's address redacted
+    msgs = [{"role": "user", "content": f"m{i}"} for i in range(2048)]
     msgs[-1]["content"] = "mail huge.count@example.com REPLY:ok"
     r = _chat(gw, {"model": "chat", "messages": msgs}, timeout=60)
     assert r.status_code == 200, r.text[:300]
     recs = mock.requests()
     assert len(recs) == 1 and "huge.count@example.com" not in orjson.dumps(recs[0]["body"]).decode()
+    # 12,000 messages: a clear 400 before any scan, nothing sent
+    mock.clear()
+    msgs = [{"role": "user", "content": f"m{i}"} for i in range(12_000)]
+    r = _chat(gw, {"model": "chat", "messages": msgs}, timeout=60)
+    assert r.status_code == 400 and _error(r)["param"] == "messages", r.text[:300]
+    assert mock.requests() == []
     # more strings than the scan budget allows: a clear 413, not a 503
     mock.clear()
     r = requests.post(gw.url + "/v1/embeddings", headers=gw.headers(), timeout=60,

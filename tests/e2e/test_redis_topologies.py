@@ -14,7 +14,7 @@ from aigw.limits import RedisLimiter, Rule
 from aigw.redis_conn import RedisSettings
 from tests.redis_topology import ClusterSet, SentinelSet
 
-from .conftest import plugin_config, remove_plugin
+from .conftest import plugin_config, plugin_id, remove_plugin
 
 CONSUMER = "demo-app"
 
@@ -40,8 +40,10 @@ def test_tokens_limit_survives_a_sentinel_failover_during_traffic(make_gateway):
                         "limits": [{"scope": "consumer", "tokens": limit, "window": "minute"}]})
             remove_plugin(doc, "ai-cache")
             plugin_config(doc, "ai-cost")["budgets"] = []
+            ids["tok"] = plugin_id(doc, "ai-tokens")  # counters are named after the instance
+        ids: dict[str, str] = {}
         gw = make_gateway(edit, env={"AIGW_REDIS_PREFIX": prefix})
-        rule = Rule(f"tok:consumer:{CONSUMER}:minute", limit, 60)
+        rule = Rule(f"tok:i.{ids['tok']}:consumer:{CONSUMER}:minute", limit, 60)
         limiter = _limiter(s.config(), prefix)
 
         results: list[tuple[float, int, int]] = []  # (time, status, total tokens)
@@ -124,5 +126,5 @@ def test_budget_and_cache_on_a_cluster(make_gateway, mock):
             r = redis.Redis(port=port)
             if r.info("replication")["role"] == "master":
                 keys |= {k.decode() for k in r.keys("{" + prefix + "}*")}
-        assert any(k.startswith("{" + prefix + "}tok:consumer:") for k in keys), keys
-        assert any(k.startswith("{" + prefix + "}usd:consumer:") for k in keys), keys
+        assert any(k.startswith("{" + prefix + "}tok:i.") and ":consumer:" in k for k in keys), keys
+        assert any(k.startswith("{" + prefix + "}usd:i.") and ":consumer:" in k for k in keys), keys

@@ -14,7 +14,7 @@ from aigw.cost.pricing import usd_to_micros
 from aigw.dev import demo_token
 from aigw.limits import RedisLimiter, Rule
 
-from .conftest import add_model, plugin_config
+from .conftest import add_model, plugin_config, plugin_id
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 ANTHROPIC_TYPES = {"invalid_request_error", "authentication_error", "billing_error", "permission_error",
@@ -55,15 +55,24 @@ def test_anthropic_errors_carry_anthropic_types(make_gateway):
     """A token-limit 429 and a budget 429 are typed ``tokens`` / ``insufficient_quota`` in the
     OpenAI format; on /v1/messages they are ``rate_limit_error``."""
     def edit(doc):
-        plugin_config(doc, "ai-tokens")["limits"] = [{"scope": "consumer", "tokens": 5, "window": "minute"}]
+        plugin_config(doc, "ai-tokens")["limits"] = [{"scope": "consumer", "tokens": 60, "window": "minute"}]
     gw = make_gateway(edit)
     h = {**gw.headers(), "anthropic-version": "2023-06-01"}
+    # a request that can never fit the limit is the client's to fix: 400, not retried (issue 14)
     r = requests.post(gw.url + "/v1/messages", headers=h, json={
         "model": "claude-sonnet", "max_tokens": 500, "messages": [{"role": "user", "content": "hello there"}]})
-    assert r.status_code == 429
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
+    # requests that fit use the limit up; then 429, typed for each API
+    small = {"model": "claude-sonnet", "max_tokens": 20, "messages": [{"role": "user", "content": "hello there"}]}
+    seen = []
+    for _ in range(20):
+        r = requests.post(gw.url + "/v1/messages", headers=h, json=small)
+        seen.append(r.status_code)
+        if r.status_code != 200:
+            break
+    assert r.status_code == 429, seen
     assert r.json() == {"type": "error", "error": {"type": "rate_limit_error", "message": r.json()["error"]["message"]}}
-    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json={
-        "model": "claude-sonnet", "max_tokens": 500, "messages": [{"role": "user", "content": "hello there"}]})
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), json=small)
     assert r.status_code == 429 and r.json()["error"]["type"] == "tokens"
     # every other error the gateway makes on /v1/messages is typed from Anthropic's list
     for body, status in ((b"{", 400), (b'{"model": "claude-sonnet", "max_tokens": 5, "messages": "x"}', 400),
@@ -88,13 +97,16 @@ def test_jwt_only_from_the_authorization_header(gateway):
 def priced(make_gateway):
     prefix = f"aigw-test:{uuid.uuid4().hex[:8]}:"
 
+    ids = {}
+
     def edit(doc):
         plugin_config(doc, "ai-tokens")["limits"] = [{"scope": "consumer", "tokens": 10 ** 9, "window": "minute"}]
         add_model(doc, "cut-model", [{"provider": "openai", "model": "gpt-fault-cut"}])
         add_model(doc, "slow-stream", [{"provider": "openai", "model": "gpt-stream-delay-300"}])
+        ids["usd"] = plugin_id(doc, "ai-cost")  # the budget's counter is named after it
     gw = make_gateway(edit, env={"AIGW_REDIS_PREFIX": prefix})
     gw.limiter = RedisLimiter(REDIS_URL, prefix=prefix)
-    gw.rule = Rule("usd:consumer:demo-app:day", 50 * 10 ** 6, 86400)
+    gw.rule = Rule(f"usd:i.{ids['usd']}:consumer:demo-app:day", 50 * 10 ** 6, 86400)
     return gw
 
 

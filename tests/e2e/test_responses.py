@@ -233,11 +233,17 @@ def test_token_limit_applies(make_gateway):
     def edit(doc):
         plugin_config(doc, "ai-tokens")["limits"] = [{"scope": "consumer", "tokens": 50, "window": "minute"}]
     gw = make_gateway(edit)
-    with pytest.raises(openai.RateLimitError) as e:
+    # more than the whole limit: never fits, a 400 SDKs do not retry (issue 14)
+    with pytest.raises(openai.BadRequestError) as e:
         gw.openai().responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=100)
     assert e.value.body["code"] == "tokens_exceed_limit"
     ok = gw.openai().responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=20)
     assert ok.output_text == "Echo: hi"
+    # then the limit is used up: 429
+    with pytest.raises(openai.RateLimitError) as e:
+        for _ in range(20):
+            gw.openai().responses.create(model="gpt-4o-mini", input="hi", max_output_tokens=20)
+    assert e.value.body["code"] == "rate_limit_exceeded" and e.value.body["type"] == "tokens"
 
 
 @pytest.mark.parametrize("body,param", [
