@@ -21,7 +21,7 @@ dev: install
 
 test: install
 	.ci/ensure-redis
-	$(PY) -m pytest
+	$(PY) -m pytest -n 4 --dist loadfile
 
 bench: install
 	.ci/ensure-redis

@@ -154,6 +154,7 @@ class _Ctx:
         self.restore_map = restore_map
         self.model = None
         self.cache_status = None
+        self.output_cap = None  # no limit reserved output: nothing to cut
 
 
 class _Relay:
