@@ -13,19 +13,10 @@ import orjson
 from ..sse import encode
 from .behaviour import (CREATED, CUT_AFTER, TOOL_ARGS_JSON, THOUGHTS, Counts, Faults, Prompt,
                         Reply, chunks, count, parse_faults, plan_reply, words)
-from .openai_api import error
+from .openai_api import _text, error
 from .wire import Response, Stream, fault_response, stream_for
 
 REASONING_TEXT = "Reasoning it through."
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "\n".join(p.get("text", "") for p in content
-                         if isinstance(p, dict) and isinstance(p.get("text"), str))
-    return ""
 
 
 def read_prompt(body: dict[str, Any]) -> Prompt | Response:
