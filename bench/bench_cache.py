@@ -24,6 +24,7 @@ from typing import Any, Callable
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "devtools"))  # aigw_dev
 
 from aigw.cache import (CacheUnavailable, Entry, MemoryStore, Partition, RedisStore,  # noqa: E402
                         assemble_stream, cache_key, replay_stream)
@@ -89,9 +90,9 @@ def _pct(values: list[float], q: float) -> float:
 def bench_gateway(n_fast: int, n_slow: int, slow_ms: int) -> list[dict[str, Any]]:
     import requests
 
-    from aigw.dev import demo_token, gateway_env
-    from aigw.mock.testing import MockProvider
-    from aigw.standin.testing import StandIn, free_port
+    from aigw_dev.dev import demo_token, gateway_env
+    from aigw_dev.mock.testing import MockProvider
+    from aigw_dev.standin.testing import StandIn, free_port
 
     rows: list[dict[str, Any]] = []
     with MockProvider(process=True) as mock:

@@ -5,7 +5,7 @@
 
 Starts the mock (a child process) and the stand-in on the reference kong.yml with
 all five AI plugins (limits raised, as in bench/run.py), then sends the requests of
-``aigw.mock.fuzz.cases`` through ``/v1/chat/completions``, ``/v1/messages`` and
+``aigw_dev.mock.fuzz.cases`` through ``/v1/chat/completions``, ``/v1/messages`` and
 ``/v1/embeddings``. Reports the count per status, every 5xx (body excerpt and the
 answer's error code), answers not in the API's error format, and hangs (client
 timeout). Exit status 1 when any 5xx, hang or format error was seen.
@@ -24,12 +24,13 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "devtools"))  # aigw_dev: the stand-in and the mock
 sys.path.insert(0, str(ROOT / "bench"))
 
-from aigw.dev import demo_token, gateway_env  # noqa: E402
-from aigw.mock.fuzz import PATHS, cases  # noqa: E402
-from aigw.mock.testing import MockProvider  # noqa: E402
-from aigw.standin.testing import StandIn, free_port  # noqa: E402
+from aigw_dev.dev import demo_token, gateway_env  # noqa: E402
+from aigw_dev.mock.fuzz import PATHS, cases  # noqa: E402
+from aigw_dev.mock.testing import MockProvider  # noqa: E402
+from aigw_dev.standin.testing import StandIn, free_port  # noqa: E402
 from run import bench_config  # noqa: E402
 
 

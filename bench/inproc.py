@@ -23,14 +23,15 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "devtools"))  # aigw_dev: the stand-in and the mock
 sys.path.insert(0, str(ROOT / "bench"))
 
 from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 
-from aigw.dev import demo_token, gateway_env  # noqa: E402
-from aigw.mock.testing import MockProvider  # noqa: E402
+from aigw_dev.dev import demo_token, gateway_env  # noqa: E402
+from aigw_dev.mock.testing import MockProvider  # noqa: E402
 
 ORDER = ("ai-redact", "ai-router", "ai-cache", "ai-tokens", "ai-cost")
 _REF = re.compile(r"^\{vault://env/([^}]+)\}$")

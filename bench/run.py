@@ -36,11 +36,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "devtools"))  # aigw_dev: the stand-in and the mock
 sys.path.insert(0, str(ROOT / "bench"))
 
-from aigw.dev import demo_token, gateway_env  # noqa: E402
-from aigw.mock.testing import MockProvider  # noqa: E402
-from aigw.standin.testing import StandIn, free_port  # noqa: E402
+from aigw_dev.dev import demo_token, gateway_env  # noqa: E402
+from aigw_dev.mock.testing import MockProvider  # noqa: E402
+from aigw_dev.standin.testing import StandIn, free_port  # noqa: E402
 
 LOAD = ROOT / "bench" / "load.py"
 PROF = Path(tempfile.gettempdir()) / "aigw-bench-pluginserver.prof"

@@ -34,11 +34,12 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "devtools"))  # aigw_dev: the stand-in and the mock
 sys.path.insert(0, str(ROOT / "bench"))
 
-from aigw.dev import demo_token, gateway_env  # noqa: E402
-from aigw.mock.testing import MockProvider  # noqa: E402
-from aigw.standin.testing import StandIn, free_port  # noqa: E402
+from aigw_dev.dev import demo_token, gateway_env  # noqa: E402
+from aigw_dev.mock.testing import MockProvider  # noqa: E402
+from aigw_dev.standin.testing import StandIn, free_port  # noqa: E402
 from run import bench_config  # noqa: E402
 
 KINDS = ["chat", "chat-stream", "single", "anthropic-stream", "chat-stream", "chat", "embeddings",

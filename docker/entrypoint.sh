@@ -10,7 +10,7 @@
 # Rule: every AIGW_* (our settings), OTEL_* (the OpenTelemetry SDK's), AWS_* (botocore's
 # credential chain, provider bedrock) variable and GOOGLE_APPLICATION_CREDENTIALS (google-auth,
 # provider vertex) of the container reaches the plugin server, nothing else does (provider keys
-# reach the plugins through Kong's vault). Mirrored by aigw/standin/process.py forward_aigw_env.
+# reach the plugins through Kong's vault). Mirrored by devtools/aigw_dev/standin/process.py forward_aigw_env.
 # Names only go into nginx.conf; the values stay in the environment.
 names=$(env | grep -oE '^((AIGW|OTEL|AWS)_[A-Za-z0-9_]*|GOOGLE_APPLICATION_CREDENTIALS)=' | tr -d '=' | sort -u | tr '\n' ' ')
 list=""

@@ -15,11 +15,11 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import jwt
 
-ROOT = Path(__file__).resolve().parent.parent
+from . import REPO_ROOT
+
 DEMO_JWT_SECRET = "demo-jwt-secret-change-me-0123456789"
 MOCK_KEY = "mock-key"
 DEMO_API_KEY = "demo-app-key-change-me"  # the demo consumer's key-auth key (x-api-key)
@@ -64,7 +64,7 @@ def _wait(url: str, timeout: float, procs: list[subprocess.Popen]) -> None:
 
 
 def _ensure_redis() -> None:
-    script = ROOT / ".ci" / "ensure-redis"
+    script = REPO_ROOT / ".ci" / "ensure-redis"
     if script.exists():
         subprocess.run([str(script)], check=False)
 
@@ -99,12 +99,12 @@ def main() -> None:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    procs.append(subprocess.Popen([sys.executable, "-m", "aigw.mock", "--port", str(mock_port),
+    procs.append(subprocess.Popen([sys.executable, "-m", "aigw_dev.mock", "--port", str(mock_port),
                                    "--api-key", MOCK_KEY], env=env, start_new_session=True))
-    procs.append(subprocess.Popen([sys.executable, "-m", "aigw.standin", "--config", str(ROOT / "kong" / "kong.yml"),
+    procs.append(subprocess.Popen([sys.executable, "-m", "aigw_dev.standin", "--config", str(REPO_ROOT / "kong" / "kong.yml"),
                                    "--port", str(port), "--admin-port", str(port + 1),
-                                   "--plugins-dir", str(ROOT / "plugins")],
-                                  env=env, cwd=str(ROOT), start_new_session=True))
+                                   "--plugins-dir", str(REPO_ROOT / "plugins")],
+                                  env=env, cwd=str(REPO_ROOT), start_new_session=True))
     _wait(f"http://127.0.0.1:{mock_port}/_mock/health", 30, procs)
     _wait(f"http://127.0.0.1:{port + 1}/status", 60, procs)
     token = demo_token()

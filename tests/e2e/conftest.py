@@ -16,9 +16,9 @@ from typing import Any, Callable
 import pytest
 import yaml
 
-from aigw.dev import DEMO_JWT_SECRET, demo_token, gateway_env
-from aigw.mock.testing import MockProvider
-from aigw.standin.testing import StandIn
+from aigw_dev.dev import DEMO_JWT_SECRET, demo_token, gateway_env
+from aigw_dev.mock.testing import MockProvider
+from aigw_dev.standin.testing import StandIn
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = yaml.safe_load((ROOT / "kong" / "kong.yml").read_text())

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from aigw.dev import DEMO_API_KEY, demo_token
+from aigw_dev.dev import DEMO_API_KEY, demo_token
 
 FIX = json.loads((Path(__file__).resolve().parents[1] / "fixtures" / "clients" / "claude_code.json").read_text())
 

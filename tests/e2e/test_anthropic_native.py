@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from aigw.cost.pricing import PriceTable
-from aigw.dev import DEMO_API_KEY
+from aigw_dev.dev import DEMO_API_KEY
 
 TOOLS = [{"name": "get_weather", "description": "Weather for a city",
           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
@@ -192,7 +192,7 @@ def test_x_api_key_and_bearer_both_authenticate(gateway, mock):
                                  "messages": [{"role": "user", "content": "hi key"}]})
     assert by_key.status_code == 200 and by_key.json()["content"][0]["text"] == "Echo: hi key"
     assert DEMO_API_KEY not in json.dumps(mock.requests()[-1]["headers"])  # hide_credentials
-    from aigw.dev import demo_token
+    from aigw_dev.dev import demo_token
     c = sdk.Anthropic(base_url=gateway.url, auth_token=demo_token(), api_key=None, max_retries=0)
     assert c.messages.create(model="claude-sonnet", max_tokens=10,
                              messages=[{"role": "user", "content": "hi token"}]).content[0].text == "Echo: hi token"

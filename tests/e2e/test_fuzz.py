@@ -1,6 +1,6 @@
 """Issue 13: malformed requests through the whole gateway never get a 5xx.
 
-A bounded run of the generator in ``aigw/mock/fuzz.py`` (``bench/fuzz.py`` runs
+A bounded run of the generator in ``devtools/aigw_dev/mock/fuzz.py`` (``bench/fuzz.py`` runs
 10,000 and more): every answer is a 4xx in the API's own error format, or a 200
 when the oddity is still a valid request."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from aigw.mock.fuzz import PATHS, cases
+from aigw_dev.mock.fuzz import PATHS, cases
 
 from .conftest import plugin_config
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from aigw.standin.process import forward_aigw_env, main_env_value, worker_env
+from aigw_dev.standin.process import forward_aigw_env, main_env_value, worker_env
 
 from .conftest import Gateway, reference_config, free_port
 
@@ -93,7 +93,7 @@ def test_plugin_server_gets_only_what_kong_passes(gateway):
     """Spawned from a worker: the forwarded settings (AIGW_*, OTEL_*, AWS_*,
     GOOGLE_APPLICATION_CREDENTIALS: nginx `env` directives), PWD from the shell, nothing else:
     no vault secrets, no HOME/PATH."""
-    from aigw.standin.process import forwarded
+    from aigw_dev.standin.process import forwarded
     env = _environ(gateway.standin.pluginserver_pid())
     extra = {k for k in env if not forwarded(k)} - {"PWD", "TZ"}
     assert extra == set(), sorted(extra)  # no PATH, HOME, vault secrets (OPENAI_API_KEY...)
@@ -233,7 +233,7 @@ def test_relay_accepts_many_headers_and_errors_in_the_api_format(gateway):
 def test_kong_refuses_at_config_time_what_the_plugin_would_refuse_at_start(mock, plugin, edit, field):
     """minimum without maximum and minItems are exported: the config never loads (as Kong's
     Admin API, decK and POST /config refuse it) instead of failing every request with 500."""
-    from aigw.standin.testing import StandInError
+    from aigw_dev.standin.testing import StandInError
 
     from .conftest import plugin_config
 
@@ -271,7 +271,7 @@ def test_socket_first_requests_wait_for_loading_and_the_healthcheck_is_honest(tm
     import time
 
     from aigw.pluginserver import answers
-    from aigw.standin.testing import StandIn
+    from aigw_dev.standin.testing import StandIn
 
     plugins = tmp_path / "plugins"
     plugins.mkdir()

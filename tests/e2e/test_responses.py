@@ -11,7 +11,7 @@ import pytest
 import redis
 import requests
 
-from aigw.dev import demo_token
+from aigw_dev.dev import demo_token
 
 from .conftest import add_model, plugin_config
 

@@ -9,7 +9,7 @@ import openai
 import pytest
 import requests
 
-from aigw.dev import demo_token
+from aigw_dev.dev import demo_token
 
 from .conftest import add_model, plugin_config
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from aigw.standin.testing import StandIn
+from aigw_dev.standin.testing import StandIn
 
 PLUGINS = Path(__file__).parent / "plugins"
 BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ import jwt as pyjwt
 import pytest
 import requests
 
-from aigw.standin.testing import StandIn, StandInError, free_port
+from aigw_dev.standin.testing import StandIn, StandInError, free_port
 
 PLUGINS = Path(__file__).parent / "plugins"
 JWT_SECRET = "s3cr3t-jwt-key-for-tests-only-0123456789"

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from aigw import schema
-from aigw.standin import schema as kong_schema
+from aigw_dev.standin import schema as kong_schema
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ["ai-cache", "ai-cost", "ai-redact", "ai-router", "ai-tokens"]

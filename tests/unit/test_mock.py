@@ -14,8 +14,8 @@ import openai
 import pytest
 import requests
 
-from aigw.mock.behaviour import parse_faults
-from aigw.mock.testing import MockProvider
+from aigw_dev.mock.behaviour import parse_faults
+from aigw_dev.mock.testing import MockProvider
 from aigw.sse import SSEDecoder
 
 KEY = "mock-key"
@@ -548,7 +548,7 @@ def test_subprocess_mode() -> None:
 
 
 def test_mock_honours_max_tokens_and_overproduce_ignores_it():
-    from aigw.mock.behaviour import OVERPRODUCE_WORDS, Faults, Reply, limit_reply, parse_faults
+    from aigw_dev.mock.behaviour import OVERPRODUCE_WORDS, Faults, Reply, limit_reply, parse_faults
     r = Reply("one  two three\nfour")
     assert limit_reply(r, 2, Faults()) == (Reply("one  two"), True)
     assert limit_reply(r, 4, Faults()) == (r, False)

@@ -86,7 +86,7 @@ def test_dependencies_are_pinned():
 
 def test_entrypoint_declares_an_env_directive_for_every_aigw_variable(tmp_path):
     """docker/entrypoint.sh and the stand-in's forward_aigw_env follow one rule."""
-    from aigw.standin.process import forward_aigw_env, worker_env
+    from aigw_dev.standin.process import forward_aigw_env, worker_env
 
     fake = tmp_path / "entry.sh"
     fake.write_text((ROOT / "docker" / "entrypoint.sh").read_text()

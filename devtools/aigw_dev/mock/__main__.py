@@ -1,4 +1,4 @@
-"""``python -m aigw.mock --port 9100 [--host 127.0.0.1] [--api-key mock-key]``."""
+"""``python -m aigw_dev.mock --port 9100 [--host 127.0.0.1] [--api-key mock-key]``."""
 from __future__ import annotations
 
 import argparse

@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from ..errors import ANTHROPIC, error_body
-from ..sse import encode
+from aigw.errors import ANTHROPIC, error_body
+from aigw.sse import encode
 from .behaviour import (CACHE_WRITE, CUT_AFTER, TOOL_ARGS, TOOL_ARGS_JSON, Counts, Faults,
                         Prompt, Reply, chunks, count, limit_reply, parse_faults, plan_reply,
                         string_values, words)

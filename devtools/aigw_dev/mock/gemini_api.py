@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from ..sse import encode
+from aigw.sse import encode
 from .behaviour import (CUT_AFTER, TOOL_ARGS, Counts, Faults, Prompt, Reply, chunks, count,
                         parse_faults, plan_reply, string_values, words)
 from .wire import (JSON, Request, Response, Stream, fault_headers, fault_response,

@@ -7,9 +7,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import OPENAI, error_body
-from ..sse import DONE, encode
-from ..types import Usage
+from aigw.errors import OPENAI, error_body
+from aigw.sse import DONE, encode
+from aigw.types import Usage
 from .behaviour import (CREATED, CUT_AFTER, TOOL_ARGS_JSON, Counts, Faults, Prompt,
                         Reply, chunks, count, embedding, limit_reply, parse_faults, plan_reply,
                         words)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from ..sse import encode
+from aigw.sse import encode
 from .behaviour import (CREATED, CUT_AFTER, TOOL_ARGS_JSON, THOUGHTS, Counts, Faults, Prompt,
                         Reply, chunks, count, parse_faults, plan_reply, words)
 from .openai_api import _text, error

@@ -12,18 +12,17 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from pathlib import Path
 from typing import Any
 
 import orjson
 
+from .. import child_pythonpath
 from .server import DEFAULT_API_KEY, MockServer, make_server
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class MockProvider:
-    """The mock on a free port; ``process=True`` runs it as ``python -m aigw.mock``."""
+    """The mock on a free port; ``process=True`` runs it as ``python -m aigw_dev.mock``."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0,
                  api_key: str | None = DEFAULT_API_KEY, process: bool = False) -> None:
@@ -47,9 +46,8 @@ class MockProvider:
 
     def _start_process(self) -> None:
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(_REPO_ROOT), env.get("PYTHONPATH", "")) if p)
-        cmd = [sys.executable, "-m", "aigw.mock", "--host", self.host,
+        env["PYTHONPATH"] = child_pythonpath(env.get("PYTHONPATH"))
+        cmd = [sys.executable, "-m", "aigw_dev.mock", "--host", self.host,
                "--port", str(self.port), "--api-key", self.api_key or ""]
         self._proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
         assert self._proc.stdout is not None

@@ -1,4 +1,4 @@
-"""``python -m aigw.standin`` / ``aigw-kong``: run the Kong stand-in (NOT Kong; tests and dev only)."""
+"""``python -m aigw_dev.standin`` / ``aigw-kong``: run the Kong stand-in (NOT Kong; tests and dev only)."""
 from __future__ import annotations
 
 from gevent import monkey
@@ -12,13 +12,13 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import orjson  # noqa: E402
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
+from .. import child_pythonpath  # noqa: E402
 from .bundled import BUNDLED  # noqa: E402
 from .config import ConfigError, PluginInfo, load  # noqa: E402
 from .process import Supervisor, query_info, server_defs  # noqa: E402
@@ -90,8 +90,7 @@ class RawHeadersHandler(WSGIHandler):
 def _package_env() -> dict[str, str]:
     """Children must import ``aigw`` even when the package is not installed."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = child_pythonpath(env.get("PYTHONPATH"))
     return env
 
 

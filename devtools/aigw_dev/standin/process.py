@@ -25,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from .. import REPO_ROOT
 from .config import PluginInfo
 
 
@@ -50,7 +51,7 @@ def forward_aigw_env(env: dict[str, str]) -> dict[str, str]:
     """``env`` with ``KONG_NGINX_MAIN_ENV`` extended by every forwarded name in it
     (``AIGW_*``, ``OTEL_*``, ``AWS_*``, ``GOOGLE_APPLICATION_CREDENTIALS``): the rule of our
     Docker entrypoint (docker/entrypoint.sh), so that those settings reach the plugin server
-    under Kong; for the stand-in's test helper and ``aigw.dev``."""
+    under Kong; for the stand-in's test helper and ``aigw_dev.dev``."""
     names = sorted(k for k in env if forwarded(k))
     if not names:
         return dict(env)
@@ -113,7 +114,7 @@ def default_server_defs(plugins_dir: str, prefix: str) -> list[ServerDef]:
         "-d", d, "-p", prefix, "--socket-name", sock_name, "-g", "--no-lua-style"]
     if start[0] == sys.executable:
         # not installed: the worker's environment has no PYTHONPATH, so the command carries it
-        start = ["/usr/bin/env", "PYTHONPATH=" + str(Path(__file__).resolve().parents[2])] + start
+        start = ["/usr/bin/env", "PYTHONPATH=" + str(REPO_ROOT)] + start
     out = []
     for i, n in enumerate(names):
         query = _script("aigw-plugin-info", ["-m", "aigw.pluginserver", "plugin-info"]) + ["-d", d, n]

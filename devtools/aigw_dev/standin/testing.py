@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 import yaml
 
+from .. import REPO_ROOT, child_pythonpath
 from .process import forward_aigw_env
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:
@@ -74,8 +74,8 @@ class StandIn:
             # as docker/entrypoint.sh: every AIGW_* setting gets an nginx `env` directive, the
             # only way a variable reaches a plugin server Kong spawns (process.worker_env)
             env = forward_aigw_env(env)
-        env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        cmd = [sys.executable, "-m", "aigw.standin", "--config", str(cfg_path), "--port", str(self.port),
+        env["PYTHONPATH"] = child_pythonpath(env.get("PYTHONPATH"))
+        cmd = [sys.executable, "-m", "aigw_dev.standin", "--config", str(cfg_path), "--port", str(self.port),
                "--admin-port", str(self.admin_port), "--plugins-dir", str(self.plugins_dir),
                "--prefix", str(prefix), "--strict-pdk", *self.extra_args]
         self.proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -124,7 +124,7 @@ class StandIn:
 
     def pluginservers_answer(self, timeout: float = 1.0) -> bool:
         """The compose healthcheck's test: every plugin server socket answers an RPC."""
-        from ..pluginserver import answers
+        from aigw.pluginserver import answers
 
         sockets = self._admin("GET", "/_standin/pluginserver")["sockets"]
         return all(answers(s, timeout) for s in sockets)
