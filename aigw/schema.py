@@ -39,7 +39,9 @@ def schemas_dir() -> Path:
     env = os.environ.get("AIGW_SCHEMAS_DIR")
     if env:
         return Path(env)
-    for cand in (_HERE.parent / "schemas", _HERE / "schemas"):
+    # installed wheel: package data aigw/schemas/ (pyproject.toml maps the top-level schemas/ there);
+    # checkout or editable install: the repository's schemas/ beside aigw/
+    for cand in (_HERE / "schemas", _HERE.parent / "schemas"):
         if cand.is_dir():
             return cand
     raise FileNotFoundError("schemas/ directory not found; set AIGW_SCHEMAS_DIR")
