@@ -1,11 +1,19 @@
-"""Static checks of what users run but CI cannot: docker compose, the Dockerfile,
-the reference kong.yml with decK, and the pyproject pins."""
+"""Checks of what users run but CI cannot (docker compose, the Dockerfile, the reference kong.yml
+with decK) and of the packaging: pins, the runtime dependencies against what the product imports,
+and the wheel installed into a clean venv, run from outside the checkout."""
 from __future__ import annotations
 
+import ast
+import importlib.metadata
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import sysconfig
 import tomllib
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -28,6 +36,11 @@ def test_compose_file():
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     svcs = doc["services"]
     assert {"kong", "mock", "redis", "prometheus"} <= set(svcs)
+    # the mock provider is dev tooling: an image of its own, never the gateway's
+    assert svcs["mock"]["build"] == {"context": ".", "dockerfile": "docker/mock.Dockerfile"}
+    mock_image = (ROOT / "docker" / "mock.Dockerfile").read_text()
+    assert "COPY devtools /src/devtools" in mock_image and 'ENTRYPOINT ["aigw-mock"]' in mock_image
+    assert svcs["mock"]["command"][-2:] == ["--api-key", "mock-key"]
     kong = svcs["kong"]
     assert kong["build"] == "." and "8000:8000" in kong["ports"]
     env = kong["environment"]
@@ -56,14 +69,23 @@ def test_dockerfile_registers_one_pluginserver_entry_per_plugin():
         assert q.endswith(f"aigw-plugin-info -d /opt/aigw/plugins {p}")
     start = (ROOT / "docker" / "start-pluginserver.sh").read_text()
     assert "aigw-pluginserver" in start and "-g" in start and "--no-lua-style" in start
-    for copied in ("aigw", "plugins", "schemas", "kong"):
-        assert f"COPY {copied} " in text
+    # the wheel is built from these in a stage of its own; the final image gets the wheel only
+    wheel_stage, final = text.split("\nFROM python\n")
+    for copied in ("aigw", "plugins", "schemas"):
+        assert f"COPY {copied} /src/{copied}" in wheel_stage
+    assert "COPY --from=wheel /wheels " in final and "COPY kong /opt/aigw/kong" in final
+    assert "pip wheel --no-cache-dir --no-deps -w /wheels /src" in wheel_stage
+    # the product only: no dev tooling, and no schemas directory outside the package
+    code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
+    assert "devtools" not in code and "aigw_dev" not in code and "aigw-dev" not in code
+    assert "AIGW_SCHEMAS_DIR" not in code and "COPY" not in final.split("RUN python3 -m venv")[1]
+    # /opt/aigw/plugins (every -d above) is the installed package's plugins/
+    assert re.search(r"ln -s \"\$\(/opt/aigw/\.venv/bin/python -c .*aigw\.__file__.*\"plugins\".*\)\" "
+                     r"/opt/aigw/plugins", final)
 
 
 def test_query_commands_print_what_kong_expects(tmp_path):
     """Run each query_cmd as Kong would (io.popen + JSON decode, element [1])."""
-    import json
-    import sys
     exe = Path(sys.executable).parent / "aigw-plugin-info"
     for p in PLUGINS:
         out = subprocess.run([str(exe), "-d", str(ROOT / "plugins"), p], capture_output=True,
