@@ -313,7 +313,8 @@ print(json.dumps({
     "dist_version": importlib.metadata.version("kong-ai-gateway"),
     "schemas": str(aigw.schema.schemas_dir()), "router_schema": aigw.schema.load("ai-router")["type"],
     "typed": importlib.resources.files("aigw").joinpath("py.typed").is_file(),
-    "dev": [m for m in ("aigw_dev", "aigw.standin", "aigw.mock") if importlib.util.find_spec(m)],
+    "dev": [m for m in ["aigw_dev"] + ["aigw." + n for n in ("standin", "mock", "dev")]
+            if importlib.util.find_spec(m)],
 }))
 """
     got = json.loads(subprocess.run([str(venv / "bin" / "python"), "-c", probe], cwd=elsewhere, env=env,
