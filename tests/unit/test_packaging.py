@@ -308,6 +308,7 @@ def test_installed_wheel_runs_from_outside_the_checkout(installed_wheel):
     env = _clean_env(elsewhere)
     probe = """
 import importlib.metadata, importlib.resources, importlib.util, json, pathlib, aigw, aigw.schema
+import aigw.limits  # reads its Lua script (package data aigw/data/) at import
 print(json.dumps({
     "aigw": aigw.__file__, "version": aigw.__version__,
     "dist_version": importlib.metadata.version("kong-ai-gateway"),
