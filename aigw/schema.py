@@ -173,7 +173,7 @@ def defaults(name: str, *path: str) -> dict[str, Any]:
     """The defaults of the object at ``path`` in ``schemas/<name>.json``, as a new dict.
 
     For an optional object the config leaves out: Kong hands it over as null
-    (kong/db/schema/init.lua 3.9.1 handle_missing_field, 1089-1128: a non-required field
+    (kong/db/schema/init.lua 3.9.1 handle_missing_field, 1037-1073: a non-required field
     without a default becomes null, its nested defaults are not expanded), so
     the code fills it from here.  ``"[]"`` in ``path`` steps into array items:
     ``defaults("ai-router", "providers", "[]", "timeouts")``.
