@@ -15,7 +15,7 @@ from hashlib import blake2b
 from typing import Any, Callable, Iterable, Mapping
 
 from aigw import schema
-from aigw.cost.pricing import PriceTable
+from aigw.cost.pricing import PriceError, PriceTable
 from aigw.errors import GatewayError
 from aigw.providers.registry import ALL_CAPABILITIES, GOOGLE_OAUTH, PROVIDERS, TYPE_SPECIFIC_FIELDS
 from aigw.schema import ConfigInvalid
@@ -197,7 +197,8 @@ class RouterConfig:
     def __init__(self, providers: dict[str, ProviderConfig], models: dict[str, ModelSpec],
                  aliases: dict[str, str], *, default_model: str | None, max_attempts: int,
                  retry_on_status: frozenset[int], breaker_failures: int, breaker_cooldown: float,
-                 data_class_policy: Mapping[str, frozenset[str]], max_body_bytes: int):
+                 data_class_policy: Mapping[str, frozenset[str]], max_body_bytes: int,
+                 prices: PriceTable):
         # no defaults here: from_dict passes every value, its defaults come from the schema
         self.providers = providers
         self.models = models
@@ -209,6 +210,9 @@ class RouterConfig:
         self.breaker_cooldown = breaker_cooldown
         self.data_class_policy: dict[str, frozenset[str]] = dict(data_class_policy or {})
         self.max_body_bytes = max_body_bytes
+        # the route's one price table (catalogue + this config's ``prices``): cost routing
+        # orders by it and ai-cost charges by it (ctx.router.prices); docs/pricing.md
+        self.prices = prices
 
     # -- building -------------------------------------------------------
     @classmethod
@@ -259,13 +263,18 @@ class RouterConfig:
         failover = cfg.get("failover") or schema.defaults(NAME, "failover")
         breaker = cfg.get("circuit_breaker") or schema.defaults(NAME, "circuit_breaker")
         policy = {k: frozenset(v) for k, v in (cfg.get("data_class_policy") or {}).items()}
+        try:  # units and the merge with catalogue entries: checks beyond a schema (aigw/cost/pricing.py)
+            prices = PriceTable.default().with_overrides(cfg.get("prices"))
+        except PriceError as e:
+            raise ConfigError("prices", str(e)) from None
         return cls(providers, models, aliases,
                    default_model=names[default] if default is not None else None,
                    max_attempts=int(failover["max_attempts"]),
                    retry_on_status=frozenset(int(s) for s in failover["on_status"]),
                    breaker_failures=int(breaker["failures"]),
                    breaker_cooldown=float(breaker["cooldown"]),
-                   data_class_policy=policy, max_body_bytes=int(cfg["max_body_bytes"]))
+                   data_class_policy=policy, max_body_bytes=int(cfg["max_body_bytes"]),
+                   prices=prices)
 
     def make_breaker(self, clock: Callable[[], float] = time.monotonic) -> CircuitBreaker:
         return CircuitBreaker(self.breaker_failures, self.breaker_cooldown, clock)
@@ -329,7 +338,8 @@ class RouterConfig:
         plan.blocked_classes = frozenset(blocked)
         if not eligible:
             return plan
-        ordered = self._order(spec, eligible, needs, max_out, sticky_key, prices)
+        ordered = self._order(spec, eligible, needs, max_out, sticky_key,
+                              self.prices if prices is None else prices)
         if breaker is None:
             plan.targets = ordered[: self.max_attempts]
             return plan
@@ -353,11 +363,10 @@ class RouterConfig:
 
     @staticmethod
     def _order(spec: ModelSpec, targets: list[Target], needs: Needs, max_out: int,
-               sticky: str | None, prices: PriceTable | None) -> list[Target]:
+               sticky: str | None, table: PriceTable) -> list[Target]:
         if spec.strategy == "priority":
             return list(targets)
         if spec.strategy == "cost":
-            table = prices or PriceTable.default()
 
             def cost_key(t: Target) -> tuple[bool, float, float]:
                 worst = table.worst_case(t, needs.prompt_tokens, max_out)

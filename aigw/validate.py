@@ -157,12 +157,13 @@ def unpriced_targets(doc: dict[str, Any], only_enforced: bool = True) -> list[st
             router = RouterConfig.from_dict(checked("ai-router", p.get("config")))
         except Exception:
             continue
-        for csvc, rt in costs:
+        for csvc, _rt in costs:
             if svc is not None and csvc is not None and svc != csvc:
                 continue
             for spec in router.models.values():
                 for t in spec.targets:
-                    if rt.prices.lookup(t) is None and t.key not in out:
+                    # the router's table is the one ai-cost charges by (ctx.router.prices)
+                    if router.prices.lookup(t) is None and t.key not in out:
                         out.append(t.key)
     return out
 
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         if not errs:
             errs = [f"ai-router target '{key}' has no price and ai-cost enforces budgets with "
                     "unpriced: reject (every request to it would get 402 model_not_priced); "
-                    "add it to ai-cost prices" for key in unpriced_targets(doc)]
+                    "add it to ai-router prices" for key in unpriced_targets(doc)]
         for e in errs:
             print(f"{f}: {e}", file=sys.stderr)
         bad += bool(errs)

@@ -53,13 +53,12 @@ def refuse_anonymous(ctx: RequestContext, cfg: dict[str, Any] | None = None,
 
 class RouterRuntime:
     def __init__(self, cfg: dict[str, Any]):
-        from ..cost.pricing import PriceTable
         cfg = provider_env_overrides(cfg)
         self.config = RouterConfig.from_dict(cfg)
         self.breaker = self.config.make_breaker()
         self.failover_status = set(self.config.retry_on_status)
         self.max_body = self.config.max_body_bytes
-        self.prices = PriceTable.default()
+        self.prices = self.config.prices  # the route's one price table (ai-cost charges by it)
         self.needs_groups = any(m.allow_groups for m in self.config.models.values())
         # plugins that must have completed their decision before the relay forwards
         self.required_plugins = frozenset(cfg.get("required_plugins") or ())
