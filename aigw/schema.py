@@ -105,8 +105,8 @@ EXPORTED = {"minimum": "between", "maximum": "between", "exclusiveMinimum": "gt"
             "maxLength": "len_max", "minItems": "len_min", "maxItems": "len_max", "enum": "one_of",
             "required": "required", "type": "type", "additionalProperties": "record/map",
             "properties": "record", "items": "elements", "default": "default"}
-# checked at StartInstance only (jsonschema, aigw/schema.py validate): none of our schemas uses
-# them today; cross-field rules (unknown provider of a target, duplicate names, ...) are checked
+# checked at StartInstance only (jsonschema, aigw/schema.py validate) and by aigw-validate:
+# ai-router uses ``pattern`` (provider names, base_url, sticky); cross-field rules (unknown provider of a target, duplicate names, ...) are checked
 # by the core's config parsers (aigw/routing.py ConfigError, ...) at StartInstance too
 START_TIME_ONLY = {"pattern": "Lua patterns are not regular expressions",
                    "uniqueItems": "no Kong validator for arrays (a Kong 'set' silently de-duplicates)",

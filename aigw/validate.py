@@ -149,7 +149,7 @@ def unpriced_targets(doc: dict[str, Any], only_enforced: bool = True) -> list[st
             rt = CostRuntime(cfg)
         except Exception:
             continue  # reported by validate_doc
-        if only_enforced and not (cfg.get("budgets") and cfg.get("unpriced", "reject") == "reject"):
+        if only_enforced and not (cfg.get("budgets") and cfg["unpriced"] == "reject"):
             continue
         costs.append((svc, rt))
     for svc, p in _by_service(doc, "ai-router"):

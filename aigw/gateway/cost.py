@@ -25,7 +25,8 @@ class CostRuntime:
                   for b in cfg.get("budgets") or ()]
         self.reserver = Reserver("usd", limits, cfg)
         self.needs_groups = self.reserver.needs_groups
-        self.default_max_output = int(cfg.get("default_max_output", 1024))
+        # cfg is schema-validated (plugin_base): its defaults are filled from schemas/ai-cost.json
+        self.default_max_output = int(cfg["default_max_output"])
 
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cost")
@@ -39,14 +40,14 @@ class CostRuntime:
             return prices.cost(target, usage)
 
         ctx.cost_fn = price_of
-        ctx.cost_headers = bool(self.cfg.get("headers", True))
+        ctx.cost_headers = bool(self.cfg["headers"])
         if ctx.cache_entry is not None or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
         prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         worst = []
         for t in ctx.plan:
             w = prices.worst_case(t, prompt, max_out)
-            if w is None and self.cfg.get("unpriced", "reject") == "reject":
+            if w is None and self.cfg["unpriced"] == "reject":
                 raise GatewayError(402, f"The model '{ctx.model.name}' has no price on this gateway, and this "
                                         "route enforces spend budgets; ask the operator to price it.",
                                    code="model_not_priced")

@@ -129,6 +129,25 @@ def test_every_router_default_comes_from_the_schema(schema_copy):
     assert rt.failover_status == {503} and rt.max_body == 4096
 
 
+def test_router_and_cost_runtime_defaults_come_from_the_schema(schema_copy):
+    from aigw.gateway.cost import CostRuntime
+
+    def change(doc):
+        doc["properties"]["default_max_output"]["default"] = 77
+        doc["properties"]["unpriced"]["default"] = "allow"
+
+    def change_router(doc):
+        doc["properties"]["allow_anonymous"]["default"] = True
+        doc["properties"]["required_plugins"]["default"] = ["ai-cost"]
+
+    _edit(schema_copy, "ai-cost", change)
+    _edit(schema_copy, "ai-router", change_router)
+    cost = CostRuntime(schema.validate("ai-cost", {}))
+    assert (cost.default_max_output, cost.cfg["unpriced"]) == (77, "allow")
+    router = RouterRuntime(schema.validate("ai-router", _minimal()))
+    assert router.allow_anonymous is True and router.required_plugins == {"ai-cost"}
+
+
 def test_a_rule_added_to_the_schema_is_enforced_by_the_router(schema_copy):
     cfg = _minimal()
     RouterConfig.from_dict(cfg, env={})
