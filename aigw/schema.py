@@ -106,7 +106,8 @@ EXPORTED = {"minimum": "between", "maximum": "between", "exclusiveMinimum": "gt"
             "required": "required", "type": "type", "additionalProperties": "record/map",
             "properties": "record", "items": "elements", "default": "default"}
 # checked at StartInstance only (jsonschema, aigw/schema.py validate) and by aigw-validate:
-# ai-router uses ``pattern`` (provider names, base_url, sticky); cross-field rules (unknown provider of a target, duplicate names, ...) are checked
+# ai-router uses ``pattern`` (provider names, base_url, sticky); cross-field rules (unknown
+# provider of a target, duplicate names, ...) are checked
 # by the core's config parsers (aigw/routing.py ConfigError, ...) at StartInstance too
 START_TIME_ONLY = {"pattern": "Lua patterns are not regular expressions",
                    "uniqueItems": "no Kong validator for arrays (a Kong 'set' silently de-duplicates)",
