@@ -158,7 +158,7 @@ def _validator(name: str):
 
 
 def _path(err) -> str:
-    parts = []
+    parts: list[str] = []
     for p in err.absolute_path:
         parts.append(f"[{p}]" if isinstance(p, int) else ("." + str(p) if parts else str(p)))
     if err.validator == "additionalProperties" and isinstance(err.instance, dict):

@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             errs = [f"ai-router target '{key}' has no price and ai-cost enforces budgets with "
                     "unpriced: reject (every request to it would get 402 model_not_priced); "
                     "add it to ai-router prices" for key in unpriced_targets(doc)]
-        for e in errs:
-            print(f"{f}: {e}", file=sys.stderr)
+        for err in errs:
+            print(f"{f}: {err}", file=sys.stderr)
         bad += bool(errs)
         if not errs:
             print(f"{f}: ok ({catalogue_line()})")
