@@ -11,6 +11,7 @@ import yaml
 
 from aigw import schema
 from aigw.cost import catalogue, pricing
+from aigw.gateway.cost import CostRuntime
 from aigw.gateway.router import RouterRuntime
 from aigw.plugin_base import kong_plugin
 from aigw.providers import ADAPTERS
@@ -130,8 +131,6 @@ def test_every_router_default_comes_from_the_schema(schema_copy):
 
 
 def test_router_and_cost_runtime_defaults_come_from_the_schema(schema_copy):
-    from aigw.gateway.cost import CostRuntime
-
     def change(doc):
         doc["properties"]["default_max_output"]["default"] = 77
         doc["properties"]["unpriced"]["default"] = "allow"
