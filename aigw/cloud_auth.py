@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import orjson
 
+from aigw.providers.registry import AWS_SIGV4, GOOGLE_OAUTH, PROVIDERS
 from aigw.types import ProviderConfig, UpstreamRequest
 
 __all__ = ["CredentialsError", "authorize", "reset", "set_vertex_credentials",
@@ -76,9 +77,10 @@ def set_vertex_credentials(provider: ProviderConfig, credentials: Any) -> None:
 
 
 def authorize(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest:
-    if provider.type == "bedrock":
+    auth = PROVIDERS[provider.type].auth if provider.type in PROVIDERS else None
+    if auth == AWS_SIGV4:
         return _bedrock(provider, req)
-    if provider.type == "vertex":
+    if auth == GOOGLE_OAUTH:
         return _vertex(provider, req)
     return req
 

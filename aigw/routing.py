@@ -14,28 +14,27 @@ from dataclasses import dataclass, field
 from hashlib import blake2b
 from typing import Any, Callable, Iterable, Mapping
 
-from aigw.cost.pricing import PriceTable
+from aigw import schema
+from aigw.cost.pricing import PriceError, PriceTable
 from aigw.errors import GatewayError
+from aigw.providers.registry import ALL_CAPABILITIES, GOOGLE_OAUTH, PROVIDERS, TYPE_SPECIFIC_FIELDS
+from aigw.schema import ConfigInvalid
 from aigw.types import ProviderConfig
 
 __all__ = [
     "ConfigError", "Target", "ModelSpec", "Needs", "Plan", "RouterConfig", "CircuitBreaker",
-    "sticky_key", "PROVIDER_TYPES", "CAPABILITIES",
+    "sticky_key", "PROVIDER_TYPES", "CAPABILITIES", "default_retry_statuses",
 ]
 
-PROVIDER_TYPES = frozenset({"openai", "azure", "anthropic", "gemini", "mistral", "openai_compatible",
-                            "bedrock", "vertex"})
-DEFAULT_BASE_URLS = {
-    "openai": "https://api.openai.com/v1",
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-    "mistral": "https://api.mistral.ai/v1",
-}
-STRATEGIES = ("weighted", "cost", "priority")
-CAPABILITIES = frozenset({"chat", "stream", "tools", "vision", "embeddings"})
-DEFAULT_CAPABILITIES = frozenset({"chat", "stream", "tools"})
-DEFAULT_TIMEOUTS_MS = {"connect": 5000, "first_byte": 30000, "total": 300000}
-DEFAULT_RETRY_STATUS = (429, 500, 502, 503, 504)
+PROVIDER_TYPES = frozenset(PROVIDERS)  # the registry's types (aigw/providers/registry.py)
+CAPABILITIES = ALL_CAPABILITIES
+NAME = "ai-router"  # the schema every default and single-field rule comes from
+
+
+def default_retry_statuses() -> frozenset[int]:
+    """``failover.on_status``'s default, read from schemas/ai-router.json."""
+    return frozenset(schema.default(NAME, "failover", "on_status"))
+
 
 # Reasons recorded in Plan.rejected
 CAPABILITY = "capability"
@@ -43,20 +42,15 @@ CONTEXT_WINDOW = "context_window"
 DATA_CLASS = "data_class"
 CIRCUIT_OPEN = "circuit_open"
 
-_PROVIDER_KEYS = frozenset({"name", "type", "base_url", "api_key", "api_key_env", "api_version",
-                            "timeouts", "headers", "region", "project", "credentials_file",
-                            "credentials_json"})
-_MODEL_KEYS = frozenset({"name", "aliases", "strategy", "sticky", "capabilities", "context_window",
-                         "max_output", "tags", "allow", "targets"})
-_TARGET_KEYS = frozenset({"provider", "model", "weight", "variant", "tags"})
 
+class ConfigError(ConfigInvalid):
+    """Invalid ai-router config; ``field`` is the path, e.g. ``models[2].targets[0].provider``.
 
-class ConfigError(ValueError):
-    """Invalid ai-router config; ``field`` is the path, e.g. ``models[2].targets[0].provider``."""
+    The same error class (and message format) as a schema violation, so the
+    plugin's start-up and ``aigw-validate`` report both kinds alike."""
 
     def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
+        super().__init__(NAME, field, message)
 
 
 @dataclass(frozen=True)
@@ -150,7 +144,7 @@ class CircuitBreaker:
     reports back frees its slot after another ``cooldown``.
     """
 
-    def __init__(self, failures: int = 5, cooldown: float = 30.0,
+    def __init__(self, failures: int, cooldown: float,
                  clock: Callable[[], float] = time.monotonic):
         self.failures = failures
         self.cooldown = cooldown
@@ -201,11 +195,11 @@ class RouterConfig:
     """Validated ai-router config."""
 
     def __init__(self, providers: dict[str, ProviderConfig], models: dict[str, ModelSpec],
-                 aliases: dict[str, str], *, default_model: str | None = None,
-                 max_attempts: int = 3, retry_on_status: frozenset[int] = frozenset(DEFAULT_RETRY_STATUS),
-                 breaker_failures: int = 5, breaker_cooldown: float = 30.0,
-                 data_class_policy: Mapping[str, frozenset[str]] | None = None,
-                 max_body_bytes: int = 1048576):
+                 aliases: dict[str, str], *, default_model: str | None, max_attempts: int,
+                 retry_on_status: frozenset[int], breaker_failures: int, breaker_cooldown: float,
+                 data_class_policy: Mapping[str, frozenset[str]], max_body_bytes: int,
+                 prices: PriceTable):
+        # no defaults here: from_dict passes every value, its defaults come from the schema
         self.providers = providers
         self.models = models
         self.aliases = aliases  # alias -> model name
@@ -216,22 +210,40 @@ class RouterConfig:
         self.breaker_cooldown = breaker_cooldown
         self.data_class_policy: dict[str, frozenset[str]] = dict(data_class_policy or {})
         self.max_body_bytes = max_body_bytes
+        # the route's one price table (catalogue + this config's ``prices``): cost routing
+        # orders by it and ai-cost charges by it (ctx.router.prices); docs/pricing.md
+        self.prices = prices
 
     # -- building -------------------------------------------------------
     @classmethod
     def from_dict(cls, cfg: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> "RouterConfig":
-        cfg = _obj(cfg, "config")
+        """Build from a plugin config.
+
+        The config is checked against schemas/ai-router.json first (types,
+        ranges, enums, patterns, unknown fields) and the schema fills every
+        default; the code below checks only what JSON Schema cannot say: rules
+        across entries (unique names, known references), rules that depend on a
+        provider's type (from the provider registry), and the environment.  The
+        plugin has validated the config already (plugin_base); validating again
+        here is idempotent and keeps direct callers (tests, aigw-validate) honest.
+        """
+        try:
+            cfg = schema.validate(NAME, dict(cfg) if isinstance(cfg, Mapping) else cfg)
+        except ConfigInvalid as e:
+            raise ConfigError(e.path, e.detail) from None
         providers: dict[str, ProviderConfig] = {}
-        for i, raw in enumerate(_list(cfg.get("providers"), "providers", required=True)):
+        for i, raw in enumerate(cfg["providers"]):
             p = _provider(raw, f"providers[{i}]", env)
+            # uniqueness across array entries by one key: JSON Schema's uniqueItems compares whole items
             if p.name in providers:
                 raise ConfigError(f"providers[{i}].name", f"duplicate provider name '{p.name}'")
             providers[p.name] = p
         models: dict[str, ModelSpec] = {}
         names: dict[str, str] = {}  # name or alias -> model name
         aliases: dict[str, str] = {}
-        for i, raw in enumerate(_list(cfg.get("models"), "models", required=True)):
+        for i, raw in enumerate(cfg["models"]):
             spec = _model(raw, f"models[{i}]", providers)
+            # names and aliases share one namespace across entries: not expressible in JSON Schema
             if spec.name in names:
                 raise ConfigError(f"models[{i}].name",
                                   f"'{spec.name}' is already used by model '{names[spec.name]}'")
@@ -243,26 +255,26 @@ class RouterConfig:
                 names[alias] = spec.name
                 aliases[alias] = spec.name
             models[spec.name] = spec
-        default = _opt_str(cfg.get("default_model"), "default_model")
+        default = cfg.get("default_model")
+        # a reference to another part of the config: JSON Schema has no cross-reference check
         if default is not None and default not in names:
             raise ConfigError("default_model", f"unknown model '{default}'")
-        failover = _obj(cfg.get("failover") or {}, "failover")
-        max_attempts = _int(failover.get("max_attempts"), "failover.max_attempts", default=3, minimum=1)
-        on_status = _list(failover.get("on_status"), "failover.on_status")
-        if failover.get("on_status") is None:
-            on_status = list(DEFAULT_RETRY_STATUS)
-        statuses = frozenset(_int(s, f"failover.on_status[{j}]", minimum=400, maximum=599)
-                             for j, s in enumerate(on_status))
-        breaker = _obj(cfg.get("circuit_breaker") or {}, "circuit_breaker")
-        failures = _int(breaker.get("failures"), "circuit_breaker.failures", default=5, minimum=1)
-        cooldown = _number(breaker.get("cooldown"), "circuit_breaker.cooldown", default=30.0)
-        policy = _policy(cfg.get("data_class_policy"))
-        max_body = _int(cfg.get("max_body_bytes"), "max_body_bytes", default=1048576, minimum=1)
+        # optional records left out arrive as null (Kong does not expand them): schema defaults
+        failover = cfg.get("failover") or schema.defaults(NAME, "failover")
+        breaker = cfg.get("circuit_breaker") or schema.defaults(NAME, "circuit_breaker")
+        policy = {k: frozenset(v) for k, v in (cfg.get("data_class_policy") or {}).items()}
+        try:  # units and the merge with catalogue entries: checks beyond a schema (aigw/cost/pricing.py)
+            prices = PriceTable.default().with_overrides(cfg.get("prices"))
+        except PriceError as e:
+            raise ConfigError("prices", str(e)) from None
         return cls(providers, models, aliases,
                    default_model=names[default] if default is not None else None,
-                   max_attempts=max_attempts, retry_on_status=statuses,
-                   breaker_failures=failures, breaker_cooldown=cooldown,
-                   data_class_policy=policy, max_body_bytes=max_body)
+                   max_attempts=int(failover["max_attempts"]),
+                   retry_on_status=frozenset(int(s) for s in failover["on_status"]),
+                   breaker_failures=int(breaker["failures"]),
+                   breaker_cooldown=float(breaker["cooldown"]),
+                   data_class_policy=policy, max_body_bytes=int(cfg["max_body_bytes"]),
+                   prices=prices)
 
     def make_breaker(self, clock: Callable[[], float] = time.monotonic) -> CircuitBreaker:
         return CircuitBreaker(self.breaker_failures, self.breaker_cooldown, clock)
@@ -326,7 +338,8 @@ class RouterConfig:
         plan.blocked_classes = frozenset(blocked)
         if not eligible:
             return plan
-        ordered = self._order(spec, eligible, needs, max_out, sticky_key, prices)
+        ordered = self._order(spec, eligible, needs, max_out, sticky_key,
+                              self.prices if prices is None else prices)
         if breaker is None:
             plan.targets = ordered[: self.max_attempts]
             return plan
@@ -350,11 +363,10 @@ class RouterConfig:
 
     @staticmethod
     def _order(spec: ModelSpec, targets: list[Target], needs: Needs, max_out: int,
-               sticky: str | None, prices: PriceTable | None) -> list[Target]:
+               sticky: str | None, table: PriceTable) -> list[Target]:
         if spec.strategy == "priority":
             return list(targets)
         if spec.strategy == "cost":
-            table = prices or PriceTable.default()
 
             def cost_key(t: Target) -> tuple[bool, float, float]:
                 worst = table.worst_case(t, needs.prompt_tokens, max_out)
@@ -401,192 +413,90 @@ def _weighted(targets: list[Target], sticky: str | None, model: str) -> list[Tar
     return [primary] + [t for t in by_weight if t is not primary]
 
 
-# -- field readers (each error names its path) ---------------------------
+# -- entry builders: the config is schema-valid here; each check names its path ----------
 
-def _obj(value: Any, path: str, keys: frozenset[str] | None = None) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(path, "expected an object")
-    if keys is not None:
-        unknown = sorted(k for k, v in value.items() if k not in keys and v is not None)
-        if unknown:
-            raise ConfigError(f"{path}.{unknown[0]}", "unknown field")
-    return value
-
-
-def _list(value: Any, path: str, *, required: bool = False) -> list[Any]:
-    if value is None:
-        if required:
-            raise ConfigError(path, "at least one entry is required")
-        return []
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(path, "expected a list")
-    if required and not value:
-        raise ConfigError(path, "at least one entry is required")
-    return list(value)
-
-
-def _str(value: Any, path: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(path, "expected a non-empty string")
-    return value
-
-
-def _opt_str(value: Any, path: str) -> str | None:
-    return None if value is None else _str(value, path)
-
-
-def _strings(value: Any, path: str) -> tuple[str, ...]:
-    return tuple(_str(v, f"{path}[{i}]") for i, v in enumerate(_list(value, path)))
-
-
-def _int(value: Any, path: str, *, default: int | None = None, minimum: int | None = None,
-         maximum: int | None = None) -> int:
-    if value is None and default is not None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # JSON from Lua may turn integers into floats
-        else:
-            raise ConfigError(path, "expected an integer")
-    if minimum is not None and value < minimum:
-        raise ConfigError(path, f"must be >= {minimum}")
-    if maximum is not None and value > maximum:
-        raise ConfigError(path, f"must be <= {maximum}")
-    return value
-
-
-def _opt_int(value: Any, path: str, minimum: int = 1) -> int | None:
-    return None if value is None else _int(value, path, minimum=minimum)
-
-
-def _number(value: Any, path: str, *, default: float) -> float:
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ConfigError(path, "expected a positive number")
-    return float(value)
-
-
-def _provider(raw: Any, path: str, env: Mapping[str, str]) -> ProviderConfig:
-    obj = _obj(raw, path, _PROVIDER_KEYS)
-    name = _str(obj.get("name"), f"{path}.name")
-    if "/" in name:
-        raise ConfigError(f"{path}.name", "must not contain '/'")
-    type_ = obj.get("type")
-    if type_ not in PROVIDER_TYPES:
-        raise ConfigError(f"{path}.type", f"expected one of {', '.join(sorted(PROVIDER_TYPES))}")
-    base_url = _opt_str(obj.get("base_url"), f"{path}.base_url") or DEFAULT_BASE_URLS.get(type_)
+def _provider(obj: Mapping[str, Any], path: str, env: Mapping[str, str]) -> ProviderConfig:
+    name = obj["name"]
+    type_ = obj["type"]
+    kind = PROVIDERS[type_]  # the schema's enum equals the registry's types (test_provider_registry)
+    # rules that depend on the type come from the registry, one entry per provider: the schema
+    # Kong reads has no if/then, and a per-type rule belongs beside the type's adapter
+    base_url = obj.get("base_url") or kind.default_base_url
     if base_url is None:
         raise ConfigError(f"{path}.base_url", f"required for type '{type_}'")
-    if not base_url.startswith(("http://", "https://")):
-        raise ConfigError(f"{path}.base_url", "expected an http:// or https:// URL")
-    api_key = _opt_str(obj.get("api_key"), f"{path}.api_key")
-    key_env = _opt_str(obj.get("api_key_env"), f"{path}.api_key_env")
+    api_key = obj.get("api_key")
+    key_env = obj.get("api_key_env")
+    # two fields that exclude each other: JSON Schema says so only as "invalid (not)", naming neither
     if api_key is not None and key_env is not None:
         raise ConfigError(f"{path}.api_key_env", "set api_key or api_key_env, not both")
-    if key_env is not None:
+    if key_env is not None:  # the environment, not the config: no schema can check it
         api_key = env.get(key_env) or None
         if api_key is None:
             raise ConfigError(f"{path}.api_key_env", f"environment variable '{key_env}' is not set")
-    api_version = _opt_str(obj.get("api_version"), f"{path}.api_version")
-    if type_ == "azure" and api_version is None:
-        raise ConfigError(f"{path}.api_version", "required for type 'azure'")
-    timeouts_raw = _obj(obj.get("timeouts") or {}, f"{path}.timeouts",
-                        frozenset(DEFAULT_TIMEOUTS_MS))
-    timeouts = {k: _int(timeouts_raw.get(k), f"{path}.timeouts.{k}", default=d, minimum=1) / 1000.0
-                for k, d in DEFAULT_TIMEOUTS_MS.items()}
-    headers_raw = _obj(obj.get("headers") or {}, f"{path}.headers")
-    headers = {_str(k, f"{path}.headers"): _str(v, f"{path}.headers.{k}")
-               for k, v in headers_raw.items()}
-    cloud = _cloud_fields(obj, path, type_)
-    if type_ == "vertex" and api_key is not None:
-        raise ConfigError(f"{path}.api_key", "type 'vertex' authenticates with google-auth "
-                                             "(credentials_file, credentials_json or ADC)")
-    return ProviderConfig(name=name, type=type_, base_url=base_url.rstrip("/"), api_key=api_key,
-                          api_version=api_version, connect_timeout=timeouts["connect"],
-                          first_byte_timeout=timeouts["first_byte"],
-                          total_timeout=timeouts["total"], headers=headers, **cloud)
-
-
-def _cloud_fields(obj: Mapping[str, Any], path: str, type_: str) -> dict[str, str | None]:
-    """region / project / credentials_*: only for bedrock and vertex, required where needed."""
-    out = {k: _opt_str(obj.get(k), f"{path}.{k}")
-           for k in ("region", "project", "credentials_file", "credentials_json")}
-    allowed = {"bedrock": {"region"},
-               "vertex": {"region", "project", "credentials_file", "credentials_json"}
-               }.get(type_, set())
-    for key, value in out.items():
-        if value is not None and key not in allowed:
+    for key in TYPE_SPECIFIC_FIELDS:
+        if obj.get(key) is not None and key not in kind.fields:
             raise ConfigError(f"{path}.{key}", f"not used by type '{type_}'")
-    required = {"bedrock": ("region",), "vertex": ("region", "project")}.get(type_, ())
-    for key in required:
-        if out[key] is None:
+    for key in kind.required:
+        if obj.get(key) is None:
             raise ConfigError(f"{path}.{key}", f"required for type '{type_}'")
-    if out["credentials_file"] is not None and out["credentials_json"] is not None:
+    if obj.get("credentials_file") is not None and obj.get("credentials_json") is not None:
         raise ConfigError(f"{path}.credentials_json",
                           "set credentials_file or credentials_json, not both")
-    return out
+    if not kind.api_key and (api_key is not None or key_env is not None):
+        raise ConfigError(f"{path}.api_key" if key_env is None else f"{path}.api_key_env",
+                          f"type '{type_}' authenticates with google-auth "
+                          "(credentials_file, credentials_json or ADC)" if kind.auth == GOOGLE_OAUTH
+                          else f"type '{type_}' takes no API key")
+    timeouts = {**schema.defaults(NAME, "providers", "[]", "timeouts"), **(obj.get("timeouts") or {})}
+    return ProviderConfig(name=name, type=type_, base_url=base_url.rstrip("/"), api_key=api_key,
+                          api_version=obj.get("api_version"),
+                          connect_timeout=timeouts["connect"] / 1000.0,
+                          first_byte_timeout=timeouts["first_byte"] / 1000.0,
+                          total_timeout=timeouts["total"] / 1000.0,
+                          headers=dict(obj.get("headers") or {}),
+                          **{k: obj.get(k) for k in TYPE_SPECIFIC_FIELDS})
 
 
-def _model(raw: Any, path: str, providers: Mapping[str, ProviderConfig]) -> ModelSpec:
-    obj = _obj(raw, path, _MODEL_KEYS)
-    name = _str(obj.get("name"), f"{path}.name")
-    aliases = _strings(obj.get("aliases"), f"{path}.aliases")
-    strategy = obj.get("strategy") or "weighted"
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"{path}.strategy", f"expected one of {', '.join(STRATEGIES)}")
-    sticky = obj.get("sticky") or "consumer"
-    if not isinstance(sticky, str) or not (
-            sticky in ("consumer", "none") or (sticky.startswith("header:") and sticky[7:].strip())):
-        raise ConfigError(f"{path}.sticky", "expected consumer, none or header:<name>")
+def _model(obj: Mapping[str, Any], path: str, providers: Mapping[str, ProviderConfig]) -> ModelSpec:
+    strategy = obj["strategy"]
+    sticky = obj["sticky"]  # the schema's pattern: consumer | none | header:<name>
     if sticky.startswith("header:"):
         sticky = "header:" + sticky[7:].strip().lower()
-    caps_raw = obj.get("capabilities")
-    caps = frozenset(_strings(caps_raw, f"{path}.capabilities")) if caps_raw is not None \
-        else DEFAULT_CAPABILITIES
-    for j, c in enumerate(_strings(caps_raw, f"{path}.capabilities")):
-        if c not in CAPABILITIES:
-            raise ConfigError(f"{path}.capabilities[{j}]",
-                              f"unknown capability '{c}' (known: {', '.join(sorted(CAPABILITIES))})")
-    window = _opt_int(obj.get("context_window"), f"{path}.context_window")
-    max_output = _opt_int(obj.get("max_output"), f"{path}.max_output")
+    caps = frozenset(obj["capabilities"])
+    window = obj.get("context_window")
+    max_output = obj.get("max_output")
+    # a bound between two fields: JSON Schema compares a value only with constants
     if window is not None and max_output is not None and max_output > window:
         raise ConfigError(f"{path}.max_output", "must not exceed context_window")
     allow_consumers = allow_groups = None
     if obj.get("allow") is not None:
-        allow = _obj(obj["allow"], f"{path}.allow", frozenset({"consumers", "groups"}))
-        allow_consumers = frozenset(_strings(allow.get("consumers"), f"{path}.allow.consumers"))
-        allow_groups = frozenset(_strings(allow.get("groups"), f"{path}.allow.groups"))
+        allow_consumers = frozenset(obj["allow"].get("consumers") or ())
+        allow_groups = frozenset(obj["allow"].get("groups") or ())
     targets: list[Target] = []
-    for j, t_raw in enumerate(_list(obj.get("targets"), f"{path}.targets", required=True)):
-        t = _target(t_raw, f"{path}.targets[{j}]", providers)
-        if any(t.key == other.key for other in targets):
+    for j, raw in enumerate(obj["targets"]):
+        t = _target(raw, f"{path}.targets[{j}]", providers)
+        if any(t.key == other.key for other in targets):  # uniqueness by a derived key
             raise ConfigError(f"{path}.targets[{j}]", f"duplicate target '{t.key}'")
+        # what the provider's adapter can serve (registry) against what the model promises
+        lacking = caps - PROVIDERS[t.provider.type].capabilities
+        if lacking:
+            raise ConfigError(f"{path}.targets[{j}].provider",
+                              f"provider type '{t.provider.type}' does not support: "
+                              f"{', '.join(sorted(lacking))}")
         targets.append(t)
+    # a sum over entries, and only for one strategy
     if strategy == "weighted" and sum(t.weight for t in targets) <= 0:
         raise ConfigError(f"{path}.targets", "weights must add up to more than 0")
-    return ModelSpec(name=name, aliases=aliases, strategy=strategy, sticky=sticky,
-                     capabilities=caps, context_window=window, max_output=max_output,
-                     tags=frozenset(_strings(obj.get("tags"), f"{path}.tags")),
+    return ModelSpec(name=obj["name"], aliases=tuple(obj.get("aliases") or ()), strategy=strategy,
+                     sticky=sticky, capabilities=caps, context_window=window, max_output=max_output,
+                     tags=frozenset(obj.get("tags") or ()),
                      allow_consumers=allow_consumers, allow_groups=allow_groups,
                      targets=tuple(targets))
 
 
-def _target(raw: Any, path: str, providers: Mapping[str, ProviderConfig]) -> Target:
-    obj = _obj(raw, path, _TARGET_KEYS)
-    pname = _str(obj.get("provider"), f"{path}.provider")
-    if pname not in providers:
+def _target(obj: Mapping[str, Any], path: str, providers: Mapping[str, ProviderConfig]) -> Target:
+    pname = obj["provider"]
+    if pname not in providers:  # a reference to another entry: no schema check for it
         raise ConfigError(f"{path}.provider", f"unknown provider '{pname}'")
-    return Target(provider=providers[pname], model=_str(obj.get("model"), f"{path}.model"),
-                  weight=_int(obj.get("weight"), f"{path}.weight", default=1, minimum=0),
-                  variant=_opt_str(obj.get("variant"), f"{path}.variant"),
-                  tags=frozenset(_strings(obj.get("tags"), f"{path}.tags")))
-
-
-def _policy(raw: Any) -> dict[str, frozenset[str]]:
-    if raw is None:
-        return {}
-    obj = _obj(raw, "data_class_policy")
-    # a class mapped to null counts as absent (unrestricted), like Kong's unset map values
-    return {_str(k, "data_class_policy"): frozenset(_strings(v, f"data_class_policy.{k}"))
-            for k, v in obj.items() if v is not None}
+    return Target(provider=providers[pname], model=obj["model"], weight=int(obj["weight"]),
+                  variant=obj.get("variant"), tags=frozenset(obj.get("tags") or ()))

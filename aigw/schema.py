@@ -33,6 +33,12 @@ class ConfigInvalid(ValueError):
         super().__init__(f"{plugin}: config.{path}: {message}" if path else f"{plugin}: config: {message}")
         self.plugin = plugin
         self.path = path
+        self.detail = message
+
+    @property
+    def field(self) -> str:
+        """The field path, e.g. ``models[2].targets[0].provider`` (same as ``path``)."""
+        return self.path
 
 
 def schemas_dir() -> Path:
@@ -101,8 +107,9 @@ EXPORTED = {"minimum": "between", "maximum": "between", "exclusiveMinimum": "gt"
             "maxLength": "len_max", "minItems": "len_min", "maxItems": "len_max", "enum": "one_of",
             "required": "required", "type": "type", "additionalProperties": "record/map",
             "properties": "record", "items": "elements", "default": "default"}
-# checked at StartInstance only (jsonschema, aigw/schema.py validate): none of our schemas uses
-# them today; cross-field rules (unknown provider of a target, duplicate names, ...) are checked
+# checked at StartInstance only (jsonschema, aigw/schema.py validate) and by aigw-validate:
+# ai-router uses ``pattern`` (provider names, base_url, sticky); cross-field rules (unknown
+# provider of a target, duplicate names, ...) are checked
 # by the core's config parsers (aigw/routing.py ConfigError, ...) at StartInstance too
 START_TIME_ONLY = {"pattern": "Lua patterns are not regular expressions",
                    "uniqueItems": "no Kong validator for arrays (a Kong 'set' silently de-duplicates)",
@@ -153,10 +160,45 @@ def _validator(name: str):
 
 
 def _path(err) -> str:
-    parts = []
+    parts: list[str] = []
     for p in err.absolute_path:
         parts.append(f"[{p}]" if isinstance(p, int) else ("." + str(p) if parts else str(p)))
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        # name the unknown field itself, not the object holding it
+        known = set(err.schema.get("properties") or ())
+        extra = sorted(k for k in err.instance if k not in known)
+        if extra and err.schema.get("additionalProperties") is False:
+            parts.append("." + extra[0] if parts else extra[0])
     return "".join(parts)
+
+
+def defaults(name: str, *path: str) -> dict[str, Any]:
+    """The defaults of the object at ``path`` in ``schemas/<name>.json``, as a new dict.
+
+    For an optional object the config leaves out: Kong hands it over as null
+    (kong/db/schema/init.lua 3.9.1 handle_missing_field, 1037-1073: a non-required field
+    without a default becomes null, its nested defaults are not expanded), so
+    the code fills it from here.  ``"[]"`` in ``path`` steps into array items:
+    ``defaults("ai-router", "providers", "[]", "timeouts")``.
+    """
+    node = load(name)
+    for step in path:
+        node = node["items"] if step == "[]" else node["properties"][step]
+    out: dict[str, Any] = {}
+    _validator_for(node).validate(out)
+    return out
+
+
+def default(name: str, *path: str) -> Any:
+    """The ``default`` of one field, e.g. ``default("ai-router", "failover", "on_status")``."""
+    node = load(name)
+    for step in path:
+        node = node["items"] if step == "[]" else node["properties"][step]
+    return copy.deepcopy(node["default"])
+
+
+def _validator_for(node: dict[str, Any]):
+    return _DefaultingValidator(node)
 
 
 def validate(name: str, config: dict[str, Any] | None) -> dict[str, Any]:

@@ -13,18 +13,17 @@ Run it in your own CI; when decK is installed, also run ``deck validate``.
 from __future__ import annotations
 
 import argparse
+import copy
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
 
-from . import schema
+from . import schema, vault
 
 OUR_PLUGINS = ("ai-router", "ai-tokens", "ai-redact", "ai-cost", "ai-cache")
-_VAULT = re.compile(r"^\{vault://[^}]+\}$")
 
 
 def iter_plugins(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -60,27 +59,33 @@ def _iter_scoped(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], set
             yield f"consumer '{c.get('username') or c.get('id') or '?'}'", p, glob
 
 
-def _resolve_refs(node: Any, key: str = "") -> Any:
-    """Resolve ``{vault://env/NAME}`` from the environment as Kong's env vault does
-    (NAME upper-cased, ``-`` → ``_``); an unset one becomes a placeholder of the
-    right shape so the rest of the config can still be checked."""
-    if isinstance(node, dict):
-        return {k: _resolve_refs(v, k) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_resolve_refs(v, key) for v in node]
-    if isinstance(node, str) and _VAULT.match(node):
-        ref = node[len("{vault://"):-1]
-        vault, _, name = ref.partition("/")
-        if vault == "env":
-            val = os.environ.get(name.split("/")[0].upper().replace("-", "_"))
-            if val is not None:
-                return val
-        if key == "redis_url":
-            return "redis://vault-reference.invalid:6379/0"
-        if key.endswith("url"):
-            return "http://vault-reference.invalid"
-        return "vault-reference"
-    return node
+def _resolved(name: str, config: Any) -> Any:
+    """A copy of ``config`` with its vault references resolved as Kong resolves them before
+    a plugin sees its config (aigw/vault.py: referenceable fields only, Kong's env vault
+    rules); an unset variable becomes a placeholder of the right shape so the rest of the
+    config can still be checked."""
+    cfg = copy.deepcopy(config or {})
+    if not isinstance(cfg, dict):
+        return cfg  # the schema reports it
+
+    def resolver(ref: str, _path: str, field: str) -> str:
+        try:
+            return vault.resolve(ref, os.environ)
+        except vault.VaultError:
+            if field == "redis_url":
+                return "redis://vault-reference.invalid:6379/0"
+            if field.endswith("url"):
+                return "http://vault-reference.invalid"
+            return "vault-reference"
+
+    vault.resolve_fields(cfg, schema.kong_fields(name), resolver)
+    return cfg
+
+
+def checked(name: str, config: Any) -> dict[str, Any]:
+    """The config a plugin's StartInstance gets and validates: references resolved, then the
+    schema (defaults filled).  ConfigInvalid names the field."""
+    return schema.validate(name, _resolved(name, config))
 
 
 def _runtime(name: str):
@@ -101,8 +106,7 @@ def validate_doc(doc: Any) -> list[str]:
         if name not in OUR_PLUGINS:
             continue
         try:
-            cfg = schema.validate(name, p.get("config") or {})
-            rt = _runtime(name)(_resolve_refs(cfg))
+            rt = _runtime(name)(checked(name, p.get("config")))
             if getattr(rt, "needs_groups", False) and "acl" not in applied:
                 errors.append(f"plugin {where}: {name}: uses consumer groups, which come from Kong's acl "
                               "plugin (X-Consumer-Groups); enable acl on the same requests or clients "
@@ -141,24 +145,25 @@ def unpriced_targets(doc: dict[str, Any], only_enforced: bool = True) -> list[st
     costs = []
     for svc, p in _by_service(doc, "ai-cost"):
         try:
-            cfg = _resolve_refs(schema.validate("ai-cost", p.get("config") or {}))
+            cfg = checked("ai-cost", p.get("config"))
             rt = CostRuntime(cfg)
         except Exception:
             continue  # reported by validate_doc
-        if only_enforced and not (cfg.get("budgets") and cfg.get("unpriced", "reject") == "reject"):
+        if only_enforced and not (cfg.get("budgets") and cfg["unpriced"] == "reject"):
             continue
         costs.append((svc, rt))
     for svc, p in _by_service(doc, "ai-router"):
         try:
-            router = RouterConfig.from_dict(_resolve_refs(schema.validate("ai-router", p.get("config") or {})))
+            router = RouterConfig.from_dict(checked("ai-router", p.get("config")))
         except Exception:
             continue
-        for csvc, rt in costs:
+        for csvc, _rt in costs:
             if svc is not None and csvc is not None and svc != csvc:
                 continue
             for spec in router.models.values():
                 for t in spec.targets:
-                    if rt.prices.lookup(t) is None and t.key not in out:
+                    # the router's table is the one ai-cost charges by (ctx.router.prices)
+                    if router.prices.lookup(t) is None and t.key not in out:
                         out.append(t.key)
     return out
 
@@ -185,9 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         if not errs:
             errs = [f"ai-router target '{key}' has no price and ai-cost enforces budgets with "
                     "unpriced: reject (every request to it would get 402 model_not_priced); "
-                    "add it to ai-cost prices" for key in unpriced_targets(doc)]
-        for e in errs:
-            print(f"{f}: {e}", file=sys.stderr)
+                    "add it to ai-router prices" for key in unpriced_targets(doc)]
+        for err in errs:
+            print(f"{f}: {err}", file=sys.stderr)
         bad += bool(errs)
         if not errs:
             print(f"{f}: ok ({catalogue_line()})")

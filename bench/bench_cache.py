@@ -67,7 +67,7 @@ def _gateway_config(relay_port: int, slow_ms: int) -> dict[str, Any]:
     # the mock reads "slow-<ms>" in the provider model id: a first byte after slow_ms
     target = {"provider": "openai", "model": f"gpt-4o-slow-{slow_ms}"}
     plugins["ai-router"]["models"].append({"name": "slow", "targets": [target]})
-    plugins["ai-cost"].setdefault("prices", {})[f"openai/{target['model']}"] = {"input": 2.5, "output": 10}
+    plugins["ai-router"].setdefault("prices", {})[f"openai/{target['model']}"] = {"input": 2.5, "output": 10}
     return doc
 
 

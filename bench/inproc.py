@@ -11,10 +11,10 @@ Prints µs per request (and a cProfile table with ``--profile``).
 from __future__ import annotations
 
 import argparse
+import copy
 import importlib.util
 import io
 import os
-import re
 import sys
 import time
 import uuid
@@ -30,11 +30,11 @@ from gevent import monkey  # noqa: E402
 
 monkey.patch_all()
 
+from aigw import schema, vault  # noqa: E402
 from aigw_dev.dev import demo_token, gateway_env  # noqa: E402
 from aigw_dev.mock.testing import MockProvider  # noqa: E402
 
 ORDER = ("ai-redact", "ai-router", "ai-cache", "ai-tokens", "ai-cost")
-_REF = re.compile(r"^\{vault://env/([^}]+)\}$")
 
 
 class FakeKong:
@@ -86,21 +86,17 @@ class FakeKong:
         self.request, self.client, self.service, self.response = Request(), Client(), Service(), Response()
 
 
-def resolve(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: resolve(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [resolve(v) for v in obj]
-    if isinstance(obj, str):
-        m = _REF.match(obj)
-        if m:
-            return os.environ[m.group(1).upper().replace("-", "_")]
-    return obj
+def resolve(name: str, conf: dict[str, Any]) -> dict[str, Any]:
+    """``conf`` with its vault references resolved as Kong does (aigw/vault.py)."""
+    conf = copy.deepcopy(conf)
+    vault.resolve_fields(conf, schema.kong_fields(name), lambda ref, _path, _field: vault.resolve(ref, os.environ))
+    return conf
 
 
 def load_plugins(doc: dict[str, Any]) -> list[Any]:
     ai = next(s for s in doc["services"] if s["name"] == "ai")
-    cfgs = {p["name"]: resolve(p.get("config") or {}) for p in ai["plugins"]}
+    cfgs = {p["name"]: resolve(p["name"], p.get("config") or {}) if p["name"] in ORDER else p.get("config")
+            for p in ai["plugins"]}
     out = []
     for name in ORDER:
         spec = importlib.util.spec_from_file_location(name.replace("-", "_"), ROOT / "plugins" / f"{name}.py")

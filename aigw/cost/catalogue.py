@@ -25,20 +25,14 @@ from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
+from aigw.providers.registry import PROVIDERS
+
 __all__ = ["Catalogue", "PROVIDER_IDS", "catalogue_info"]
 
-# our provider ``type`` -> genai-prices provider id.  Types not listed (openai_compatible and
-# anything new) are matched by their ``base_url`` against the catalogue's API URL patterns, and
-# are unpriced when none matches: a self-hosted model is never priced as some hosted one.
-PROVIDER_IDS = {
-    "openai": "openai",
-    "azure": "azure",
-    "anthropic": "anthropic",
-    "gemini": "google",
-    "vertex": "google",
-    "mistral": "mistral",
-    "bedrock": "aws",
-}
+# our provider ``type`` -> genai-prices provider id, from the provider registry.  Types without
+# one (openai_compatible) are matched by their ``base_url`` against the catalogue's API URL
+# patterns, and are unpriced when none matches: a self-hosted model is never priced as some hosted one.
+PROVIDER_IDS = {name: p.catalogue_id for name, p in PROVIDERS.items() if p.catalogue_id}
 
 # catalogue field -> our Price field
 _TOKEN_FIELDS = (("input_mtok", "input"), ("output_mtok", "output"),

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, Mapping
 
+from aigw.providers.registry import PROVIDERS
 from aigw.types import Usage
 
 __all__ = ["Price", "Tier", "PriceError", "PriceTable", "usd_to_micros"]
@@ -228,8 +229,9 @@ def _name_forms(name: str) -> Iterator[tuple[str, str | None]]:
         yield from ((form, ptype) for form in forms)
 
 
-# the first-party APIs tried, in this order, for a bare model name
-_FIRST_PARTY = ("openai", "anthropic", "gemini", "mistral")
+# the first-party APIs tried, in this order, for a bare model name: the registry's types with a
+# public default base URL (openai, anthropic, gemini, mistral)
+_FIRST_PARTY = tuple(name for name, p in PROVIDERS.items() if p.default_base_url)
 
 
 def _candidates(name: str) -> Iterator[str]:

@@ -6,39 +6,48 @@ from typing import Any
 from ..context import Outcome, RequestContext
 from ..cost.pricing import PriceTable, usd_to_micros
 from ..errors import GatewayError
+from ..schema import ConfigInvalid
 from .common import require_router
 from .limits import Reserver, ScopedLimit, retry_after, rule_label, worst_case_tokens
+
+
+MOVED_PRICES = ("price overrides moved to ai-router's config.prices (same entry format), so that "
+                "cost routing and ai-cost's charges use one price table; move these entries there")
 
 
 class CostRuntime:
     def __init__(self, cfg: dict[str, Any]):
         self.cfg = cfg
-        self.prices = PriceTable.default().with_overrides(cfg.get("prices") or {})
+        if cfg.get("prices"):
+            raise ConfigInvalid("ai-cost", "prices", MOVED_PRICES)
         limits = [ScopedLimit(b["scope"], usd_to_micros(float(b["usd"])), b["period"],
                               frozenset(b.get("match") or ()))
                   for b in cfg.get("budgets") or ()]
         self.reserver = Reserver("usd", limits, cfg)
         self.needs_groups = self.reserver.needs_groups
-        self.default_max_output = int(cfg.get("default_max_output", 1024))
-
-    def price_of(self, usage, target) -> float | None:
-        if target is None or usage is None:
-            return None
-        return self.prices.cost(target, usage)
+        # cfg is schema-validated (plugin_base): its defaults are filled from schemas/ai-cost.json
+        self.default_max_output = int(cfg["default_max_output"])
 
     def access(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cost")
         if ctx.api in ("models", "count_tokens"):
             return  # counting tokens is free at the providers and here
-        ctx.cost_fn = self.price_of
-        ctx.cost_headers = bool(self.cfg.get("headers", True))
+        prices: PriceTable = ctx.router.prices  # the table the router ordered the plan by
+
+        def price_of(usage, target) -> float | None:
+            if target is None or usage is None:
+                return None
+            return prices.cost(target, usage)
+
+        ctx.cost_fn = price_of
+        ctx.cost_headers = bool(self.cfg["headers"])
         if ctx.cache_entry is not None or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
         prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         worst = []
         for t in ctx.plan:
-            w = self.prices.worst_case(t, prompt, max_out)
-            if w is None and self.cfg.get("unpriced", "reject") == "reject":
+            w = prices.worst_case(t, prompt, max_out)
+            if w is None and self.cfg["unpriced"] == "reject":
                 raise GatewayError(402, f"The model '{ctx.model.name}' has no price on this gateway, and this "
                                         "route enforces spend budgets; ask the operator to price it.",
                                    code="model_not_priced")
@@ -65,7 +74,7 @@ class CostRuntime:
             if o.cost_usd is not None:
                 return usd_to_micros(o.cost_usd)
             if o.usage is not None and o.target is not None:
-                c = self.price_of(o.usage, o.target)
+                c = price_of(o.usage, o.target)
                 return usd_to_micros(c) if c is not None else amount
             return None
 

@@ -53,17 +53,17 @@ def refuse_anonymous(ctx: RequestContext, cfg: dict[str, Any] | None = None,
 
 class RouterRuntime:
     def __init__(self, cfg: dict[str, Any]):
-        from ..cost.pricing import PriceTable
         cfg = provider_env_overrides(cfg)
         self.config = RouterConfig.from_dict(cfg)
         self.breaker = self.config.make_breaker()
         self.failover_status = set(self.config.retry_on_status)
         self.max_body = self.config.max_body_bytes
-        self.prices = PriceTable.default()
+        self.prices = self.config.prices  # the route's one price table (ai-cost charges by it)
         self.needs_groups = any(m.allow_groups for m in self.config.models.values())
         # plugins that must have completed their decision before the relay forwards
-        self.required_plugins = frozenset(cfg.get("required_plugins") or ())
-        self.allow_anonymous = bool(cfg.get("allow_anonymous", False))
+        # cfg is schema-validated (plugin_base): its defaults come from schemas/ai-router.json
+        self.required_plugins = frozenset(cfg["required_plugins"])
+        self.allow_anonymous = bool(cfg["allow_anonymous"])
         _ANONYMOUS_ALLOWED[_scope(cfg)] = self.allow_anonymous
         from ..ingress.responses_state import state_store
         self.responses_store = state_store(cfg.get("responses"))

@@ -1,20 +1,12 @@
-"""Provider adapters behind one interface (see base.Adapter) and their registry."""
+"""Provider adapters behind one interface (see base.Adapter) and their registry
+(``registry.PROVIDERS``: one entry per provider type)."""
 from __future__ import annotations
 
-from aigw.providers.anthropic import AnthropicAdapter
-from aigw.providers.azure import AzureAdapter
-from aigw.providers.bedrock import BedrockAdapter
 from aigw.providers.base import (Adapter, NotSupported, ProviderProtocolError, StreamDecoder,
                                  UpstreamStreamError)
-from aigw.providers.gemini import GeminiAdapter
-from aigw.providers.mistral import MistralAdapter
-from aigw.providers.openai import OpenAIAdapter
-from aigw.providers.openai_compatible import OpenAICompatibleAdapter
-from aigw.providers.vertex import VertexAdapter
+from aigw.providers.registry import PROVIDERS, TYPES, ProviderType, provider_type
 
-ADAPTERS: dict[str, Adapter] = {a.type: a for a in (
-    OpenAIAdapter(), AzureAdapter(), AnthropicAdapter(), GeminiAdapter(), MistralAdapter(),
-    OpenAICompatibleAdapter(), BedrockAdapter(), VertexAdapter())}
+ADAPTERS: dict[str, Adapter] = {name: p.adapter() for name, p in PROVIDERS.items()}
 
 
 def get_adapter(type: str) -> Adapter:
@@ -25,5 +17,5 @@ def get_adapter(type: str) -> Adapter:
         raise KeyError(f"unknown provider type {type!r}") from None
 
 
-__all__ = ["ADAPTERS", "Adapter", "NotSupported", "ProviderProtocolError", "StreamDecoder",
-           "UpstreamStreamError", "get_adapter"]
+__all__ = ["ADAPTERS", "PROVIDERS", "TYPES", "Adapter", "NotSupported", "ProviderProtocolError",
+           "ProviderType", "StreamDecoder", "UpstreamStreamError", "get_adapter", "provider_type"]

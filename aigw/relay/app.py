@@ -20,6 +20,7 @@ import urllib3
 from .. import cloud_auth, sse, tracing
 from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
+from ..routing import default_retry_statuses
 from ..types import Usage
 from .observe import observe
 from .upstream import POOL, SendFailed, discard, finish, send  # noqa: F401 (POOL: tests)
@@ -131,7 +132,7 @@ class Relay:
         ctx = self.ctx
         router = ctx.router
         breaker = router.breaker if router is not None else None
-        failover_status = router.failover_status if router is not None else {429, 500, 502, 503, 504}
+        failover_status = router.failover_status if router is not None else default_retry_statuses()
         last: Retryable | None = None
         from .native import upstream_adapter
         for target in ctx.plan:

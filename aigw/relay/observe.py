@@ -12,13 +12,12 @@ from typing import Any
 import orjson
 
 from ..context import Outcome, RequestContext
+from ..providers.registry import PROVIDERS
 
 log = logging.getLogger("aigw.access")
 
-# OpenTelemetry gen_ai.provider.name well-known values
-PROVIDER_NAMES = {"openai": "openai", "azure": "azure.ai.openai", "anthropic": "anthropic",
-                  "gemini": "gcp.gemini", "mistral": "mistral_ai", "openai_compatible": "openai",
-                  "bedrock": "aws.bedrock", "vertex": "gcp.vertex_ai"}
+# OpenTelemetry gen_ai.provider.name well-known values, from the provider registry
+PROVIDER_NAMES = {name: p.otel_name for name, p in PROVIDERS.items()}
 _OTEL_PROVIDER = PROVIDER_NAMES
 
 

@@ -111,6 +111,8 @@ def _allowed(node: dict[str, Any]) -> str:
         parts.append("non-empty" if node["minLength"] == 1 else f"length ≥ {node['minLength']}")
     if "minItems" in node:
         parts.append(f"at least {node['minItems']} item(s)")
+    if "pattern" in node:  # checked when the plugin starts and by aigw-validate (not by Kong)
+        parts.append(f"matches `{node['pattern']}`")
     inner = None
     if node.get("type") == "array" and isinstance(node.get("items"), dict):
         inner = node["items"]

@@ -52,9 +52,10 @@ def remove_plugin(doc: dict[str, Any], name: str, svc: str = "ai") -> None:
 
 
 def add_model(doc: dict[str, Any], name: str, targets: list[dict[str, Any]], **extra: Any) -> None:
-    """Add a model to ai-router and price its targets in ai-cost (budgeted routes refuse unpriced models)."""
+    """Add a model to ai-router and price its targets in ai-router's price table (budgeted routes
+    refuse unpriced models)."""
     plugin_config(doc, "ai-router")["models"].append({"name": name, "targets": targets, **extra})
-    prices = plugin_config(doc, "ai-cost").setdefault("prices", {})
+    prices = plugin_config(doc, "ai-router").setdefault("prices", {})
     for t in targets:
         prices.setdefault(f"{t['provider']}/{t['model']}", {"input": 1.0, "output": 2.0})
 

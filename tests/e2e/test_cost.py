@@ -81,7 +81,7 @@ def priced(mock):
     doc = reference_config(free_port())
     remove_plugin(doc, "ai-cache")
     plugin_config(doc, "ai-cost")["budgets"] = []
-    prices = plugin_config(doc, "ai-cost")["prices"]
+    prices = plugin_config(doc, "ai-router")["prices"]
     prices["anthropic/claude-cached-x"] = CLAUDE_CACHED
     prices["openai/gpt-thinking-x"] = THINKING
     add_model(doc, "claude-cached", [{"provider": "anthropic", "model": "claude-cached-x"}])
@@ -205,7 +205,7 @@ def test_catalogue_prices_models_the_config_does_not(make_gateway):
         plugin_config(doc, "ai-router")["models"].append(
             {"name": "mistral-embed", "capabilities": ["embeddings"],
              "targets": [{"provider": "mistral", "model": "mistral-embed"}]})
-        assert "mistral-embed" not in str(plugin_config(doc, "ai-cost").get("prices"))
+        assert "mistral-embed" not in str(plugin_config(doc, "ai-router").get("prices"))
         assert plugin_config(doc, "ai-cost")["budgets"] and plugin_config(doc, "ai-cost")["unpriced"] == "reject"
     gw = make_gateway(edit)
     words = "price these five words"
@@ -224,6 +224,40 @@ def test_catalogue_prices_models_the_config_does_not(make_gateway):
     r = requests.post(gw2.url + "/v1/chat/completions", headers=gw2.headers(),
                       json={"model": "house", "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 402 and r.json()["error"]["code"] == "model_not_priced"
+
+
+def test_price_override_steers_cost_routing_and_the_charge(make_gateway):
+    """One price table (docs/pricing.md): an override in ai-router's prices makes a target the
+    catalogue prices dearer the cheapest; strategy: cost picks it and ai-cost charges it at the
+    override. The same pair without the override keeps the catalogue's order."""
+    steered, plain = "gpt-4o-2024-08-06", "gpt-4o-2024-11-20"  # both gpt-4o in the catalogue
+    override = {"input": 0.01, "output": 0.02}                    # below gpt-4o-mini's price
+
+    def edit(doc):
+        remove_plugin(doc, "ai-cache")
+        router = plugin_config(doc, "ai-router")
+        router["prices"][f"openai/{steered}"] = override
+        for name, dear in (("by-cost-steered", steered), ("by-cost-plain", plain)):
+            router["models"].append({"name": name, "strategy": "cost", "targets": [
+                {"provider": "openai", "model": "gpt-4o-mini"}, {"provider": "openai", "model": dear}]})
+
+    gw = make_gateway(edit)
+    prompt = "REPLY:which target is cheaper"
+    p, c = mock_usage(prompt, prompt[6:])
+
+    def ask(model):
+        r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
+                          json={"model": model, "messages": [{"role": "user", "content": prompt}]})
+        assert r.status_code == 200, r.text
+        return r
+
+    r = ask("by-cost-plain")
+    mini = packaged_price("openai", "gpt-4o-mini")
+    assert r.headers["x-ai-model"] == "gpt-4o-mini"
+    assert_cost_header(r.headers, (p * mini["input"] + c * mini["output"]) / 1e6)
+    r = ask("by-cost-steered")
+    assert r.headers["x-ai-model"] == steered
+    assert_cost_header(r.headers, (p * override["input"] + c * override["output"]) / 1e6)
 
 
 def test_consumer_label_is_opt_in(make_gateway):
@@ -262,7 +296,7 @@ def test_budget_shared_by_two_gateways_admits_exactly_k_of_50(make_gateway, mock
         cost = plugin_config(doc, "ai-cost")
         cost.update(redis_url=REDIS_URL, counter="team-budget",
                     budgets=[{"scope": "consumer", "usd": budget / 1e6, "period": "day"}])
-        cost["prices"].update({f"openai/{first}": CHEAP, "mistral/m-budget-dear": DEAR})
+        plugin_config(doc, "ai-router")["prices"].update({f"openai/{first}": CHEAP, "mistral/m-budget-dear": DEAR})
         add_model(doc, "budgeted", [{"provider": "openai", "model": first},
                                     {"provider": "mistral", "model": "m-budget-dear"}], strategy="priority")
         plugin_config(doc, "ai-router")["models"].append(

@@ -105,7 +105,7 @@ def test_two_nodes_50_concurrent_n_up_to_16(make_gateway, kind, provider):
         else:
             cost["budgets"] = [{"scope": "consumer", "usd": limit / 1e6, "period": "day"}]
         add_model(doc, "capped", [{"provider": "openai", "model": model}])
-        cost["prices"][f"openai/{model}"] = PRICE
+        plugin_config(doc, "ai-router")["prices"][f"openai/{model}"] = PRICE
         ids.update(tok=plugin_id(doc, "ai-tokens"), usd=plugin_id(doc, "ai-cost"))
 
     prefix = f"aigw-test:{uuid.uuid4().hex[:8]}:"

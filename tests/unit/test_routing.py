@@ -147,7 +147,7 @@ def test_config_error_names_field(path: list, value: Any, field: str) -> None:
     with pytest.raises(ConfigError) as err:
         RouterConfig.from_dict(cfg, env={})
     assert err.value.field == field
-    assert str(err.value).startswith(field + ":")
+    assert str(err.value).startswith(f"ai-router: config.{field}:")  # the format of a schema error
 
 
 def test_all_zero_weights_rejected_for_weighted() -> None:

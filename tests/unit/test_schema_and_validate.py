@@ -108,7 +108,7 @@ def test_semantic_errors_name_entity_and_field():
 
 def test_cli_exit_status(tmp_path):
     bad = copy.deepcopy(REF)
-    next(p for p in bad["services"][0]["plugins"] if p["name"] == "ai-cost")["config"]["prices"] = {
+    next(p for p in bad["services"][0]["plugins"] if p["name"] == "ai-router")["config"]["prices"] = {
         "x": {"input": 0.0000025, "output": 0.00001}}  # per-token prices: unit error
     f = tmp_path / "bad.yml"
     f.write_text(yaml.safe_dump(bad))

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
 import yaml
 
+from .. import vault
 from . import schema
 
 # Kong's default workspace id is random per database; a fixed one keeps __key__ stable here.
@@ -156,89 +156,29 @@ class Config:
 
 # ---------------------------------------------------------------- vault references
 
-_REF = re.compile(r"^\{vault://([a-z0-9_-]+)/([^}]+)\}$")
-
-
 def is_reference(value: Any) -> bool:
-    return isinstance(value, str) and _REF.match(value.strip()) is not None
+    return vault.is_reference(value)
 
 
 def resolve_reference(ref: str, env: dict[str, str]) -> str:
-    """Kong's env vault: ``{vault://env/my-secret[/json-key]}`` reads MY_SECRET (kong/vaults/env)."""
-    m = _REF.match(ref.strip())
-    if not m or m.group(1) != "env":
-        raise KeyError("only the env vault is supported")
-    resource, _, key = m.group(2).partition("/")
-    name = resource.upper().replace("-", "_")
-    if name not in env:
-        raise KeyError(f"environment variable {name} is not set")
-    value = env[name]
-    if key:
-        try:
-            value = orjson.loads(value)[key]
-        except Exception:
-            raise KeyError(f"environment variable {name} has no JSON key {key!r}") from None
-    return value
+    """Kong's env vault (aigw/vault.py holds the rules, with Kong's file:line)."""
+    return vault.resolve(ref, env)
 
 
 def _resolve_refs(conf: dict[str, Any], fields: list, env: dict[str, str], where: str) -> None:
     """Resolve references as Kong's ``process_auto_fields`` does when a plugin is selected
-    (kong/db/schema/init.lua 3.9.1, 1879-1980 and 2023): in every record, at any depth
-    (records, arrays/sets of records, map values), a ``referenceable`` string field holding a
-    reference gets the resolved value, and the record gets a ``$refs`` key mapping the field to
-    the original reference (arrays of referenceable strings: ``$refs[field][i]``; maps:
-    ``$refs[field][key]``). ``$refs`` is part of what ``StartInstance`` sends."""
+    (kong/db/schema/init.lua 3.9.1, 1879-1980 and 2023), with the one walker and resolver of
+    aigw/vault.py. ``$refs`` is part of what ``StartInstance`` sends."""
 
-    def record(value: dict[str, Any], rfields: Any, path: str) -> None:
-        refs: dict[str, Any] = {}
-        for name, sub in schema.field_items(rfields):
-            if name not in value or value[name] is None:
-                continue
-            v, kind, fpath = value[name], sub.get("type"), f"{path}.{name}"
-            if kind == "record" and isinstance(v, dict):
-                record(v, sub.get("fields", ()), fpath)
-            elif kind in ("array", "set") and isinstance(v, list):
-                el = sub.get("elements") or {}
-                if el.get("type") == "record":
-                    for i, x in enumerate(v):
-                        if isinstance(x, dict):
-                            record(x, el.get("fields", ()), f"{fpath}[{i}]")
-                elif el.get("type") == "string" and el.get("referenceable"):
-                    found: dict[int, str] = {}
-                    for i, x in enumerate(v):
-                        if is_reference(x):
-                            found[i] = x
-                            v[i] = resolve(x, f"{fpath}[{i}]")
-                    if found:
-                        # a Lua table {[i+1] = ref}; cjson writes it as an array, nulls in the holes
-                        refs[name] = [found.get(i) for i in range(max(found) + 1)]
-            elif kind == "map" and isinstance(v, dict):
-                vs = sub.get("values") or {}
-                if vs.get("type") == "record":
-                    for k, x in v.items():
-                        if isinstance(x, dict):
-                            record(x, vs.get("fields", ()), f"{fpath}.{k}")
-                elif vs.get("type") == "string" and vs.get("referenceable"):
-                    mfound = {k: x for k, x in v.items() if is_reference(x)}
-                    for k, x in mfound.items():
-                        v[k] = resolve(x, f"{fpath}.{k}")
-                    if mfound:
-                        refs[name] = mfound
-            elif kind == "string" and sub.get("referenceable") and is_reference(v):
-                refs[name] = v
-                value[name] = resolve(v, fpath)
-        if refs:
-            value["$refs"] = refs
-
-    def resolve(ref: str, path: str) -> str:
+    def resolve(ref: str, path: str, _name: str) -> str:
         try:
-            return resolve_reference(ref, env)
-        except KeyError as exc:
+            return vault.resolve(ref, env)
+        except vault.VaultError as exc:
             # Kong (resolve_reference, init.lua 1693) logs a warning and uses ""; the stand-in
             # refuses to load instead, so a test cannot pass on an empty secret
-            raise ConfigError(f"{where}: {path}: cannot resolve vault reference: {exc.args[0]}") from None
+            raise ConfigError(f"{where}: {path}: cannot resolve vault reference: {exc}") from None
 
-    record(conf, fields, "config")
+    vault.resolve_fields(conf, fields, resolve)
 
 
 def drop_nulls(node: Any) -> Any:
