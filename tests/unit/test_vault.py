@@ -7,7 +7,7 @@ import orjson
 import pytest
 
 from aigw import schema, vault
-from aigw.standin import config as standin_config
+from aigw_dev.standin import config as standin_config
 from aigw.validate import _resolved, validate_doc
 
 

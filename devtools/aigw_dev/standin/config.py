@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .. import vault
+from aigw import vault
 from . import schema
 
 # Kong's default workspace id is random per database; a fixed one keeps __key__ stable here.
