@@ -7,7 +7,8 @@ import pytest
 from aigw import context
 from aigw.context import STORE, TICKET_HEADER, Outcome
 from aigw.errors import GatewayError
-from aigw.plugin_base import AIPlugin, api_for_path
+from aigw.plugin_base import AIPlugin
+from aigw.relay.intake import api_for_path
 
 
 class FakeKong:
