@@ -35,7 +35,7 @@ class Instance:
     """One started plugin instance: its name, priority, Kong scope and the plugin object."""
 
     name: str
-    priority: int
+    order: int          # the pipeline's order (highest first), not always Kong's priority
     plugin: Any
     plugin_id: str
     seq: int
@@ -71,11 +71,11 @@ class Registry:
         self._by_name: dict[str, dict[str, Instance]] = {}
         self._clock = clock
 
-    def register(self, name: str, priority: int, config: dict[str, Any], plugin: Any) -> Instance:
+    def register(self, name: str, order: int, config: dict[str, Any], plugin: Any) -> Instance:
         route_id, service_id, consumer_id = _scope_of(config)
         # without Kong's id (tests that build a plugin by hand) every instance is its own
         plugin_id = config.get("__plugin_id") or f"local:{id(plugin)}"
-        inst = Instance(name=name, priority=priority, plugin=plugin, plugin_id=str(plugin_id),
+        inst = Instance(name=name, order=order, plugin=plugin, plugin_id=str(plugin_id),
                         seq=_seq(config), route_id=route_id, service_id=service_id,
                         consumer_id=consumer_id, seen=self._clock())
         self._put(inst)
@@ -133,9 +133,22 @@ class Registry:
 
     def pipeline(self, names: list[str], route_id: str | None, service_id: str | None,
                  consumer_id: str | None) -> list[Instance]:
-        """The instances of ``names`` that apply, highest priority first (Kong's order)."""
+        """The instances of ``names`` that apply, in the pipeline's order."""
         found = [i for n in names if (i := self.pick(n, route_id, service_id, consumer_id)) is not None]
-        return sorted(found, key=lambda i: -i.priority)
+        return sorted(found, key=lambda i: -i.order)
+
+    def scoped(self) -> set[str]:
+        """Which Kong scopes the live instances use: a subset of {"route", "service"}."""
+        now = self._clock()
+        out: set[str] = set()
+        for by_id in self._by_name.values():
+            for inst in by_id.values():
+                if now - inst.seen <= STALE_AFTER:
+                    if inst.route_id:
+                        out.add("route")
+                    if inst.service_id:
+                        out.add("service")
+        return out
 
     def names(self) -> list[str]:
         return list(self._by_name)

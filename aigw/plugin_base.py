@@ -69,8 +69,8 @@ def request_headers(kong) -> dict[str, str]:
 def issue_ticket(kong, anchor: Instance) -> RequestContext:
     """ai-router's access: the request's context and the ticket that lets it into the relay.
 
-    2 PDK calls (get_consumer, set_header), plus 1 the first time a route is seen, or on every
-    request for an ai-router that is not on a route (its route is then not known here). The
+    2 PDK calls (get_consumer, set_header), plus 1 when the registry needs the request's route
+    or service and ai-router's own scope does not give it (``_request_scope``). The
     body, path and headers are read by the relay from the request Kong proxies to it
     (aigw/relay/intake.py), and every other AI plugin's access does no PDK call at all: the
     relay finds their instances in the registry (aigw/instances.py)."""
@@ -84,23 +84,34 @@ def issue_ticket(kong, anchor: Instance) -> RequestContext:
 
 
 def _request_scope(kong, anchor: Instance) -> tuple[str | None, str | None]:
-    """The route and service of the request, as Kong's plugin iterator uses them to pick each
-    plugin's config (kong/runloop/plugins_iterator.lua 3.9.1 load_configuration_through_combos,
-    282-292: ctx.route.id, ctx.service.id)."""
-    if anchor.route_id is None:
+    """The route and service of the request, as far as the registry needs them to pick each
+    plugin's config the way Kong's plugin iterator does (kong/runloop/plugins_iterator.lua
+    3.9.1 load_configuration_through_combos, 282-292: ctx.route.id, ctx.service.id).
+
+    ai-router runs last of the AI plugins in Kong (priority 769), so every other AI plugin
+    instance of this request has been started and seen by now: when none of the live ones is
+    scoped to a route (or a service) that the anchor's own scope does not give, the id is
+    not needed and no PDK call is made for it."""
+    route_id, service_id = anchor.route_id, anchor.service_id
+    scoped = REGISTRY.scoped()
+    if route_id is None and "route" in scoped:
         route = kong.router.get_route()
         route_id = route.get("id") if isinstance(route, dict) else None
         service = route.get("service") if isinstance(route, dict) else None
-        service_id = service.get("id") if isinstance(service, dict) else None
-        return route_id, service_id or anchor.service_id
-    if anchor.service_id is None and not anchor.route_service_read:
-        # a route-scoped instance: its route's service is fixed for the instance's life (a
-        # change to the route rebuilds Kong's plugin iterator, which starts a new instance:
-        # plugins_iterator.lua 179-188, plugin_servers/plugin.lua 258-299)
+        if service_id is None and isinstance(service, dict):
+            service_id = service.get("id")
+        return route_id, service_id
+    if service_id is None and "service" in scoped:
+        if route_id is not None and anchor.route_service_read:
+            return route_id, anchor.route_service
         service = kong.router.get_service()
-        anchor.route_service = service.get("id") if isinstance(service, dict) else None
-        anchor.route_service_read = True
-    return anchor.route_id, anchor.service_id or anchor.route_service
+        service_id = service.get("id") if isinstance(service, dict) else None
+        if route_id is not None:
+            # a route-scoped instance: its route's service is fixed for the instance's life (a
+            # change to the route rebuilds Kong's plugin iterator, which starts a new instance:
+            # plugins_iterator.lua 179-188, plugin_servers/plugin.lua 258-299)
+            anchor.route_service, anchor.route_service_read = service_id, True
+    return route_id, service_id
 
 
 def error_response(kong, err: GatewayError, api: str) -> None:
@@ -118,13 +129,14 @@ class AIPlugin:
     plugin only marks its instance live and returns, with no PDK call (aigw/instances.py)."""
 
     NAME = ""
-    PRIORITY = 0
+    PRIORITY = 0   # Kong's
+    ORDER = 0      # the pipeline's (the relay runs request sides highest first)
     ANCHOR = False
 
     def __init__(self, config: dict[str, Any]):
         self.config = schema.validate(self.NAME, config)
         self.setup(self.config)
-        self.instance = REGISTRY.register(self.NAME, self.PRIORITY, self.config, self)
+        self.instance = REGISTRY.register(self.NAME, self.ORDER, self.config, self)
         from .relay.server import ensure_started
         ensure_started()
 
@@ -135,7 +147,14 @@ class AIPlugin:
         raise NotImplementedError
 
     def access(self, kong) -> None:
-        REGISTRY.touch(self.instance)
+        try:
+            inst = self.__dict__.get("instance")
+            if inst is None:  # a subclass whose __init__ did not call ours
+                inst = self.instance = REGISTRY.register(self.NAME, self.ORDER, self.config, self)
+            REGISTRY.touch(inst)
+        except Exception as exc:  # never escapes (module docstring); the relay fails closed
+            log_failure(self.NAME, "access", exc)
+            return
         if not self.ANCHOR:
             return
         try:
@@ -190,7 +209,8 @@ def log_ai_record(plugin: str, kong) -> None:
         log_failure(plugin, "log", exc)
 
 
-def kong_plugin(name: str, runtime: type, priority: int, *, anchor: bool = False):
+def kong_plugin(name: str, runtime: type, priority: int, *, anchor: bool = False,
+                order: int | None = None):
     """Everything a kong-pdk plugin module exports, for one of our plugins:
     ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostRuntime, 770)``.
 
@@ -211,7 +231,8 @@ def kong_plugin(name: str, runtime: type, priority: int, *, anchor: bool = False
         self.rt.access(ctx)
 
     records = anchor and KONG_LOG_RECORD
-    attrs: dict[str, Any] = {"NAME": name, "PRIORITY": priority, "ANCHOR": anchor, "setup": setup,
+    attrs: dict[str, Any] = {"NAME": name, "PRIORITY": priority, "ANCHOR": anchor,
+                             "ORDER": priority if order is None else order, "setup": setup,
                              "on_access": on_access_recording if records else on_access,
                              "__doc__": runtime.__doc__, "__module__": name}
     if records:

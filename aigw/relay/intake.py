@@ -91,12 +91,12 @@ def read_body(environ: dict[str, Any], limit: int) -> bytes | None:
 
 
 def stages_for(ctx: RequestContext) -> list[Instance]:
-    """The AI plugin instances Kong ran for this request, highest priority first."""
+    """The AI plugin instances Kong ran for this request, in the pipeline's order."""
     anchor: Instance = ctx.anchor
     consumer_id = (ctx.consumer or {}).get("id") if ctx.consumer else None
     others = [n for n in REGISTRY.names() if n != anchor.name]
     found = REGISTRY.pipeline(others, ctx.route_id, ctx.service_id, consumer_id)
-    return sorted([anchor, *found], key=lambda i: -i.priority)
+    return sorted([anchor, *found], key=lambda i: -i.order)
 
 
 def admit(ctx: RequestContext, environ: dict[str, Any]) -> None:
