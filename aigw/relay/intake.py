@@ -118,7 +118,11 @@ def admit(ctx: RequestContext, environ: dict[str, Any]) -> None:
     ctx.api = api
     # authentication is decided before content (a refused anonymous request never gets a 400)
     refuse_anonymous(ctx, allowed=router.allow_anonymous)
-    raw = read_body(environ, min(router.max_body, _READ_LIMIT)) if api != "models" else (read_body(environ, 0) and b"")
+    if api == "models":
+        read_body(environ, 0)  # a GET: any body is read and dropped
+        raw: bytes | None = b""
+    else:
+        raw = read_body(environ, min(router.max_body, _READ_LIMIT))
     if raw is None:
         raise GatewayError(413, f"The request body exceeds the limit of {router.max_body} bytes.",
                            code="request_too_large")
