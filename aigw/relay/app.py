@@ -92,7 +92,7 @@ class Relay:
     def __init__(self, ctx: RequestContext, environ: dict[str, Any] | None = None):
         self.ctx = ctx
         self.outcome = Outcome(cache_status=ctx.cache_status)
-        self.t0 = ctx.started  # the request side (intake) counts
+        self.t0 = time.perf_counter()
         self.trace = tracing.begin(ctx, environ)  # spans, traceparent (aigw/tracing.py)
 
     @property
