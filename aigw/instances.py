@@ -23,11 +23,14 @@ event, so a live instance is seen with every request of its routes).
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-STALE_AFTER = 30.0
+# seconds after which an instance no event was seen of stops applying (AIGW_INSTANCE_STALE_AFTER):
+# how long a plugin deleted from Kong's config keeps applying on this node
+STALE_AFTER = float(os.environ.get("AIGW_INSTANCE_STALE_AFTER", "30"))
 
 
 @dataclass(eq=False)

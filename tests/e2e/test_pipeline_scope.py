@@ -66,3 +66,36 @@ def test_a_route_scoped_config_applies_on_its_route_only(make_gateway):
     _chat(gw, demo_token())
     calls = gw.standin.stats()["pdk_calls"]
     assert calls == {"ai-router": {"access": 3}}, calls
+
+
+def _without_tight_tokens(doc):
+    doc["plugins"] = [p for p in doc.get("plugins", []) if not (p["name"] == "ai-tokens" and p.get("consumer"))]
+
+
+def test_a_changed_config_applies_at_once_and_a_deleted_plugin_once_it_is_stale(make_gateway):
+    """Kong DB-less POST /config: every plugin gets a new __seq__, Kong starts new instances and
+    closes the old ones of the same plugin id (plugin_servers/plugin.lua 258-299); a deleted
+    plugin's instance is never closed, and stops applying after AIGW_INSTANCE_STALE_AFTER."""
+    import copy
+    import time
+
+    gw = make_gateway(lambda doc: _tight_tokens(doc, consumer="demo-app"),
+                      env={"AIGW_INSTANCE_STALE_AFTER": "1"})
+    assert _chat(gw, demo_token()).status_code in (400, 429)
+    # the same plugin (same id), limit raised: applies to the next request
+    doc = copy.deepcopy(gw.doc)
+    tight = next(p for p in doc["plugins"] if p["name"] == "ai-tokens" and p.get("consumer"))
+    tight.setdefault("id", "9a1e6a53-3c47-4b59-9d1d-7f3a2f0c6a11")
+    gw.standin.reload(doc)
+    assert _chat(gw, demo_token()).status_code in (400, 429)  # same limit, new instance
+    tight["config"]["limits"] = [{"scope": "consumer", "tokens": 100000, "window": "minute"}]
+    gw.standin.reload(doc)
+    assert _chat(gw, demo_token()).status_code == 200
+    # back to the tight one, then deleted: the service's ai-tokens applies once it is stale
+    tight["config"]["limits"] = [{"scope": "consumer", "tokens": 5, "window": "minute"}]
+    gw.standin.reload(doc)
+    assert _chat(gw, demo_token()).status_code in (400, 429)
+    _without_tight_tokens(doc)
+    gw.standin.reload(doc)
+    time.sleep(1.5)
+    assert _chat(gw, demo_token()).status_code == 200
