@@ -95,6 +95,11 @@ class RequestContext:
     # ai-redact's scan deferred until the router has rebuilt the whole conversation
     ingress: Any = None
     deferred_scan: Callable[[dict[str, Any]], None] | None = None
+    # Kong's scope of the request: the ai-router instance that issued the ticket
+    # (aigw.instances.Instance) and the route/service ids the registry picks configs by
+    anchor: Any = None
+    route_id: str | None = None
+    service_id: str | None = None
     state: str = "open"            # open -> claimed -> finished
     ticket: str = ""
 

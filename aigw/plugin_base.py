@@ -14,6 +14,7 @@ so after an exit the handler greenlet ends with ``GreenletExit``.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import traceback
 from typing import Any
@@ -23,27 +24,10 @@ from gevent import GreenletExit
 from . import schema
 from .context import STORE, TICKET_HEADER, Outcome, RequestContext
 from .errors import ANTHROPIC, OPENAI, GatewayError
-from .gateway.common import Respond
+from .gateway.common import Respond  # noqa: F401 (re-exported)
+from .instances import REGISTRY, Instance
 
 log = logging.getLogger("aigw")
-
-_API_BY_SUFFIX = (
-    ("/chat/completions", "chat"),
-    ("/embeddings", "embeddings"),
-    ("/models", "models"),
-    ("/responses", "responses"),
-    ("/messages/count_tokens", "count_tokens"),
-    ("/messages", "anthropic"),
-)
-
-
-def api_for_path(path: str) -> str | None:
-    p = path.rstrip("/")
-    for suffix, api in _API_BY_SUFFIX:
-        if p.endswith(suffix):
-            return api
-    return None
-
 
 def client_api(ctx: RequestContext | None) -> str:
     return ANTHROPIC if ctx is not None and ctx.api in ("anthropic", "count_tokens") else OPENAI
@@ -82,39 +66,52 @@ def request_headers(kong) -> dict[str, str]:
     return headers
 
 
-def get_context(kong) -> RequestContext:
-    """Find this request's context, or create it (first AI plugin of the request).
+def issue_ticket(kong, anchor: Instance) -> RequestContext:
+    """ai-router's access: the request's context and the ticket that lets it into the relay.
 
-    PDK calls: 1 for every later plugin (get_headers); 5 for the first.
-    """
-    headers = request_headers(kong)
-    ctx = STORE.lookup(headers.get(TICKET_HEADER))
-    if ctx is not None:
-        return ctx
-    path = kong.request.get_path() or "/"
-    api = api_for_path(path)
-    if api is None:
-        raise GatewayError(404, "Unknown AI endpoint: the route must end in /chat/completions, "
-                                "/embeddings, /models, /responses, /messages or /messages/count_tokens.", code="unknown_endpoint")
-    raw = kong.request.get_raw_body() if api != "models" else b""
-    if isinstance(raw, str):
-        raw = raw.encode()
+    2 PDK calls (get_consumer, set_header), plus 1 when the registry needs the request's route
+    or service and ai-router's own scope does not give it (``_request_scope``). The
+    body, path and headers are read by the relay from the request Kong proxies to it
+    (aigw/relay/intake.py), and every other AI plugin's access does no PDK call at all: the
+    relay finds their instances in the registry (aigw/instances.py)."""
     consumer = kong.client.get_consumer()
-    headers.pop(TICKET_HEADER, None)
-    ctx = STORE.create(api=api, path=path, headers=headers, raw_body=raw or b"",
-                       consumer=consumer if isinstance(consumer, dict) else None,
-                       groups=acl_groups(headers))
+    route_id, service_id = _request_scope(kong, anchor)
+    ctx = STORE.create(api="", path="", headers={}, raw_body=b"",
+                       consumer=consumer if isinstance(consumer, dict) else None)
+    ctx.anchor, ctx.route_id, ctx.service_id = anchor, route_id, service_id
     kong.service.request.set_header(TICKET_HEADER, ctx.ticket)
     return ctx
 
 
-def acl_groups(headers: dict[str, str]) -> list[str]:
-    """The consumer's groups as Kong's acl plugin (priority 950, before ours) set them in
-    ``X-Consumer-Groups`` (kong/plugins/acl/handler.lua). Kong OSS has no consumer-groups
-    PDK; the acl plugin overwrites this header on every request it lets through, so
-    enable acl wherever a config uses groups (aigw-validate checks it)."""
-    raw = headers.get("x-consumer-groups") or ""
-    return [g.strip() for g in raw.split(",") if g.strip()]
+def _request_scope(kong, anchor: Instance) -> tuple[str | None, str | None]:
+    """The route and service of the request, as far as the registry needs them to pick each
+    plugin's config the way Kong's plugin iterator does (kong/runloop/plugins_iterator.lua
+    3.9.1 load_configuration_through_combos, 282-292: ctx.route.id, ctx.service.id).
+
+    ai-router runs last of the AI plugins in Kong (priority 769), so every other AI plugin
+    instance of this request has been started and seen by now: when none of the live ones is
+    scoped to a route (or a service) that the anchor's own scope does not give, the id is
+    not needed and no PDK call is made for it."""
+    route_id, service_id = anchor.route_id, anchor.service_id
+    scoped = REGISTRY.scoped()
+    if route_id is None and "route" in scoped:
+        route = kong.router.get_route()
+        route_id = route.get("id") if isinstance(route, dict) else None
+        service = route.get("service") if isinstance(route, dict) else None
+        if service_id is None and isinstance(service, dict):
+            service_id = service.get("id")
+        return route_id, service_id
+    if service_id is None and "service" in scoped:
+        if route_id is not None and anchor.route_service_read:
+            return route_id, anchor.route_service
+        service = kong.router.get_service()
+        service_id = service.get("id") if isinstance(service, dict) else None
+        if route_id is not None:
+            # a route-scoped instance: its route's service is fixed for the instance's life (a
+            # change to the route rebuilds Kong's plugin iterator, which starts a new instance:
+            # plugins_iterator.lua 179-188, plugin_servers/plugin.lua 258-299)
+            anchor.route_service, anchor.route_service_read = service_id, True
+    return route_id, service_id
 
 
 def error_response(kong, err: GatewayError, api: str) -> None:
@@ -123,15 +120,23 @@ def error_response(kong, err: GatewayError, api: str) -> None:
 
 
 class AIPlugin:
-    """Base for the Kong plugin classes in ``plugins/``.  Subclasses set NAME
-    and implement ``on_access(kong, ctx)``; ``self.config`` is validated
-    against ``schemas/<NAME>.json`` with defaults filled."""
+    """Base for the Kong plugin classes in ``plugins/``.  Subclasses set NAME and PRIORITY
+    and implement ``on_access(kong, ctx)``, the request side of their feature, which the
+    relay runs (aigw/relay/intake.py); ``self.config`` is validated against
+    ``schemas/<NAME>.json`` with defaults filled.
+
+    Kong's access event: ai-router (``ANCHOR``) issues the request's ticket; every other AI
+    plugin only marks its instance live and returns, with no PDK call (aigw/instances.py)."""
 
     NAME = ""
+    PRIORITY = 0   # Kong's
+    ORDER = 0      # the pipeline's (the relay runs request sides highest first)
+    ANCHOR = False
 
     def __init__(self, config: dict[str, Any]):
         self.config = schema.validate(self.NAME, config)
         self.setup(self.config)
+        self.instance = REGISTRY.register(self.NAME, self.ORDER, self.config, self)
         from .relay.server import ensure_started
         ensure_started()
 
@@ -142,58 +147,44 @@ class AIPlugin:
         raise NotImplementedError
 
     def access(self, kong) -> None:
-        ctx: RequestContext | None = None
         try:
-            ctx = get_context(kong)
-            ctx.pending.add(self.NAME)  # cleared only when this plugin's decision is complete
-            self.on_access(kong, ctx)
-            ctx.pending.discard(self.NAME)
-            ctx.done.add(self.NAME)
+            inst = self.__dict__.get("instance")
+            if inst is None:  # a subclass whose __init__ did not call ours
+                inst = self.instance = REGISTRY.register(self.NAME, self.ORDER, self.config, self)
+            REGISTRY.touch(inst)
+        except Exception as exc:  # never escapes (module docstring); the relay fails closed
+            log_failure(self.NAME, "access", exc)
+            return
+        if not self.ANCHOR:
+            return
+        try:
+            issue_ticket(kong, self.instance)
             return
         except GreenletExit:
             raise
-        except Respond as r:
-            try:
-                kong.response.exit(r.status, r.body, r.headers)
-            except Exception as exc:
-                log_failure(self.NAME, "exit", exc)
-            if ctx is not None:
-                ctx.finish(Outcome(status=r.status))
-        except GatewayError as err:
-            self._fail(kong, ctx, err)
         except Exception as exc:
             log_failure(self.NAME, "access", exc)
-            self._fail(kong, ctx, GatewayError(
-                500, f"The gateway could not process this request ({self.NAME} failed); "
-                     "it was not sent to any model.", code="gateway_error"))
+            try:
+                error_response(kong, GatewayError(
+                    500, f"The gateway could not process this request ({self.NAME} failed); "
+                         "it was not sent to any model.", code="gateway_error"), OPENAI)
+            except Exception as exc2:  # the PDK itself failed: nothing else we can do
+                log_failure(self.NAME, "exit", exc2)
         raise GreenletExit  # the event was answered by exit; see module docstring
 
-    def _fail(self, kong, ctx: RequestContext | None, err: GatewayError) -> None:
-        if ctx is not None:
-            ctx.finish(Outcome(status=err.status, error=err.code or "denied"))
-        try:
-            error_response(kong, err, client_api(ctx))
-        except Exception as exc:  # the PDK itself failed: nothing else we can do
-            log_failure(self.NAME, "exit", exc)
 
-    def finish_unproxied(self, kong) -> None:
-        """Log phase: settle a request that never reached the relay (1 PDK call)."""
-        try:
-            headers = flatten_headers(kong.request.get_headers())
-            ctx = STORE.lookup(headers.get(TICKET_HEADER))
-            if ctx is not None and ctx.state == "open":
-                ctx.finish(Outcome(status=0, error="not_proxied"))
-        except Exception as exc:
-            log_failure(self.NAME, "log", exc)
+# Kong's log (opt-in): ai-router's log phase writes each request's outcome record to Kong's
+# error log at notice. It costs one event and two PDK calls per request, so it is off unless
+# AIGW_KONG_LOG_RECORD=1; the record is always in the plugin server's JSON log line.
+KONG_LOG_RECORD = os.environ.get("AIGW_KONG_LOG_RECORD", "").lower() in ("1", "true", "yes", "on")
 
 
 def log_ai_record(plugin: str, kong) -> None:
-    """Log phase of the plugin that records (ai-router): settle a request that never reached
-    the relay, then write its outcome record to Kong's log at notice (aigw/airecord.py says why
-    not the serializer). 2 PDK calls; the headers are the ones Kong saved for the log phase
-    (at most lua_max_req_headers of them: past that the ticket is not seen and only the
-    relay's JSON line has the record)."""
-    import time
+    """Log phase of ai-router with AIGW_KONG_LOG_RECORD on: the outcome record to Kong's log at
+    notice (aigw/airecord.py says why not the serializer). 2 PDK calls; the headers are the
+    ones Kong saved for the log phase (at most lua_max_req_headers of them: past that the
+    ticket is not seen and only the relay's JSON line has the record)."""
+    import time as _time
 
     import gevent
     import orjson
@@ -205,12 +196,9 @@ def log_ai_record(plugin: str, kong) -> None:
         cid = STORE.ticket_id(ticket)
         if cid is None:
             return
-        ctx = STORE.lookup(ticket)
-        if ctx is not None and ctx.state == "open":
-            ctx.finish(Outcome(status=0, error="not_proxied"))
         rec = airecord.RECENT.pop(cid)
-        deadline = time.monotonic() + 2.0
-        while rec is None and STORE.lookup(ticket) is not None and time.monotonic() < deadline:
+        deadline = _time.monotonic() + 2.0
+        while rec is None and STORE.lookup(ticket) is not None and _time.monotonic() < deadline:
             gevent.sleep(0.02)  # the relay is writing the last bytes (claimed, not finished yet)
             rec = airecord.RECENT.pop(cid)
         if rec is not None:
@@ -221,15 +209,14 @@ def log_ai_record(plugin: str, kong) -> None:
         log_failure(plugin, "log", exc)
 
 
-def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = False, records: bool = False):
+def kong_plugin(name: str, runtime: type, priority: int, *, anchor: bool = False,
+                order: int | None = None):
     """Everything a kong-pdk plugin module exports, for one of our plugins:
     ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostRuntime, 770)``.
 
-    ``Schema`` is generated from ``schemas/<name>.json``; ``settles`` adds the
-    ``log`` phase that settles requests which never reached the relay; ``records``
-    (ai-router) puts the routing decision into Kong's log serializer in access (1 PDK call)
-    and writes the outcome record to Kong's log in the log phase (aigw/airecord.py).
-    """
+    ``Schema`` is generated from ``schemas/<name>.json``; ``anchor`` (ai-router) issues the
+    ticket in access and, with AIGW_KONG_LOG_RECORD on, writes the outcome record to Kong's log
+    in its log phase (aigw/airecord.py)."""
 
     def setup(self, config):
         self.rt = runtime(config)
@@ -242,15 +229,14 @@ def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = Fals
 
         ctx.on_finish(lambda out: airecord.RECENT.put(ctx.id, airecord.outcome(ctx, out)))
         self.rt.access(ctx)
-        kong.log.set_serialize_value(airecord.KEY, airecord.decision(ctx))
 
-    attrs: dict[str, Any] = {"NAME": name, "setup": setup,
+    records = anchor and KONG_LOG_RECORD
+    attrs: dict[str, Any] = {"NAME": name, "PRIORITY": priority, "ANCHOR": anchor,
+                             "ORDER": priority if order is None else order, "setup": setup,
                              "on_access": on_access_recording if records else on_access,
                              "__doc__": runtime.__doc__, "__module__": name}
     if records:
         attrs["log"] = lambda self, kong: log_ai_record(name, kong)
-    elif settles:
-        attrs["log"] = lambda self, kong: self.finish_unproxied(kong)
     cls = type("Plugin", (AIPlugin,), attrs)
     from . import __version__
     return cls, schema.kong_fields(name), __version__, priority

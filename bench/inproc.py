@@ -3,7 +3,8 @@
     .venv/bin/python bench/inproc.py [-n 2000] [--profile] [--top 40]
 
 Runs the five plugins' access handlers (ai-redact, ai-router, ai-cache, ai-tokens,
-ai-cost) with a fake PDK that answers from memory, then the relay's WSGI app against
+ai-cost: only ai-router's makes PDK calls) with a fake PDK that answers from memory, then
+the relay's WSGI app (which runs each plugin's request side, then the call) against
 the real mock provider (child process) and the real Redis, i.e. everything the
 plugin server does per request except kong-pdk's RPC plumbing and the HTTP servers.
 Prints µs per request (and a cProfile table with ``--profile``).
@@ -124,7 +125,11 @@ def one(plugins: list[Any], headers: dict[str, str], body: bytes, consumer: dict
     for p in plugins:
         p.access(kong)
         t = _add(p.NAME, t)
-    environ = {"HTTP_X_AIGW_TICKET": kong.up_headers.get("x-aigw-ticket"), "wsgi.input": io.BytesIO(body)}
+    # the request as Kong proxies it: the client's headers and body, plus the ticket
+    environ = {"HTTP_" + k.upper().replace("-", "_"): v for k, v in headers.items()}
+    environ.update({"HTTP_X_AIGW_TICKET": kong.up_headers.get("x-aigw-ticket"), "wsgi.input": io.BytesIO(body),
+                    "PATH_INFO": "/v1/chat/completions", "HTTP_X_FORWARDED_PATH": "/v1/chat/completions",
+                    "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body))})
     status: list[str] = []
     it = application(environ, lambda s, h: status.append(s))
     for _ in it:

@@ -6,4 +6,4 @@ kong-python-pluginserver loads this module; the decision is made by
 from aigw.gateway.router import RouterRuntime
 from aigw.plugin_base import kong_plugin
 
-Plugin, Schema, version, priority = kong_plugin("ai-router", RouterRuntime, 775, records=True)
+Plugin, Schema, version, priority = kong_plugin("ai-router", RouterRuntime, 769, anchor=True, order=775)

@@ -22,6 +22,9 @@ from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..routing import default_retry_statuses
 from ..types import Usage
+from ..gateway.common import Respond
+from ..plugin_base import log_failure
+from .intake import admit, read_body
 from .observe import observe
 from .upstream import POOL, SendFailed, discard, finish, send  # noqa: F401 (POOL: tests)
 from .output_cap import StreamCap, upstream_body
@@ -61,31 +64,42 @@ class SentAndFailed(Exception):
 
 def application(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
     ctx = STORE.claim(environ.get("HTTP_X_AIGW_TICKET"))
-    _drain(environ)
     if ctx is None:
+        read_body(environ, 0)
         body = orjson.dumps(error_body(OPENAI, 403, "Forbidden: the relay serves only requests "
-                                                    "authorised by the gateway.", "relay_forbidden"))
+                                                    "authorised by the gateway (is ai-router enabled "
+                                                    "on this route?).", "relay_forbidden"))
         start_response(_status_line(403), [("Content-Type", "application/json"),
                                            ("Content-Length", str(len(body)))])
         return [body]
+    try:
+        admit(ctx, environ)
+    except Respond as r:
+        relay = Relay(ctx, environ)
+        relay.outcome.status = r.status
+        start_response(_status_line(r.status), [*r.headers.items(), ("Content-Length", str(len(r.body)))])
+        return _Closing(r.body, relay._finish)
+    except GatewayError as err:
+        return Relay(ctx, environ)._error(start_response, err)
+    except Exception as exc:
+        log_failure("relay", "request", exc)
+        return Relay(ctx, environ)._error(start_response, GatewayError(
+            500, "The gateway could not process this request; it was not sent to any model.",
+            code="gateway_error"))
     return Relay(ctx, environ).run(start_response)
-
-
-def _drain(environ: dict[str, Any]) -> None:
-    # Kong forwards the client's body; the relay uses the (redacted) context copy.
-    inp = environ.get("wsgi.input")
-    if inp is not None:
-        while inp.read(65536):
-            pass
 
 
 class Relay:
     def __init__(self, ctx: RequestContext, environ: dict[str, Any] | None = None):
         self.ctx = ctx
-        self.api = ANTHROPIC if ctx.api in ("anthropic", "count_tokens") else OPENAI
         self.outcome = Outcome(cache_status=ctx.cache_status)
         self.t0 = time.perf_counter()
         self.trace = tracing.begin(ctx, environ)  # spans, traceparent (aigw/tracing.py)
+
+    @property
+    def api(self) -> str:
+        """The client's API format (known once the intake has read the path)."""
+        return ANTHROPIC if self.ctx.api in ("anthropic", "count_tokens") else OPENAI
 
     # ------------------------------------------------------------------ entry
     def run(self, start_response: Callable) -> Iterable[bytes]:
@@ -106,7 +120,6 @@ class Relay:
         except GatewayError as err:
             return self._error(start_response, err)
         except Exception as exc:
-            from ..plugin_base import log_failure
             log_failure("relay", "response", exc)
             return self._error(start_response, GatewayError(
                 500, "The gateway failed while relaying this request.", code="gateway_error"))
@@ -384,7 +397,6 @@ class Relay:
             self.outcome.status = 499
             raise
         except Exception as exc:
-            from ..plugin_base import log_failure
             log_failure("relay", "stream", exc)
             self.outcome.error = "stream_broken"
             yield from out.abort("The provider stream ended unexpectedly.")

@@ -1087,7 +1087,7 @@ def test_huge_message_counts_are_scanned_or_refused_with_a_4xx(evasion_gw, mock)
     # more strings than the scan budget allows: a clear 413, not a 503
     mock.clear()
     r = requests.post(gw.url + "/v1/embeddings", headers=gw.headers(), timeout=60,
-                      json={"model": "text-embedding-3-small", "input": ["a"] * 250_000})
+                      json={"model": "text-embedding-3-small", "input": ["a"] * 205_000})  # > 200k strings, < max_body_bytes
     assert r.status_code == 413, r.text[:300]
     assert _error(r)["code"] == "redact_scan_limit"
     assert mock.requests() == []

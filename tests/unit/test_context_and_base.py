@@ -7,7 +7,8 @@ import pytest
 from aigw import context
 from aigw.context import STORE, TICKET_HEADER, Outcome
 from aigw.errors import GatewayError
-from aigw.plugin_base import AIPlugin, api_for_path
+from aigw.plugin_base import AIPlugin
+from aigw.relay.intake import api_for_path
 
 
 class FakeKong:
@@ -54,24 +55,25 @@ class FakeKong:
         raise AssertionError(f"unexpected PDK call {method}")
 
 
-class Boom(AIPlugin):
-    NAME = "ai-tokens"
-
-    def __init__(self, exc):
-        self.exc = exc
-
-    def on_access(self, kong, ctx):
-        raise self.exc
-
-
 class Ok(AIPlugin):
     NAME = "ai-tokens"
+    ORDER = 771
 
     def __init__(self):
+        self.config = {}
         self.seen = []
 
     def on_access(self, kong, ctx):
         self.seen.append(ctx)
+
+
+class Anchor(AIPlugin):
+    NAME = "ai-router"
+    ANCHOR = True
+    ORDER = 775
+
+    def __init__(self, config=None):
+        self.config = config or {}
 
 
 def run_in_greenlet(fn, *a):
@@ -81,45 +83,57 @@ def run_in_greenlet(fn, *a):
     return g
 
 
-def test_failing_handler_exits_with_clean_error_and_no_content_in_logs(caplog):
-    k = FakeKong(body=b'{"messages":[{"role":"user","content":"jane@example.com"}]}')
-    g = run_in_greenlet(Boom(KeyError("jane@example.com")).access, k)
+def test_a_plugin_that_is_not_the_anchor_makes_no_pdk_call_in_access():
+    k = FakeKong(body=b'{"messages":[]}')
+    p = Ok()
+    g = run_in_greenlet(p.access, k)
+    assert g.successful() and k.calls == [] and p.seen == []  # its request side runs in the relay
+    assert p.instance.name == "ai-tokens"
+
+
+def test_the_anchor_issues_a_ticket_with_two_pdk_calls():
+    k = FakeKong(consumer={"id": "c1", "username": "alice"})
+    run_in_greenlet(Anchor().access, k)
+    assert k.calls == ["kong.client.get_consumer", "kong.service.request.set_header"]
+    ctx = STORE.lookup(k.headers[TICKET_HEADER])
+    assert ctx is not None and ctx.consumer_name == "alice" and ctx.anchor.name == "ai-router"
+
+
+def test_a_forged_ticket_header_is_replaced():
+    k = FakeKong(headers={TICKET_HEADER: "abc.9999999999.deadbeef"})
+    run_in_greenlet(Anchor().access, k)
+    assert k.headers[TICKET_HEADER] != "abc.9999999999.deadbeef"
+    assert STORE.lookup(k.headers[TICKET_HEADER]) is not None
+
+
+def test_a_failing_anchor_exits_with_a_clean_500_and_nothing_hangs(caplog):
+    k = FakeKong()
+
+    def broken(method, args):
+        raise KeyError("jane@example.com")
+    k.answer = lambda method, args: (FakeKong.answer(k, method, args) if method == "kong.response.exit"
+                                     else broken(method, args))
+    g = run_in_greenlet(Anchor().access, k)
     assert g.successful()  # GreenletExit counts as a clean end
     status, body, headers = k.exited
-    assert status == 500
-    err = orjson.loads(body)["error"]
-    assert err["code"] == "gateway_error" and "jane" not in body.decode()
-    assert "jane@example.com" not in caplog.text
-    assert "KeyError" in caplog.text
+    assert status == 500 and orjson.loads(body)["error"]["code"] == "gateway_error"
+    assert "jane@example.com" not in caplog.text and "KeyError" in caplog.text
 
 
-def test_gateway_error_uses_the_client_api_format():
-    k = FakeKong(path="/v1/messages")
-    run_in_greenlet(Boom(GatewayError(429, "slow down", code="rate_limit_exceeded",
-                                      headers={"Retry-After": "3"})).access, k)
-    status, body, headers = k.exited
-    assert status == 429 and headers["Retry-After"] == "3"
-    assert orjson.loads(body) == {"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}}
+def test_relay_refuses_a_context_whose_plugin_did_not_finish():
+    """A stage's request side that did not complete leaves its mark: the relay must not
+    forward that request."""
+    from aigw.relay.app import Relay
+    ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"{}", consumer=None)
+    ctx.pending.add("ai-redact")
+    seen = {}
 
+    def start_response(status, headers):
+        seen["status"] = status
 
-def test_context_is_shared_across_plugins_with_one_call_each():
-    k = FakeKong(consumer={"id": "c1", "username": "alice"})
-    a, b = Ok(), Ok()
-    run_in_greenlet(a.access, k)
-    first_calls = list(k.calls)
-    assert first_calls == ["kong.request.get_headers", "kong.request.get_path", "kong.request.get_raw_body",
-                           "kong.client.get_consumer", "kong.service.request.set_header"]
-    run_in_greenlet(b.access, k)
-    assert k.calls[len(first_calls):] == ["kong.request.get_headers"]
-    assert a.seen[0] is b.seen[0] and a.seen[0].consumer_name == "alice"
-
-
-def test_forged_ticket_is_ignored():
-    k = FakeKong(headers={TICKET_HEADER: "abc.9999999999.deadbeef"})
-    p = Ok()
-    run_in_greenlet(p.access, k)
-    assert "kong.request.get_raw_body" in k.calls  # a fresh context was built
-    assert k.headers[TICKET_HEADER] != "abc.9999999999.deadbeef"
+    body = b"".join(Relay(ctx).run(start_response))
+    assert seen["status"].startswith("503")
+    assert orjson.loads(body)["error"]["code"] == "gateway_incomplete"
 
 
 def test_ticket_claimed_once_and_finish_runs_hooks_once():
@@ -155,29 +169,6 @@ def test_sweep_finishes_requests_that_never_reached_the_relay():
                                       ("/v1/models", "models"), ("/v1/messages", "anthropic"), ("/v1/other", None)])
 def test_api_for_path(path, api):
     assert api_for_path(path) == api
-
-
-def test_relay_refuses_a_context_whose_plugin_did_not_finish():
-    """Real Kong continues with the next plugin when an event fails mid-way; the
-    plugin's mark stays, and the relay must not forward that request."""
-    from aigw.relay.app import Relay
-    ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"{}", consumer=None)
-    ctx.pending.add("ai-redact")
-    seen = {}
-
-    def start_response(status, headers):
-        seen["status"] = status
-
-    body = b"".join(Relay(ctx).run(start_response))
-    assert seen["status"].startswith("503")
-    assert orjson.loads(body)["error"]["code"] == "gateway_incomplete"
-
-
-def test_pending_mark_is_cleared_when_access_completes():
-    k = FakeKong()
-    p = Ok()
-    run_in_greenlet(p.access, k)
-    assert p.seen[0].pending == set()
 
 
 def test_relay_refuses_when_a_required_plugin_never_ran():

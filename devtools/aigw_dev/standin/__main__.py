@@ -16,6 +16,7 @@ from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import orjson  # noqa: E402
+import yaml  # noqa: E402
 from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
 
 from .. import child_pythonpath  # noqa: E402
@@ -113,6 +114,15 @@ def admin_app(gw: Gateway, ready: dict[str, bool]) -> Any:
             started = [{"name": n, "config": c} for pool in {id(r.pool): r.pool for r in gw.rpcs.values()}.values()
                        for n, c in pool.started]
             status, body = "200 OK", {"started": started}
+        elif path == "/config" and method == "POST":
+            # Kong DB-less (kong/api/routes/config.lua): the whole declarative config replaced
+            try:
+                raw = orjson.loads(environ["wsgi.input"].read() or b"{}")
+                doc = yaml.safe_load(raw["config"]) if isinstance(raw.get("config"), str) else raw
+                gw.reload(load(doc, gw.registry, dict(os.environ)))
+                status, body = "201 Created", {"reloaded": True}
+            except (ConfigError, ValueError, KeyError, TypeError) as exc:
+                status, body = "400 Bad Request", {"message": f"declarative config is invalid: {exc}"}
         elif path == "/_standin/pluginserver" and method == "GET":
             sups = ready.get("supervisors") or []
             pids = {s.sd.name: s.pid() for s in sups} if sups else ready.get("pids", {})

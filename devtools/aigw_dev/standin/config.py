@@ -10,6 +10,7 @@ gets the keys kong/runloop/plugins_iterator.lua ``get_plugin_config`` adds.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import uuid
@@ -345,11 +346,15 @@ def load(source: str | Path | dict[str, Any], registry: dict[str, PluginInfo],
 
     for p in doc.get("plugins") or []:
         pending_plugins.append((p, {}))
-    seq = 0
     for raw_p, implied in pending_plugins:
-        seq += 1
-        cfg.plugins.append(_plugin(raw_p, implied, cfg, registry, env, seq))
+        # one counter for the life of the process, as Kong's shared "plugins_iterator:__seq__"
+        # (plugins_iterator.lua 3.9.1 179-188): a reloaded config never repeats a __seq__, so
+        # every plugin gets a new instance with its new config (plugin_servers/plugin.lua 258-299)
+        cfg.plugins.append(_plugin(raw_p, implied, cfg, registry, env, next(_SEQ)))
     return cfg
+
+
+_SEQ = itertools.count(1)
 
 
 def _credential(kind: str, raw: dict[str, Any], consumer: Consumer, n: int) -> Credential:

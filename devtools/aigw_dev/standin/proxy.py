@@ -74,15 +74,21 @@ class Gateway:
         self.rpcs = rpcs  # pluginserver entry name -> client
         self.strict_pdk = strict_pdk
         self.stats = Stats(rpcs)
-        self.router = Router(config)
-        self.balancers = {name: Balancer(u) for name, u in config.upstreams.items()}
         self.http = urllib3.PoolManager(maxsize=64, block=False, retries=False)
-        # plugin name -> {(route, service, consumer): Plugin}
-        self.combos: dict[str, dict[tuple, Plugin]] = defaultdict(dict)
+        self.reload(config)
+
+    def reload(self, config: Config) -> None:
+        """A new declarative config (Kong DB-less ``POST /config``, kong/api/routes/config.lua):
+        new router, balancers and plugin iterator; requests in flight keep the old ones."""
+        combos: dict[str, dict[tuple, Plugin]] = defaultdict(dict)  # name -> {(route, service, consumer): Plugin}
         for p in config.plugins:
             if p.enabled:
-                self.combos[p.name][(p.route_id, p.service_id, p.consumer_id)] = p
-        self.order = sorted(self.combos, key=lambda n: -registry[n].priority)
+                combos[p.name][(p.route_id, p.service_id, p.consumer_id)] = p
+        self.router = Router(config)
+        self.balancers = {name: Balancer(u) for name, u in config.upstreams.items()}
+        self.combos = combos
+        self.order = sorted(combos, key=lambda n: -self.registry[n].priority)
+        self.config = config
 
     # ------------------------------------------------------------ plugin selection
 

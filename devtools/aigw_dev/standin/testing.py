@@ -112,6 +112,13 @@ class StandIn:
         with urllib.request.urlopen(req, timeout=5) as r:
             return orjson.loads(r.read())
 
+    def reload(self, doc: dict[str, Any]) -> None:
+        """Replace the declarative config, as ``POST /config`` does on a DB-less Kong."""
+        req = urllib.request.Request(self.admin_url + "/config", method="POST", data=orjson.dumps(doc),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            r.read()
+
     def stats(self) -> dict[str, Any]:
         return self._admin("GET", "/_standin/stats")
 
