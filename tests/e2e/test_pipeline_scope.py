@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import requests
 
-from aigw.dev import demo_token
+from aigw_dev.dev import demo_token
 
 from .conftest import plugin_config
 
