@@ -27,7 +27,7 @@ def provider_env_overrides(cfg: dict[str, Any], env: dict[str, str] | None = Non
 
 
 # ai-router's anonymous policy per Kong scope (route_id, service_id), so that ai-redact, which
-# runs first (priority 780 > 775) and reads the body, refuses an anonymous request with the
+# runs first (pipeline order 780 > 775) and reads the body, refuses an anonymous request with the
 # same 401 before it could answer 400 for its body: authentication is decided before content.
 _ANONYMOUS_ALLOWED: dict[tuple[str, str], bool] = {}
 
