@@ -59,7 +59,7 @@ def test_ai_cost_prices_are_refused_with_the_same_message_at_startup_and_in_aigw
     svc = next(s for s in doc["services"] if any(p["name"] == "ai-cost" for p in s.get("plugins") or ()))
     cost = next(p for p in svc["plugins"] if p["name"] == "ai-cost")
     cost["config"]["prices"] = {"openai/gpt-4o": CHEAP}
-    plugin_cls, *_ = kong_plugin("ai-cost", CostRuntime, 770, settles=True)
+    plugin_cls, *_ = kong_plugin("ai-cost", CostRuntime, 770)
     with pytest.raises(schema.ConfigInvalid) as at_start:
         plugin_cls(copy.deepcopy(cost["config"]))
     assert "moved to ai-router's config.prices" in str(at_start.value)
