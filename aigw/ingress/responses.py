@@ -27,8 +27,6 @@ import secrets
 import time
 from typing import Any
 
-import orjson
-
 from aigw.errors import GatewayError
 from aigw.sse import encode
 from aigw.types import Usage

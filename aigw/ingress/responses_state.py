@@ -23,8 +23,12 @@ from collections import OrderedDict
 from typing import Any
 
 import orjson
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from aigw.errors import GatewayError
+from aigw.gateway.limits import redis_prefix
 
 log = logging.getLogger("aigw")
 
@@ -79,9 +83,6 @@ class MemoryState:
 
 class RedisState:
     def __init__(self, url: str, prefix: str, ttl: int, timeout: float = 0.5):
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
         self.ttl = ttl
         self.prefix = prefix
         self._errors = (redis.RedisError, OSError)
@@ -114,7 +115,6 @@ _STORES: dict[tuple, Any] = {}
 
 def state_store(cfg: dict[str, Any] | None) -> MemoryState | RedisState:
     """One store per distinct config in this process."""
-    from aigw.gateway.limits import redis_prefix
     cfg = cfg or {}
     ttl = int(cfg.get("ttl") or 86400)
     policy = cfg.get("policy") or "memory"

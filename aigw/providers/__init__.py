@@ -3,9 +3,14 @@ from __future__ import annotations
 
 from aigw.providers.anthropic import AnthropicAdapter
 from aigw.providers.azure import AzureAdapter
+from aigw.providers.base import (
+    Adapter,
+    NotSupported,
+    ProviderProtocolError,
+    StreamDecoder,
+    UpstreamStreamError,
+)
 from aigw.providers.bedrock import BedrockAdapter
-from aigw.providers.base import (Adapter, NotSupported, ProviderProtocolError, StreamDecoder,
-                                 UpstreamStreamError)
 from aigw.providers.gemini import GeminiAdapter
 from aigw.providers.mistral import MistralAdapter
 from aigw.providers.openai import OpenAIAdapter
@@ -17,12 +22,12 @@ ADAPTERS: dict[str, Adapter] = {a.type: a for a in (
     OpenAICompatibleAdapter(), BedrockAdapter(), VertexAdapter())}
 
 
-def get_adapter(type: str) -> Adapter:
+def get_adapter(provider_type: str, /) -> Adapter:
     """The adapter for a provider type; KeyError names the unknown type."""
     try:
-        return ADAPTERS[type]
+        return ADAPTERS[provider_type]
     except KeyError:
-        raise KeyError(f"unknown provider type {type!r}") from None
+        raise KeyError(f"unknown provider type {provider_type!r}") from None
 
 
 __all__ = ["ADAPTERS", "Adapter", "NotSupported", "ProviderProtocolError", "StreamDecoder",

@@ -12,8 +12,12 @@ from typing import Any
 import orjson
 
 from aigw.providers import base
-from aigw.providers.base import (NotSupported, ProviderProtocolError, UpstreamStreamError,
-                                 bad_request)
+from aigw.providers.base import (
+    NotSupported,
+    ProviderProtocolError,
+    UpstreamStreamError,
+    bad_request,
+)
 from aigw.sse import Event
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 

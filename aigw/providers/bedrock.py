@@ -20,8 +20,12 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 
 from aigw.providers import base
 from aigw.providers.anthropic import _json_instruction
-from aigw.providers.base import (NotSupported, ProviderProtocolError, UpstreamStreamError,
-                                 bad_request)
+from aigw.providers.base import (
+    NotSupported,
+    ProviderProtocolError,
+    UpstreamStreamError,
+    bad_request,
+)
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
 STOP_REASONS = {

@@ -36,11 +36,11 @@ def mistral_tool_id(call_id: str) -> str:
 
 def _fix_tool_ids(messages: list) -> list:
     fixed = []
-    for msg in messages:
-        if not isinstance(msg, dict):
-            fixed.append(msg)
+    for original in messages:
+        if not isinstance(original, dict):
+            fixed.append(original)
             continue
-        msg = dict(msg)
+        msg = dict(original)
         if isinstance(msg.get("tool_calls"), list):
             msg["tool_calls"] = [
                 {**tc, "id": mistral_tool_id(tc["id"])}

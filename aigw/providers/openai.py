@@ -93,7 +93,7 @@ class OpenAIAdapter:
             resp["usage"], _ = merge_usage(resp["usage"])
         return resp
 
-    def chat_stream(self, model: str) -> "OpenAIStreamDecoder":
+    def chat_stream(self, model: str) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(model)
 
     def embeddings_response(self, data: bytes, model: str) -> dict:

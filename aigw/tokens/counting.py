@@ -287,8 +287,8 @@ def tool_definition_tokens(functions: list[dict], count: Callable[[str], int], f
         props = (fn.get("parameters") or {}).get("properties") or {}
         if props:
             total += 3
-            for key, prop in props.items():
-                prop = prop if isinstance(prop, dict) else {}
+            for key, raw_prop in props.items():
+                prop = raw_prop if isinstance(raw_prop, dict) else {}
                 total += 3
                 enum = prop.get("enum")
                 if isinstance(enum, list):

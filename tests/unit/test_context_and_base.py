@@ -85,7 +85,7 @@ def test_failing_handler_exits_with_clean_error_and_no_content_in_logs(caplog):
     k = FakeKong(body=b'{"messages":[{"role":"user","content":"jane@example.com"}]}')
     g = run_in_greenlet(Boom(KeyError("jane@example.com")).access, k)
     assert g.successful()  # GreenletExit counts as a clean end
-    status, body, headers = k.exited
+    status, body, _headers = k.exited
     assert status == 500
     err = orjson.loads(body)["error"]
     assert err["code"] == "gateway_error" and "jane" not in body.decode()
@@ -182,6 +182,7 @@ def test_pending_mark_is_cleared_when_access_completes():
 
 def test_relay_refuses_when_a_required_plugin_never_ran():
     from types import SimpleNamespace
+
     from aigw.relay.app import Relay
     ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"{}", consumer=None)
     ctx.router = SimpleNamespace(required_plugins=frozenset({"ai-redact", "ai-tokens"}))
