@@ -171,7 +171,7 @@ def start_server(port: int, host: str = "127.0.0.1", metrics: Metrics | None = N
         if _gevent_patched():
             server: Any = WSGIServer((host, port), app, log=None)
             server.start()
-            bound = server.address[1]
+            bound: int = server.address[1]
         else:
             server, _thread = start_wsgi_server(port, addr=host, registry=registry)
             bound = server.server_port

@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -113,9 +114,9 @@ def _log_failure(where: str, exc: Exception) -> None:
     log.warning("tracing: %s failed (%s); the request goes on untraced", where, type(exc).__name__)
 
 
-def _guarded(fn):
+def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
     """A RequestTrace hook that logs instead of raising (tracing never fails a request)."""
-    def hook(self, *args):
+    def hook(self: Any, *args: Any) -> None:
         try:
             return fn(self, *args)
         except Exception as exc:

@@ -152,7 +152,8 @@ def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) 
     mean = x.mean(-1, keepdims=True)
     centred = x - mean
     var = (centred * centred).mean(-1, keepdims=True)
-    return centred / np.sqrt(var + eps) * gamma + beta
+    out: np.ndarray = centred / np.sqrt(var + eps) * gamma + beta
+    return out
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -162,7 +163,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
     t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
                 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
+    out: np.ndarray = sign * (1.0 - poly * np.exp(-a * a))
+    return out
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -265,7 +267,8 @@ class MiniLM:
         hidden = self._encode(ids, mask)
         pooled = (hidden * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return (pooled / norms).astype(np.float32)
+        rows: np.ndarray = (pooled / norms).astype(np.float32)
+        return rows
 
     def fits(self, text: str) -> bool:
         """True when ``text`` is embedded whole (no truncation at MAX_SEQ_LENGTH)."""

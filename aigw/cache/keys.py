@@ -82,7 +82,8 @@ def _material(api: str, body: Mapping[str, Any], vary: Sequence[str]) -> dict[st
             del out["n"]
     if isinstance(out.get("stop"), str):
         out["stop"] = [out["stop"]]
-    return _canon(out)
+    canonical: dict[str, Any] = _canon(out)
+    return canonical
 
 
 def cache_key(partition: Partition, api: str, body: Mapping[str, Any], *,

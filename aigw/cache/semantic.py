@@ -158,7 +158,9 @@ class SemanticIndex:
             return None
         with self._lock:
             bucket = self._buckets.get(partition)
-            candidates = bucket.by_scope.get(scope) if bucket else None
+            if bucket is None:
+                return None
+            candidates = bucket.by_scope.get(scope)
             if not candidates:
                 return None
             keys = list(candidates)

@@ -58,7 +58,7 @@ class MemoryState:
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, consumer: str | None, response_id: str) -> dict | None:
+    def get(self, consumer: str | None, response_id: str) -> dict[str, Any] | None:
         key = f"{_tenant(consumer)}:{response_id}"
         with self._lock:
             hit = self._items.get(key)
@@ -67,9 +67,10 @@ class MemoryState:
             if hit[0] < time.monotonic():
                 self._items.pop(key, None)
                 return None
-        return orjson.loads(hit[1])
+        state: dict[str, Any] = orjson.loads(hit[1])
+        return state
 
-    def put(self, consumer: str | None, response_id: str, state: dict) -> None:
+    def put(self, consumer: str | None, response_id: str, state: dict[str, Any]) -> None:
         raw = orjson.dumps(state)
         if len(raw) > MAX_ENTRY_BYTES:
             return
@@ -93,14 +94,14 @@ class RedisState:
     def _key(self, consumer: str | None, response_id: str) -> str:
         return f"{self.prefix}resp:{_tenant(consumer)}:{response_id}"
 
-    def get(self, consumer: str | None, response_id: str) -> dict | None:
+    def get(self, consumer: str | None, response_id: str) -> dict[str, Any] | None:
         try:
             raw = self._redis.get(self._key(consumer, response_id))
         except self._errors:
             raise StateUnavailable() from None
         return None if raw is None else orjson.loads(raw)
 
-    def put(self, consumer: str | None, response_id: str, state: dict) -> None:
+    def put(self, consumer: str | None, response_id: str, state: dict[str, Any]) -> None:
         raw = orjson.dumps(state)
         if len(raw) > MAX_ENTRY_BYTES:
             return
@@ -110,7 +111,7 @@ class RedisState:
             log.warning("aigw responses state not saved: %s", type(exc).__name__)
 
 
-_STORES: dict[tuple, Any] = {}
+_STORES: dict[tuple[Any, ...], Any] = {}
 
 
 def state_store(cfg: dict[str, Any] | None) -> MemoryState | RedisState:
