@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: install dev test bench validate clean
+.PHONY: install dev test lint lint-backlog bench validate clean
 
 $(VENV)/.installed: pyproject.toml setup.py devtools/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,13 @@ dev: install
 test: install
 	.ci/ensure-redis
 	$(PY) -m pytest -n 4 --dist loadfile
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+lint-backlog: install
+	$(PY) tools/lint_backlog.py
 
 bench: install
 	.ci/ensure-redis

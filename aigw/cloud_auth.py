@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
@@ -48,8 +49,8 @@ _google_request: Any = None
 
 
 def _key(p: ProviderConfig) -> str:
-    return f"{p.name}\0{p.type}\0{p.region}\0{p.project}\0{p.credentials_file}\0" \
-           f"{hash(p.credentials_json)}"
+    return (f"{p.name}\0{p.type}\0{p.region}\0{p.project}\0{p.credentials_file}\0"
+            f"{hash(p.credentials_json)}")
 
 
 def reset() -> None:
@@ -104,7 +105,7 @@ def _aws_credentials(provider: ProviderConfig) -> Any:
         if factory is not None:
             creds = factory()
         else:
-            import botocore.session
+            import botocore.session  # noqa: PLC0415 (optional: cloud SDK)
             creds = botocore.session.get_session().get_credentials()
         if creds is None:
             with _lock:
@@ -121,9 +122,9 @@ def _bedrock(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest:
     if provider.api_key:
         headers["authorization"] = "Bearer " + provider.api_key
         return UpstreamRequest(req.method, req.url, headers, req.body)
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.exceptions import BotoCoreError
+    from botocore.auth import SigV4Auth  # noqa: PLC0415 (optional: cloud SDK)
+    from botocore.awsrequest import AWSRequest  # noqa: PLC0415 (optional: cloud SDK)
+    from botocore.exceptions import BotoCoreError  # noqa: PLC0415 (optional: cloud SDK)
     try:
         frozen = _aws_credentials(provider).get_frozen_credentials()
     except CredentialsError:
@@ -140,8 +141,8 @@ def _bedrock(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest:
 # -- Google -------------------------------------------------------------------
 
 def _load_google(provider: ProviderConfig) -> Any:
-    import google.auth
-    from google.oauth2 import service_account
+    import google.auth  # noqa: PLC0415 (optional: cloud SDK)
+    from google.oauth2 import service_account  # noqa: PLC0415 (optional: cloud SDK)
     if provider.credentials_file:
         return service_account.Credentials.from_service_account_file(
             provider.credentials_file, scopes=VERTEX_SCOPES)
@@ -156,7 +157,7 @@ def _transport(timeout: float) -> Any:
     """google-auth's requests transport, with a bound: its own default waits 120 s."""
     global _google_request
     if _google_request is None:
-        import google.auth.transport.requests
+        import google.auth.transport.requests  # noqa: PLC0415 (optional: cloud SDK)
         _google_request = google.auth.transport.requests.Request()
     base_request = _google_request
 
@@ -168,7 +169,7 @@ def _transport(timeout: float) -> Any:
 
 
 def _vertex(provider: ProviderConfig, req: UpstreamRequest) -> UpstreamRequest:
-    import google.auth.exceptions
+    import google.auth.exceptions  # noqa: PLC0415 (optional: cloud SDK)
     key = _key(provider)
     with _lock:
         creds = _google.get(key)

@@ -16,6 +16,8 @@ import os
 import threading
 from typing import Any
 
+from gevent import monkey
+from gevent.pywsgi import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import make_wsgi_app, start_wsgi_server
 
@@ -167,11 +169,9 @@ def start_server(port: int, host: str = "127.0.0.1", metrics: Metrics | None = N
             return _server[1]
         app = make_wsgi_app(registry)
         if _gevent_patched():
-            from gevent.pywsgi import WSGIServer
-
             server: Any = WSGIServer((host, port), app, log=None)
             server.start()
-            bound = server.address[1]
+            bound: int = server.address[1]
         else:
             server, _thread = start_wsgi_server(port, addr=host, registry=registry)
             bound = server.server_port
@@ -180,8 +180,4 @@ def start_server(port: int, host: str = "127.0.0.1", metrics: Metrics | None = N
 
 
 def _gevent_patched() -> bool:
-    try:
-        from gevent import monkey
-    except ImportError:
-        return False
     return bool(monkey.is_module_patched("socket"))

@@ -5,8 +5,9 @@ inside a line or a multi-byte character) and yields complete events.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 

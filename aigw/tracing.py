@@ -27,6 +27,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -72,10 +73,10 @@ def _setup() -> dict[str, Any]:
         log.warning("tracing off: OTEL_EXPORTER_OTLP_PROTOCOL=%s is not supported "
                     "(this gateway exports http/protobuf only)", protocol[:32])
         return {"tracer": None}
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-    from opentelemetry.sdk.resources import Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter  # noqa: PLC0415 (optional: SDK only when tracing is on)
+    from opentelemetry.sdk.resources import Resource  # noqa: PLC0415 (optional: SDK only when tracing is on)
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415 (optional: SDK only when tracing is on)
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415 (optional: SDK only when tracing is on)
 
     attrs = {} if os.environ.get("OTEL_SERVICE_NAME") else {"service.name": _DEFAULT_SERVICE}
     provider = TracerProvider(resource=Resource.create(attrs))
@@ -93,7 +94,7 @@ def reset() -> None:
         provider.shutdown()
 
 
-def begin(ctx: Any, environ: dict[str, Any] | None) -> "_Off | RequestTrace":
+def begin(ctx: Any, environ: dict[str, Any] | None) -> _Off | RequestTrace:
     """The trace of one relayed request (a no-op object when tracing is off)."""
     environ = environ or {}
     tracer = _tracer()
@@ -113,9 +114,9 @@ def _log_failure(where: str, exc: Exception) -> None:
     log.warning("tracing: %s failed (%s); the request goes on untraced", where, type(exc).__name__)
 
 
-def _guarded(fn):
+def _guarded(fn: Callable[..., None]) -> Callable[..., None]:
     """A RequestTrace hook that logs instead of raising (tracing never fails a request)."""
-    def hook(self, *args):
+    def hook(self: Any, *args: Any) -> None:
         try:
             return fn(self, *args)
         except Exception as exc:
@@ -162,8 +163,8 @@ class RequestTrace:
     """The request span and the span of the provider attempt in flight."""
 
     def __init__(self, tracer: Any, ctx: Any, environ: dict[str, Any]):
-        from opentelemetry.trace import SpanKind
-        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+        from opentelemetry.trace import SpanKind  # noqa: PLC0415 (optional: SDK only when tracing is on)
+        from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator  # noqa: PLC0415 (optional: SDK only when tracing is on)
 
         self._tracer = tracer
         self._propagator = TraceContextTextMapPropagator()
@@ -193,7 +194,7 @@ class RequestTrace:
     @_guarded
     def provider_call(self, target: Any, up: Any) -> None:
         """A provider attempt starts: its span, and its traceparent on the upstream request."""
-        from opentelemetry.trace import SpanKind, set_span_in_context
+        from opentelemetry.trace import SpanKind, set_span_in_context  # noqa: PLC0415 (optional: SDK only when tracing is on)
 
         self._end_attempt()
         attrs: dict[str, Any] = {"gen_ai.operation.name": self.op, "gen_ai.request.model": target.model,
@@ -261,7 +262,7 @@ class RequestTrace:
 
     @staticmethod
     def _fail(span: Any, error_type: str, status: int | None) -> None:
-        from opentelemetry.trace import Status, StatusCode
+        from opentelemetry.trace import Status, StatusCode  # noqa: PLC0415 (optional: SDK only when tracing is on)
         span.set_attribute("error.type", error_type)
         if status:
             span.set_attribute("http.response.status_code", status)

@@ -40,7 +40,7 @@ class Usage:
         return out
 
     @classmethod
-    def from_openai(cls, usage: dict[str, Any] | None) -> "Usage | None":
+    def from_openai(cls, usage: dict[str, Any] | None) -> Usage | None:
         if not isinstance(usage, dict):
             return None
         ptd = usage.get("prompt_tokens_details") or {}

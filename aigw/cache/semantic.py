@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import orjson
 
+from .embed import embed, get_model
 from .keys import Partition, _material
 
 Embedder = Callable[[Sequence[str]], np.ndarray]
@@ -85,12 +87,10 @@ def semantic_scope(body: Mapping[str, Any], *, api: str = "openai", target: str 
 
 
 def _default_embed(texts: Sequence[str]) -> np.ndarray:
-    from .embed import embed
     return embed(texts)
 
 
 def _default_fits(text: str) -> bool:
-    from .embed import get_model
     return get_model().fits(text)
 
 
@@ -158,7 +158,9 @@ class SemanticIndex:
             return None
         with self._lock:
             bucket = self._buckets.get(partition)
-            candidates = bucket.by_scope.get(scope) if bucket else None
+            if bucket is None:
+                return None
+            candidates = bucket.by_scope.get(scope)
             if not candidates:
                 return None
             keys = list(candidates)

@@ -6,13 +6,18 @@ touching the stored answer.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import orjson
+import redis
+
+from aigw.redis_conn import RedisSettings, connect
 
 DEFAULT_MAX_ENTRY_BYTES = 1 << 20
 
@@ -38,7 +43,7 @@ class Entry:
                              "usage": self.usage})
 
     @classmethod
-    def loads(cls, raw: bytes | str) -> "Entry | None":
+    def loads(cls, raw: bytes | str) -> Entry | None:
         """Decode; ``None`` for anything that is not a well-formed entry."""
         try:
             d = orjson.loads(raw)
@@ -129,10 +134,6 @@ class RedisStore:
                  timeout: float = 0.25, *, max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES,
                  cooldown: float = 2.0, clock: Callable[[], float] = time.monotonic,
                  client: Any = None, settings: Any = None) -> None:
-        import redis
-
-        from aigw.redis_conn import RedisSettings, connect
-
         self.prefix = prefix
         self.max_entry_bytes = max_entry_bytes
         self.cooldown = cooldown
@@ -182,7 +183,5 @@ class RedisStore:
         return n
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(*self._errors):
             self._redis.close()
-        except self._errors:
-            pass

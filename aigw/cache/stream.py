@@ -6,7 +6,8 @@ Both sides speak canonical OpenAI chat completions: ``replay_stream`` yields
 """
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 PIECE_CHARS = 48  # characters of content (or tool arguments) per replayed chunk
 _TOP_OPTIONAL = ("system_fingerprint", "service_tier")

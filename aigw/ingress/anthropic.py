@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 
 from aigw.errors import GatewayError
+from aigw.ingress.openai import MAX_MESSAGES
 from aigw.sse import encode
 from aigw.types import Usage
 
@@ -58,7 +59,7 @@ def _text_of_blocks(blocks: Any, param: str) -> str:
     return "\n\n".join(texts) if param == "system" else "".join(texts)
 
 
-def _texts(texts: list[str]) -> str | list[dict]:
+def _texts(texts: list[str]) -> str | list[dict[str, Any]]:
     """Several text blocks stay several text parts: joining them would change what the
     model reads (``"4111 1111"`` + ``"1111 1111"`` is not ``"4111 11111111 1111"``)."""
     if len(texts) == 1:
@@ -68,7 +69,7 @@ def _texts(texts: list[str]) -> str | list[dict]:
     return [{"type": "text", "text": t} for t in texts]
 
 
-def _image_part(block: dict, param: str) -> dict:
+def _image_part(block: dict[str, Any], param: str) -> dict[str, Any]:
     src = block.get("source")
     if not isinstance(src, dict):
         raise _bad("image block without a source", param)
@@ -81,16 +82,18 @@ def _image_part(block: dict, param: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _tool_result(block: dict, param: str, dropped: list[str] | None = None) -> tuple[dict, list[dict]]:
+def _tool_result(block: dict[str, Any], param: str, dropped: list[str] | None = None
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """tool_result -> (OpenAI tool message, image parts to pass in a user turn)."""
     content = block.get("content")
-    images: list[dict] = []
+    images: list[dict[str, Any]] = []
+    text: str | list[dict[str, Any]]
     if content is None:
         text = ""
     elif isinstance(content, str):
         text = content
     elif isinstance(content, list):
-        texts = []
+        texts: list[str] = []
         for b in content:
             kind = _block(b, param)
             if kind == "text":
@@ -109,21 +112,24 @@ def _tool_result(block: dict, param: str, dropped: list[str] | None = None) -> t
     return {"role": "tool", "tool_call_id": block["tool_use_id"], "content": text}, images
 
 
-def _document_text(block: dict) -> str | None:
+def _document_text(block: dict[str, Any]) -> str | None:
     """The text of a plain-text document block (what a translated request can carry)."""
     src = block.get("source")
-    if isinstance(src, dict) and src.get("type") == "text" and isinstance(src.get("data"), str):
-        return src["data"]
+    if isinstance(src, dict) and src.get("type") == "text":
+        data = src.get("data")
+        if isinstance(data, str):
+            return data
     return None
 
 
-def _user_messages(content: Any, param: str, dropped: list[str] | None = None) -> list[dict]:
+def _user_messages(content: Any, param: str,
+                   dropped: list[str] | None = None) -> list[dict[str, Any]]:
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
     if not isinstance(content, list):
         raise _bad("message content must be a string or a list of blocks", param)
-    tools: list[dict] = []
-    parts: list[dict] = []
+    tools: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
     for block in content:
         kind = _block(block, param)
         if kind == "text":
@@ -149,13 +155,14 @@ def _user_messages(content: Any, param: str, dropped: list[str] | None = None) -
     return out
 
 
-def _assistant_message(content: Any, param: str, dropped: list[str] | None = None) -> dict:
+def _assistant_message(content: Any, param: str,
+                       dropped: list[str] | None = None) -> dict[str, Any]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     if not isinstance(content, list):
         raise _bad("message content must be a string or a list of blocks", param)
     text: list[str] = []
-    calls: list[dict] = []
+    calls: list[dict[str, Any]] = []
     for block in content:
         kind = _block(block, param)
         if kind == "text":
@@ -182,7 +189,7 @@ def _assistant_message(content: Any, param: str, dropped: list[str] | None = Non
     return msg
 
 
-def _tools(tools: Any, dropped: list[str] | None = None) -> list[dict]:
+def _tools(tools: Any, dropped: list[str] | None = None) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise _bad("tools must be a list", "tools")
     out = []
@@ -223,7 +230,7 @@ def _tool_choice(choice: Any) -> tuple[Any, bool | None]:
     raise _bad("tool_choice type is invalid", "tool_choice")
 
 
-def to_openai_request(body: dict, dropped: list[str] | None = None) -> dict:
+def to_openai_request(body: dict[str, Any], dropped: list[str] | None = None) -> dict[str, Any]:
     """Anthropic Messages request -> canonical OpenAI chat request.
 
     With ``dropped`` (a list), blocks and tools the canonical shape cannot carry
@@ -241,7 +248,6 @@ def to_openai_request(body: dict, dropped: list[str] | None = None) -> dict:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list", "messages")
-    from aigw.ingress.openai import MAX_MESSAGES
     if len(messages) > MAX_MESSAGES:
         raise _bad(f"messages is too long: at most {MAX_MESSAGES} messages per request", "messages")
     for key, kind, what in (("top_k", int, "an integer"), ("metadata", dict, "an object"),
@@ -250,7 +256,7 @@ def to_openai_request(body: dict, dropped: list[str] | None = None) -> dict:
         if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
             raise _bad(f"{key} must be {what}", key)
 
-    out_msgs: list[dict] = []
+    out_msgs: list[dict[str, Any]] = []
     if body.get("system") is not None:
         system = _text_of_blocks(body["system"], "system")
         if system:
@@ -328,12 +334,12 @@ def _tool_input(arguments: Any) -> Any:
     return value if isinstance(value, dict) else {}
 
 
-def from_openai_response(resp: dict, model: str) -> dict:
+def from_openai_response(resp: dict[str, Any], model: str) -> dict[str, Any]:
     """Canonical chat.completion -> Anthropic Message."""
     choices = resp.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
-    content: list[dict] = []
+    content: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
         # another provider's reasoning (Gemini thought summaries, reasoning_content of
@@ -355,7 +361,7 @@ def from_openai_response(resp: dict, model: str) -> dict:
         out_usage["estimated"] = True  # the gateway's count, marked as on OpenAI routes
     return {"id": message_id(resp.get("id")), "type": "message", "role": "assistant",
             "model": model, "content": content,
-            "stop_reason": STOP_REASONS.get(choice.get("finish_reason"), "end_turn"),
+            "stop_reason": STOP_REASONS.get(str(choice.get("finish_reason")), "end_turn"),
             "stop_sequence": None, "usage": out_usage}
 
 
@@ -382,7 +388,7 @@ class StreamEncoder:
 
     def _start(self, chunk_id: Any) -> list[bytes]:
         self._started = True
-        msg = {"id": message_id(chunk_id), "type": "message", "role": "assistant",
+        msg: dict[str, Any] = {"id": message_id(chunk_id), "type": "message", "role": "assistant",
                "model": self.model, "content": [], "stop_reason": None, "stop_sequence": None,
                "usage": {"input_tokens": self.input_tokens or 0, "output_tokens": 0}}
         return [encode({"type": "message_start", "message": msg}, event="message_start")]
@@ -395,7 +401,7 @@ class StreamEncoder:
         self._block, self._block_kind = -1, None
         return [ev]
 
-    def _open_block(self, kind: str, block: dict) -> list[bytes]:
+    def _open_block(self, kind: str, block: dict[str, Any]) -> list[bytes]:
         out = self._stop_block()
         self._block, self._block_kind = self._next_block, kind
         self._next_block += 1
@@ -403,11 +409,11 @@ class StreamEncoder:
                            "content_block": block}, event="content_block_start"))
         return out
 
-    def _delta(self, index: int, delta: dict) -> bytes:
+    def _delta(self, index: int, delta: dict[str, Any]) -> bytes:
         return encode({"type": "content_block_delta", "index": index, "delta": delta},
                       event="content_block_delta")
 
-    def feed(self, chunk: dict) -> list[bytes]:
+    def feed(self, chunk: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
         if self._closed:
             return out
@@ -438,7 +444,7 @@ class StreamEncoder:
                 out += self._stop_block()
         return out
 
-    def _tool_delta(self, call: dict) -> list[bytes]:
+    def _tool_delta(self, call: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
         idx = call.get("index", 0)
         fn = call.get("function") or {}

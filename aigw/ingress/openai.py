@@ -6,7 +6,8 @@ quote the request's content.
 """
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Collection
+from typing import Any, TypeGuard
 
 from aigw.errors import GatewayError
 
@@ -29,15 +30,16 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _in(v: Any, allowed) -> bool:
+def _in(v: Any, allowed: Collection[str]) -> TypeGuard[str]:
     """``v in allowed`` for any JSON value (a list or object is unhashable, never allowed)."""
     return isinstance(v, str) and v in allowed
 
 
-def _opt(body: dict, key: str, kind: type | tuple, what: str, param: str | None = None) -> None:
+def _opt(body: dict[str, Any], key: str, kind: type | tuple[Any, ...], what: str,
+         param: str | None = None) -> None:
     v = body.get(key)
-    if v is not None and (not isinstance(v, kind) or isinstance(v, bool) and bool not in (
-            kind if isinstance(kind, tuple) else (kind,))):
+    if v is not None and (not isinstance(v, kind) or (isinstance(v, bool) and bool not in (
+            kind if isinstance(kind, tuple) else (kind,)))):
         raise _bad(f"{param or key} must be {what}", param or key)
 
 

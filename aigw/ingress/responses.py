@@ -25,9 +25,8 @@ from __future__ import annotations
 import copy
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
-
-import orjson
 
 from aigw.errors import GatewayError
 from aigw.sse import encode
@@ -46,13 +45,13 @@ def new_id(prefix: str) -> str:
 
 # -- request ------------------------------------------------------------------
 
-def _message_content(content: Any, role: str, param: str) -> str | list[dict] | None:
+def _message_content(content: Any, role: str, param: str) -> str | list[dict[str, Any]] | None:
     """Responses content (string or parts) -> chat content (string or parts)."""
     if isinstance(content, str):
         return content
     if not isinstance(content, list):
         raise _bad(f"{param} must be a string or an array of content parts", param)
-    parts: list[dict] = []
+    parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         p = f"{param}[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
@@ -93,13 +92,13 @@ def _tool_output(output: Any, param: str) -> str:
     raise _bad(f"{param} must be a string or an array of input_text parts", param)
 
 
-def input_messages(inp: Any) -> list[dict]:
+def input_messages(inp: Any) -> list[dict[str, Any]]:
     """The ``input`` of a Responses request -> canonical chat messages."""
     if isinstance(inp, str):
         return [{"role": "user", "content": inp}]
     if not isinstance(inp, list):
         raise _bad("input must be a string or an array of input items", "input")
-    out: list[dict] = []
+    out: list[dict[str, Any]] = []
     for i, item in enumerate(inp):
         p = f"input[{i}]"
         if not isinstance(item, dict):
@@ -139,7 +138,7 @@ def input_messages(inp: Any) -> list[dict]:
     return out
 
 
-def _tools(tools: Any) -> list[dict]:
+def _tools(tools: Any) -> list[dict[str, Any]]:
     if not isinstance(tools, list):
         raise _bad("tools must be an array", "tools")
     out = []
@@ -173,7 +172,7 @@ def _tool_choice(choice: Any) -> Any:
                "tool_choice")
 
 
-def _text_format(text: Any) -> dict | None:
+def _text_format(text: Any) -> dict[str, Any] | None:
     if not isinstance(text, dict):
         raise _bad("text must be an object", "text")
     fmt = text.get("format")
@@ -233,7 +232,8 @@ def check_request(body: Any) -> None:
         raise _bad("metadata must be an object", "metadata")
 
 
-def to_chat(body: dict, history: list[dict] | None = None) -> tuple[dict, list[dict]]:
+def to_chat(body: dict[str, Any], history: list[dict[str, Any]] | None = None
+            ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Responses request -> (canonical chat request, the turn's conversation messages).
 
     ``history`` is the conversation of ``previous_response_id`` (canonical
@@ -302,7 +302,7 @@ def response_usage(usage: Usage | None) -> dict[str, Any]:
 class Shell:
     """The request-echo fields of a Response object (what OpenAI sends back)."""
 
-    def __init__(self, body: dict, model: str, response_id: str | None = None):
+    def __init__(self, body: dict[str, Any], model: str, response_id: str | None = None):
         self.id = response_id or new_id("resp_")
         self.created_at = int(time.time())
         self.model = model
@@ -323,8 +323,9 @@ class Shell:
             "user": body.get("user"),
         }
 
-    def response(self, status: str, output: list[dict], usage: Usage | None,
-                 incomplete: str | None = None, error: dict | None = None) -> dict[str, Any]:
+    def response(self, status: str, output: list[dict[str, Any]], usage: Usage | None,
+                 incomplete: str | None = None,
+                 error: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"id": self.id, "object": "response", "created_at": self.created_at,
                 "status": status, "background": False, "error": error,
                 "incomplete_details": {"reason": incomplete} if incomplete else None,
@@ -340,29 +341,30 @@ def _incomplete(finish: str | None) -> str | None:
     return None
 
 
-def _message_item(text: str, status: str = "completed", item_id: str | None = None) -> dict:
+def _message_item(text: str, status: str = "completed",
+                  item_id: str | None = None) -> dict[str, Any]:
     return {"type": "message", "id": item_id or new_id("msg_"), "status": status,
             "role": "assistant",
             "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": []}]}
 
 
 def _call_item(call_id: str, name: str, arguments: str, status: str = "completed",
-               item_id: str | None = None) -> dict:
+               item_id: str | None = None) -> dict[str, Any]:
     return {"type": "function_call", "id": item_id or new_id("fc_"), "call_id": call_id,
             "name": name, "arguments": arguments, "status": status}
 
 
-def _reasoning_item(text: str, item_id: str | None = None) -> dict:
+def _reasoning_item(text: str, item_id: str | None = None) -> dict[str, Any]:
     return {"type": "reasoning", "id": item_id or new_id("rs_"),
             "summary": [{"type": "summary_text", "text": text}]}
 
 
-def build_response(resp: dict, shell: Shell, usage: Usage | None) -> dict[str, Any]:
+def build_response(resp: dict[str, Any], shell: Shell, usage: Usage | None) -> dict[str, Any]:
     """Canonical chat.completion (already restored) -> Response object."""
     choices = resp.get("choices") or [{}]
     choice = choices[0] if isinstance(choices[0], dict) else {}
     message = choice.get("message") or {}
-    output: list[dict] = []
+    output: list[dict[str, Any]] = []
     reasoning = message.get("reasoning_content")
     if isinstance(reasoning, str) and reasoning:
         output.append(_reasoning_item(reasoning))
@@ -379,7 +381,7 @@ def build_response(resp: dict, shell: Shell, usage: Usage | None) -> dict[str, A
     return shell.response("incomplete" if reason else "completed", output, usage, reason)
 
 
-def output_messages(output: list[dict]) -> list[dict]:
+def output_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """A Response's output items -> the canonical assistant message kept for the next turn."""
     text = "".join(part.get("text", "") for item in output if item.get("type") == "message"
                    for part in item.get("content") or () if part.get("type") == "output_text")
@@ -404,13 +406,14 @@ class StreamEncoder:
     cut at ``max_output_tokens``).  ``on_done`` gets the final Response.
     """
 
-    def __init__(self, shell: Shell, on_done=None):
+    def __init__(self, shell: Shell,
+                 on_done: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.shell = shell
         self.on_done = on_done
         self._seq = 0
         self._started = False
         self._closed = False
-        self._items: list[dict] = []        # output items, in order
+        self._items: list[dict[str, Any]] = []        # output items, in order
         self._text_item: int | None = None  # output index of the open message item
         self._reason_item: int | None = None
         self._tools: dict[int, int] = {}    # canonical tool index -> output index
@@ -427,12 +430,12 @@ class StreamEncoder:
         return [self._ev("response.created", response=resp),
                 self._ev("response.in_progress", response=resp)]
 
-    def _add(self, item: dict) -> tuple[int, list[bytes]]:
+    def _add(self, item: dict[str, Any]) -> tuple[int, list[bytes]]:
         idx = len(self._items)
         self._items.append(item)
         return idx, [self._ev("response.output_item.added", output_index=idx, item=copy.deepcopy(item))]
 
-    def feed(self, chunk: dict) -> list[bytes]:
+    def feed(self, chunk: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
         if self._closed:
             return out
@@ -457,7 +460,7 @@ class StreamEncoder:
     def _reasoning(self, text: str) -> list[bytes]:
         out: list[bytes] = []
         if self._reason_item is None:
-            item = {"type": "reasoning", "id": new_id("rs_"), "summary": []}
+            item: dict[str, Any] = {"type": "reasoning", "id": new_id("rs_"), "summary": []}
             self._reason_item, out = self._add(item)
             item["summary"].append({"type": "summary_text", "text": ""})
             out.append(self._ev("response.reasoning_summary_part.added", item_id=item["id"],
@@ -487,7 +490,7 @@ class StreamEncoder:
                             logprobs=[]))
         return out
 
-    def _tool(self, call: dict) -> list[bytes]:
+    def _tool(self, call: dict[str, Any]) -> list[bytes]:
         out: list[bytes] = []
         idx = call.get("index", 0)
         fn = call.get("function") or {}

@@ -23,8 +23,12 @@ from collections import OrderedDict
 from typing import Any
 
 import orjson
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from aigw.errors import GatewayError
+from aigw.gateway.limits import redis_prefix
 
 log = logging.getLogger("aigw")
 
@@ -54,7 +58,7 @@ class MemoryState:
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, consumer: str | None, response_id: str) -> dict | None:
+    def get(self, consumer: str | None, response_id: str) -> dict[str, Any] | None:
         key = f"{_tenant(consumer)}:{response_id}"
         with self._lock:
             hit = self._items.get(key)
@@ -63,9 +67,10 @@ class MemoryState:
             if hit[0] < time.monotonic():
                 self._items.pop(key, None)
                 return None
-        return orjson.loads(hit[1])
+        state: dict[str, Any] = orjson.loads(hit[1])
+        return state
 
-    def put(self, consumer: str | None, response_id: str, state: dict) -> None:
+    def put(self, consumer: str | None, response_id: str, state: dict[str, Any]) -> None:
         raw = orjson.dumps(state)
         if len(raw) > MAX_ENTRY_BYTES:
             return
@@ -79,9 +84,6 @@ class MemoryState:
 
 class RedisState:
     def __init__(self, url: str, prefix: str, ttl: int, timeout: float = 0.5):
-        import redis
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
         self.ttl = ttl
         self.prefix = prefix
         self._errors = (redis.RedisError, OSError)
@@ -92,14 +94,14 @@ class RedisState:
     def _key(self, consumer: str | None, response_id: str) -> str:
         return f"{self.prefix}resp:{_tenant(consumer)}:{response_id}"
 
-    def get(self, consumer: str | None, response_id: str) -> dict | None:
+    def get(self, consumer: str | None, response_id: str) -> dict[str, Any] | None:
         try:
             raw = self._redis.get(self._key(consumer, response_id))
         except self._errors:
             raise StateUnavailable() from None
         return None if raw is None else orjson.loads(raw)
 
-    def put(self, consumer: str | None, response_id: str, state: dict) -> None:
+    def put(self, consumer: str | None, response_id: str, state: dict[str, Any]) -> None:
         raw = orjson.dumps(state)
         if len(raw) > MAX_ENTRY_BYTES:
             return
@@ -109,12 +111,11 @@ class RedisState:
             log.warning("aigw responses state not saved: %s", type(exc).__name__)
 
 
-_STORES: dict[tuple, Any] = {}
+_STORES: dict[tuple[Any, ...], Any] = {}
 
 
 def state_store(cfg: dict[str, Any] | None) -> MemoryState | RedisState:
     """One store per distinct config in this process."""
-    from aigw.gateway.limits import redis_prefix
     cfg = cfg or {}
     ttl = int(cfg.get("ttl") or 86400)
     policy = cfg.get("policy") or "memory"

@@ -12,8 +12,12 @@ from typing import Any
 import orjson
 
 from aigw.providers import base
-from aigw.providers.base import (NotSupported, ProviderProtocolError, UpstreamStreamError,
-                                 bad_request)
+from aigw.providers.base import (
+    NotSupported,
+    ProviderProtocolError,
+    UpstreamStreamError,
+    bad_request,
+)
 from aigw.sse import Event
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
@@ -39,7 +43,7 @@ def _tool_id(call_id: Any) -> str:
 
 # -- request ------------------------------------------------------------------
 
-def _image_block(part: dict) -> dict:
+def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     url = base.image_url(part)
     data = base.parse_data_url(url)
     if data:
@@ -50,16 +54,16 @@ def _image_block(part: dict) -> dict:
     raise bad_request("image_url must be an http(s) or base64 data URL")
 
 
-def _text_block(text: str) -> dict:
+def _text_block(text: str) -> dict[str, Any]:
     return {"type": "text", "text": text}
 
 
-def _content_blocks(content: Any) -> list[dict]:
+def _content_blocks(content: Any) -> list[dict[str, Any]]:
     """OpenAI message content -> Anthropic content blocks (empty text dropped)."""
     return base.content_parts(content, _text_block, _image_block)
 
 
-def _tool_use(call: dict) -> dict:
+def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
     fn = call.get("function") or {}
     args = fn.get("arguments") or "{}"
     try:
@@ -72,7 +76,7 @@ def _tool_use(call: dict) -> dict:
             "input": parsed}
 
 
-def _turn(msg: dict) -> tuple[str, list[dict]]:
+def _turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     """One non-system OpenAI message -> (Anthropic role, content blocks)."""
     role = msg.get("role")
     if role == "user":
@@ -83,7 +87,8 @@ def _turn(msg: dict) -> tuple[str, list[dict]]:
         return "assistant", blocks
     if role == "tool":
         content = msg.get("content")
-        result: dict = {"type": "tool_result", "tool_use_id": _tool_id(msg.get("tool_call_id"))}
+        result: dict[str, Any] = {"type": "tool_result",
+                                  "tool_use_id": _tool_id(msg.get("tool_call_id"))}
         if isinstance(content, str):
             result["content"] = content
         else:
@@ -92,13 +97,13 @@ def _turn(msg: dict) -> tuple[str, list[dict]]:
     raise bad_request(f"message role {role!r} is not supported")
 
 
-def _messages(messages: list) -> tuple[list[str], list[dict]]:
+def _messages(messages: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """Split system text off and build alternating Anthropic turns."""
     return base.conversation(messages, "content", _turn)
 
 
-def _tool_choice(choice: Any, parallel: Any) -> dict | None:
-    out: dict | None
+def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    out: dict[str, Any] | None
     if choice is None:
         out = None
     elif choice == "auto":
@@ -133,7 +138,7 @@ def _json_instruction(fmt: Any) -> str | None:
     return None
 
 
-def to_anthropic(body: dict, model: str, *, stream: bool) -> dict:
+def to_anthropic(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise bad_request("messages must be a list")
@@ -177,7 +182,7 @@ def to_anthropic(body: dict, model: str, *, stream: bool) -> dict:
 
 # -- response -----------------------------------------------------------------
 
-def anthropic_usage(raw: dict) -> Usage:
+def anthropic_usage(raw: dict[str, Any]) -> Usage:
     """Anthropic counts cache reads/writes apart from input_tokens; fold them in."""
     read = int(raw.get("cache_read_input_tokens") or 0)
     write = int(raw.get("cache_creation_input_tokens") or 0)
@@ -186,9 +191,9 @@ def anthropic_usage(raw: dict) -> Usage:
                  cache_read_tokens=read, cache_write_tokens=write)
 
 
-def from_anthropic(resp: dict, model: str) -> dict:
+def from_anthropic(resp: dict[str, Any], model: str) -> dict[str, Any]:
     text: list[str] = []
-    calls: list[dict] = []
+    calls: list[dict[str, Any]] = []
     for block in resp.get("content") or []:
         kind = block.get("type") if isinstance(block, dict) else None
         if kind == "text":
@@ -205,7 +210,7 @@ def from_anthropic(resp: dict, model: str) -> dict:
     out = {"id": resp.get("id") or base.new_id("chatcmpl-"), "object": "chat.completion",
            "created": base.now(), "model": resp.get("model") or model,
            "choices": [{"index": 0, "message": message, "logprobs": None,
-                        "finish_reason": STOP_REASONS.get(resp.get("stop_reason"), "stop")}]}
+                        "finish_reason": STOP_REASONS.get(str(resp.get("stop_reason")), "stop")}]}
     if isinstance(resp.get("usage"), dict):
         out["usage"] = anthropic_usage(resp["usage"]).to_openai()
     return out
@@ -219,10 +224,10 @@ class AnthropicStreamDecoder(base.SSEStreamDecoder):
         self._raw_usage: dict[str, Any] = {}
         self._tool_index: dict[int, int] = {}  # content block index -> tool_calls index
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return base.chunk(self._id, self._created, self.model, 0, delta, finish)
 
-    def _event(self, ev: Event, out: list[dict]) -> None:
+    def _event(self, ev: Event, out: list[dict[str, Any]]) -> None:
         name, data = ev.event, ev.data
         if self.done or not data.strip():
             return
@@ -256,10 +261,10 @@ class AnthropicStreamDecoder(base.SSEStreamDecoder):
             if delta.get("type") == "text_delta":
                 out.append(self._chunk({"content": delta.get("text", "")}))
             elif delta.get("type") == "input_json_delta":
-                idx = self._tool_index.get(obj.get("index", 0))
-                if idx is not None and delta.get("partial_json"):
+                known = self._tool_index.get(obj.get("index", 0))
+                if known is not None and delta.get("partial_json"):
                     out.append(self._chunk({"tool_calls": [{
-                        "index": idx, "function": {"arguments": delta["partial_json"]}}]}))
+                        "index": known, "function": {"arguments": delta["partial_json"]}}]}))
         elif kind == "message_delta":
             self._usage(obj.get("usage"))
             reason = (obj.get("delta") or {}).get("stop_reason")
@@ -276,7 +281,7 @@ class AnthropicStreamDecoder(base.SSEStreamDecoder):
             self._raw_usage.update({k: v for k, v in raw.items() if v is not None})
             self.usage = anthropic_usage(self._raw_usage)
 
-    def _flush_usage(self, out: list[dict]) -> None:
+    def _flush_usage(self, out: list[dict[str, Any]]) -> None:
         if self.usage is not None and not self._usage_sent and self._id:
             self._usage_sent = True
             out.append(base.usage_chunk(self._id, self._created, self.model, self.usage))
@@ -292,7 +297,7 @@ class AnthropicAdapter:
         root = provider.base_url.rstrip("/")
         return (root if root.endswith("/v1") else root + "/v1") + "/messages"
 
-    def chat_request(self, body: dict, model: str, provider: ProviderConfig, *,
+    def chat_request(self, body: dict[str, Any], model: str, provider: ProviderConfig, *,
                      stream: bool) -> UpstreamRequest:
         headers = {"anthropic-version": API_VERSION,
                    **{k.lower(): v for k, v in provider.headers.items()}}
@@ -302,18 +307,18 @@ class AnthropicAdapter:
         return UpstreamRequest("POST", self._url(provider), headers,
                                base.dumps(to_anthropic(body, model, stream=stream)))
 
-    def chat_response(self, data: bytes, model: str) -> dict:
+    def chat_response(self, data: bytes, model: str) -> dict[str, Any]:
         resp = base.loads_with_list(data, "content")
         return from_anthropic(resp, model)
 
     def chat_stream(self, model: str) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder(model)
 
-    def embeddings_request(self, body: dict, model: str,
+    def embeddings_request(self, body: dict[str, Any], model: str,
                            provider: ProviderConfig) -> UpstreamRequest:
         raise NotSupported("provider anthropic has no embeddings API")
 
-    def embeddings_response(self, data: bytes, model: str) -> dict:
+    def embeddings_response(self, data: bytes, model: str) -> dict[str, Any]:
         raise NotSupported("provider anthropic has no embeddings API")
 
     def error_summary(self, status: int, data: bytes) -> str:

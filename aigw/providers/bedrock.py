@@ -12,7 +12,7 @@ The adapter stays pure: the request it builds is unsigned, and
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import orjson
@@ -20,8 +20,12 @@ from botocore.eventstream import EventStreamBuffer, ParserError
 
 from aigw.providers import base
 from aigw.providers.anthropic import _json_instruction
-from aigw.providers.base import (NotSupported, ProviderProtocolError, UpstreamStreamError,
-                                 bad_request)
+from aigw.providers.base import (
+    NotSupported,
+    ProviderProtocolError,
+    UpstreamStreamError,
+    bad_request,
+)
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
 STOP_REASONS = {
@@ -39,7 +43,7 @@ IMAGE_FORMATS = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg",
 
 # -- request ------------------------------------------------------------------
 
-def _image_block(part: dict) -> dict:
+def _image_block(part: dict[str, Any]) -> dict[str, Any]:
     data = base.parse_data_url(base.image_url(part))
     if data is None:
         raise bad_request("provider bedrock accepts images only as base64 data URLs")
@@ -49,15 +53,15 @@ def _image_block(part: dict) -> dict:
     return {"image": {"format": fmt, "source": {"bytes": data[1]}}}
 
 
-def _text_block(text: str) -> dict:
+def _text_block(text: str) -> dict[str, Any]:
     return {"text": text}
 
 
-def _blocks(content: Any) -> list[dict]:
+def _blocks(content: Any) -> list[dict[str, Any]]:
     return base.content_parts(content, _text_block, _image_block)
 
 
-def _tool_use(call: dict) -> dict:
+def _tool_use(call: dict[str, Any]) -> dict[str, Any]:
     fn = call.get("function") or {}
     raw = fn.get("arguments") or "{}"
     try:
@@ -70,7 +74,7 @@ def _tool_use(call: dict) -> dict:
                         "input": args}}
 
 
-def _tool_result(msg: dict) -> dict:
+def _tool_result(msg: dict[str, Any]) -> dict[str, Any]:
     text = base.text_of(msg.get("content"))
     try:
         parsed = orjson.loads(text)
@@ -80,7 +84,7 @@ def _tool_result(msg: dict) -> dict:
     return {"toolResult": {"toolUseId": str(msg.get("tool_call_id") or ""), "content": content}}
 
 
-def _turn(msg: dict) -> tuple[str, list[dict]]:
+def _turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
     role = msg.get("role")
     if role == "user":
         return "user", _blocks(msg.get("content"))
@@ -93,7 +97,7 @@ def _turn(msg: dict) -> tuple[str, list[dict]]:
     raise bad_request(f"message role {role!r} is not supported")
 
 
-def _tool_choice(choice: Any) -> dict | None:
+def _tool_choice(choice: Any) -> dict[str, Any] | None:
     if choice is None or choice == "auto":
         return {"auto": {}}
     if choice == "required":
@@ -106,7 +110,7 @@ def _tool_choice(choice: Any) -> dict | None:
     raise bad_request("tool_choice is invalid", "tool_choice")
 
 
-def to_converse(body: dict) -> dict:
+def to_converse(body: dict[str, Any]) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise bad_request("messages must be a list")
@@ -146,7 +150,7 @@ def to_converse(body: dict) -> dict:
 
 # -- response -----------------------------------------------------------------
 
-def converse_usage(raw: dict) -> Usage:
+def converse_usage(raw: dict[str, Any]) -> Usage:
     """Converse's inputTokens excludes cache reads and writes (like Anthropic's)."""
     read = int(raw.get("cacheReadInputTokens") or 0)
     write = int(raw.get("cacheWriteInputTokens") or 0)
@@ -155,12 +159,12 @@ def converse_usage(raw: dict) -> Usage:
                  cache_read_tokens=read, cache_write_tokens=write)
 
 
-def from_converse(resp: dict, model: str) -> dict:
+def from_converse(resp: dict[str, Any], model: str) -> dict[str, Any]:
     message = (resp.get("output") or {}).get("message")
     if not isinstance(message, dict) or not isinstance(message.get("content"), list):
         raise ProviderProtocolError()
     text: list[str] = []
-    calls: list[dict] = []
+    calls: list[dict[str, Any]] = []
     for block in message["content"]:
         if not isinstance(block, dict):
             continue
@@ -180,7 +184,7 @@ def from_converse(resp: dict, model: str) -> dict:
     out = {"id": base.new_id("chatcmpl-"), "object": "chat.completion", "created": base.now(),
            "model": model,
            "choices": [{"index": 0, "message": out_msg, "logprobs": None,
-                        "finish_reason": STOP_REASONS.get(resp.get("stopReason"), "stop")}]}
+                        "finish_reason": STOP_REASONS.get(str(resp.get("stopReason")), "stop")}]}
     if isinstance(resp.get("usage"), dict):
         out["usage"] = converse_usage(resp["usage"]).to_openai()
     return out
@@ -206,38 +210,40 @@ class ConverseStreamDecoder:
         self._usage_sent = False
         self._tool_index: dict[int, int] = {}  # contentBlockIndex -> tool_calls index
 
-    def feed(self, data: bytes) -> list[dict]:
-        out: list[dict] = []
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         self._buf.add_data(data)
         try:
             for msg in self._buf:
-                self._message(msg.headers, msg.payload, out)
+                # botocore-stubs types `headers` as int; botocore builds a dict of the
+                # message's headers (botocore/eventstream.py, EventStreamBuffer._parse_headers)
+                self._message(cast(dict[str, Any], msg.headers), msg.payload, out)
         except ParserError:
             raise ProviderProtocolError() from None
         return out
 
-    def close(self) -> list[dict]:
-        out: list[dict] = []
+    def close(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         if self._stopped:
             self.done = True
         self._flush_usage(out)
         return out
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return base.chunk(self._id, self._created, self.model, 0, delta, finish)
 
-    def _start(self, out: list[dict]) -> None:
+    def _start(self, out: list[dict[str, Any]]) -> None:
         if not self._id:
             self._id = base.new_id("chatcmpl-")
             self._created = base.now()
             out.append(self._chunk({"role": "assistant", "content": ""}))
 
-    def _flush_usage(self, out: list[dict]) -> None:
+    def _flush_usage(self, out: list[dict[str, Any]]) -> None:
         if self.usage is not None and not self._usage_sent and self._id:
             self._usage_sent = True
             out.append(base.usage_chunk(self._id, self._created, self.model, self.usage))
 
-    def _message(self, headers: dict, payload: bytes, out: list[dict]) -> None:
+    def _message(self, headers: dict[str, Any], payload: bytes, out: list[dict[str, Any]]) -> None:
         kind = headers.get(":message-type")
         if kind in ("exception", "error"):
             name = headers.get(":exception-type") or headers.get(":error-code") or "error"
@@ -271,15 +277,15 @@ class ConverseStreamDecoder:
             if isinstance(delta.get("text"), str) and delta["text"]:
                 out.append(self._chunk({"content": delta["text"]}))
             elif isinstance(delta.get("toolUse"), dict):
-                idx = self._tool_index.get(int(obj.get("contentBlockIndex") or 0))
+                known = self._tool_index.get(int(obj.get("contentBlockIndex") or 0))
                 args = delta["toolUse"].get("input")
-                if idx is not None and isinstance(args, str) and args:
+                if known is not None and isinstance(args, str) and args:
                     out.append(self._chunk({"tool_calls": [{
-                        "index": idx, "function": {"arguments": args}}]}))
+                        "index": known, "function": {"arguments": args}}]}))
         elif event == "messageStop":
             self._start(out)
             self._stopped = True
-            self.finish_reason = STOP_REASONS.get(obj.get("stopReason"), "stop")
+            self.finish_reason = STOP_REASONS.get(str(obj.get("stopReason")), "stop")
             out.append(self._chunk({}, self.finish_reason))
         elif event == "metadata":
             if isinstance(obj.get("usage"), dict):
@@ -296,7 +302,7 @@ class BedrockAdapter:
     def _url(self, model: str, provider: ProviderConfig, action: str) -> str:
         return f"{provider.base_url.rstrip('/')}/model/{quote(model, safe='')}/{action}"
 
-    def chat_request(self, body: dict, model: str, provider: ProviderConfig, *,
+    def chat_request(self, body: dict[str, Any], model: str, provider: ProviderConfig, *,
                      stream: bool) -> UpstreamRequest:
         headers = base.json_headers(provider, {})
         if stream:
@@ -305,7 +311,7 @@ class BedrockAdapter:
                                                  "converse-stream" if stream else "converse"),
                                headers, base.dumps(to_converse(body)))
 
-    def chat_response(self, data: bytes, model: str) -> dict:
+    def chat_response(self, data: bytes, model: str) -> dict[str, Any]:
         resp = base.loads(data)
         if not isinstance(resp, dict):
             raise ProviderProtocolError()
@@ -314,11 +320,11 @@ class BedrockAdapter:
     def chat_stream(self, model: str) -> ConverseStreamDecoder:
         return ConverseStreamDecoder(model)
 
-    def embeddings_request(self, body: dict, model: str,
+    def embeddings_request(self, body: dict[str, Any], model: str,
                            provider: ProviderConfig) -> UpstreamRequest:
         raise NotSupported("provider bedrock serves chat (Converse) only; no embeddings")
 
-    def embeddings_response(self, data: bytes, model: str) -> dict:
+    def embeddings_response(self, data: bytes, model: str) -> dict[str, Any]:
         raise NotSupported("provider bedrock serves chat (Converse) only; no embeddings")
 
     def error_summary(self, status: int, data: bytes) -> str:

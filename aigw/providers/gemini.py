@@ -14,8 +14,12 @@ from urllib.parse import quote
 import orjson
 
 from aigw.providers import base
-from aigw.providers.base import (NotSupported, ProviderProtocolError, UpstreamStreamError,
-                                 bad_request)
+from aigw.providers.base import (
+    NotSupported,
+    ProviderProtocolError,
+    UpstreamStreamError,
+    bad_request,
+)
 from aigw.sse import Event
 from aigw.types import ProviderConfig, UpstreamRequest, Usage
 
@@ -45,7 +49,7 @@ def clean_schema(schema: Any) -> Any:
 
 # -- request ------------------------------------------------------------------
 
-def _image_part(part: dict) -> dict:
+def _image_part(part: dict[str, Any]) -> dict[str, Any]:
     url = base.image_url(part)
     data = base.parse_data_url(url)
     if data:
@@ -54,16 +58,16 @@ def _image_part(part: dict) -> dict:
     return {"fileData": {"mimeType": mime, "fileUri": url}}
 
 
-def _text_part(text: str) -> dict:
+def _text_part(text: str) -> dict[str, Any]:
     return {"text": text}
 
 
-def _parts(content: Any) -> list[dict]:
+def _parts(content: Any) -> list[dict[str, Any]]:
     """OpenAI message content -> Gemini parts (empty text dropped)."""
     return base.content_parts(content, _text_part, _image_part)
 
 
-def _json_args(raw: Any) -> dict:
+def _json_args(raw: Any) -> dict[str, Any]:
     try:
         args = orjson.loads(raw) if isinstance(raw, str) else raw
     except orjson.JSONDecodeError:
@@ -75,7 +79,7 @@ def _json_args(raw: Any) -> dict:
     return args
 
 
-def _tool_response(content: Any) -> dict:
+def _tool_response(content: Any) -> dict[str, Any]:
     text = base.text_of(content)
     try:
         parsed = orjson.loads(text)
@@ -84,11 +88,11 @@ def _tool_response(content: Any) -> dict:
     return parsed if isinstance(parsed, dict) else {"content": text}
 
 
-def _contents(messages: list) -> tuple[list[str], list[dict]]:
+def _contents(messages: list[Any]) -> tuple[list[str], list[dict[str, Any]]]:
     """Split system text off and build alternating Gemini contents."""
     names: dict[str, str] = {}  # tool_call_id -> function name, for functionResponse
 
-    def turn(msg: dict) -> tuple[str, list[dict]]:
+    def turn(msg: dict[str, Any]) -> tuple[str, list[dict[str, Any]]]:
         role = msg.get("role")
         if role == "user":
             return "user", _parts(msg.get("content"))
@@ -111,7 +115,7 @@ def _contents(messages: list) -> tuple[list[str], list[dict]]:
     return base.conversation(messages, "parts", turn)
 
 
-def _tool_config(choice: Any) -> dict | None:
+def _tool_config(choice: Any) -> dict[str, Any] | None:
     if choice is None:
         return None
     if choice in ("auto", "none", "required"):
@@ -126,7 +130,7 @@ def _tool_config(choice: Any) -> dict | None:
 _THINKING_BUDGET = {"none": 0, "minimal": 0, "low": 1024, "medium": 8192, "high": 24576}
 
 
-def _generation_config(body: dict) -> dict:
+def _generation_config(body: dict[str, Any]) -> dict[str, Any]:
     cfg: dict[str, Any] = {}
     max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
     if max_tokens:
@@ -156,7 +160,7 @@ def _generation_config(body: dict) -> dict:
     return cfg
 
 
-def to_gemini(body: dict) -> dict:
+def to_gemini(body: dict[str, Any]) -> dict[str, Any]:
     messages = body.get("messages")
     if not isinstance(messages, list):
         raise bad_request("messages must be a list")
@@ -186,7 +190,7 @@ def to_gemini(body: dict) -> dict:
 
 # -- response -----------------------------------------------------------------
 
-def gemini_usage(meta: dict) -> Usage:
+def gemini_usage(meta: dict[str, Any]) -> Usage:
     thoughts = int(meta.get("thoughtsTokenCount") or 0)
     return Usage(
         input_tokens=int(meta.get("promptTokenCount") or 0)
@@ -196,13 +200,13 @@ def gemini_usage(meta: dict) -> Usage:
         reasoning_tokens=thoughts)
 
 
-def _split_parts(parts: list, call_prefix: int = 0) -> tuple[str, list[dict], str]:
+def _split_parts(parts: list[Any], call_prefix: int = 0) -> tuple[str, list[dict[str, Any]], str]:
     """Candidate parts -> (visible text, OpenAI tool_calls, thought summaries).
 
     Thought summaries (parts with ``thought: true``, sent when the request asked
     for ``includeThoughts``) become the canonical ``reasoning_content``."""
     text: list[str] = []
-    calls: list[dict] = []
+    calls: list[dict[str, Any]] = []
     thoughts: list[str] = []
     for part in parts:
         if not isinstance(part, dict):
@@ -230,7 +234,7 @@ def _finish(reason: str | None, has_calls: bool) -> str | None:
     return "tool_calls" if has_calls and mapped == "stop" else mapped
 
 
-def from_gemini(resp: dict, model: str) -> dict:
+def from_gemini(resp: dict[str, Any], model: str) -> dict[str, Any]:
     choices = []
     for pos, cand in enumerate(resp.get("candidates") or []):
         parts = (cand.get("content") or {}).get("parts") or []
@@ -270,12 +274,12 @@ class GeminiStreamDecoder(base.SSEStreamDecoder):
         self._calls: dict[int, int] = {}  # candidate index -> tool calls emitted
         self._open: set[int] = set()      # candidates without a finishReason yet
 
-    def _flush_usage(self, out: list[dict]) -> None:
+    def _flush_usage(self, out: list[dict[str, Any]]) -> None:
         if self.usage is not None and not self._usage_sent:
             self._usage_sent = True
             out.append(base.usage_chunk(self._id, self._created, self.model, self.usage))
 
-    def _event(self, ev: Event, out: list[dict]) -> None:
+    def _event(self, ev: Event, out: list[dict[str, Any]]) -> None:
         data = ev.data
         if not data.strip() or data.strip() == "[DONE]":
             return
@@ -340,13 +344,13 @@ class GeminiAdapter:
         return base.json_headers(
             provider, {"x-goog-api-key": provider.api_key} if provider.api_key else {})
 
-    def chat_request(self, body: dict, model: str, provider: ProviderConfig, *,
+    def chat_request(self, body: dict[str, Any], model: str, provider: ProviderConfig, *,
                      stream: bool) -> UpstreamRequest:
         method = "streamGenerateContent?alt=sse" if stream else "generateContent"
         return UpstreamRequest("POST", self._model_url(model, provider, method),
                                self._headers(provider), base.dumps(to_gemini(body)))
 
-    def chat_response(self, data: bytes, model: str) -> dict:
+    def chat_response(self, data: bytes, model: str) -> dict[str, Any]:
         resp = base.loads(data)
         if not isinstance(resp, dict) or not ("candidates" in resp or "promptFeedback" in resp):
             raise ProviderProtocolError()
@@ -355,7 +359,7 @@ class GeminiAdapter:
     def chat_stream(self, model: str) -> GeminiStreamDecoder:
         return GeminiStreamDecoder(model)
 
-    def embeddings_request(self, body: dict, model: str,
+    def embeddings_request(self, body: dict[str, Any], model: str,
                            provider: ProviderConfig) -> UpstreamRequest:
         inputs = body.get("input")
         if isinstance(inputs, str):
@@ -372,7 +376,7 @@ class GeminiAdapter:
         return UpstreamRequest("POST", self._model_url(model, provider, "batchEmbedContents"),
                                self._headers(provider), base.dumps({"requests": reqs}))
 
-    def embeddings_response(self, data: bytes, model: str) -> dict:
+    def embeddings_response(self, data: bytes, model: str) -> dict[str, Any]:
         resp = base.loads_with_list(data, "embeddings")
         items = [{"object": "embedding", "index": i, "embedding": e.get("values", [])}
                  for i, e in enumerate(resp["embeddings"])]

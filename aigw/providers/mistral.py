@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import re
 import string
+from typing import Any
 
 from aigw.providers.openai import OpenAIAdapter
 
@@ -34,13 +35,13 @@ def mistral_tool_id(call_id: str) -> str:
     return "".join(out)
 
 
-def _fix_tool_ids(messages: list) -> list:
+def _fix_tool_ids(messages: list[Any]) -> list[Any]:
     fixed = []
-    for msg in messages:
-        if not isinstance(msg, dict):
-            fixed.append(msg)
+    for original in messages:
+        if not isinstance(original, dict):
+            fixed.append(original)
             continue
-        msg = dict(msg)
+        msg = dict(original)
         if isinstance(msg.get("tool_calls"), list):
             msg["tool_calls"] = [
                 {**tc, "id": mistral_tool_id(tc["id"])}
@@ -56,7 +57,7 @@ class MistralAdapter(OpenAIAdapter):
     type = "mistral"
     max_output_field = "max_tokens"
 
-    def chat_body(self, body: dict, model: str, *, stream: bool) -> dict:
+    def chat_body(self, body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
         out = super().chat_body(body, model, stream=stream)
         for key in _DROP:
             out.pop(key, None)
@@ -69,7 +70,7 @@ class MistralAdapter(OpenAIAdapter):
             out["messages"] = _fix_tool_ids(out["messages"])
         return out
 
-    def embeddings_body(self, body: dict, model: str) -> dict:
+    def embeddings_body(self, body: dict[str, Any], model: str) -> dict[str, Any]:
         out = {k: v for k, v in body.items() if k not in ("user", "dimensions")}
         if "dimensions" in body:
             out["output_dimension"] = body["dimensions"]

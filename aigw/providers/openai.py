@@ -25,7 +25,7 @@ def merge_usage(raw: dict[str, Any]) -> tuple[dict[str, Any], Usage]:
     return out, usage
 
 
-def _flatten_content(message: dict) -> None:
+def _flatten_content(message: dict[str, Any]) -> None:
     """Some servers (Mistral reasoning models) answer content as a list of chunks."""
     content = message.get("content")
     if isinstance(content, list):
@@ -51,7 +51,7 @@ class OpenAIAdapter:
     def auth(self, provider: ProviderConfig) -> dict[str, str]:
         return {"authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
 
-    def chat_body(self, body: dict, model: str, *, stream: bool) -> dict:
+    def chat_body(self, body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
         out = dict(body)
         out["model"] = model
         if stream:
@@ -64,17 +64,17 @@ class OpenAIAdapter:
             out.pop("stream_options", None)
         return out
 
-    def chat_request(self, body: dict, model: str, provider: ProviderConfig, *,
+    def chat_request(self, body: dict[str, Any], model: str, provider: ProviderConfig, *,
                      stream: bool) -> UpstreamRequest:
         return UpstreamRequest(
             "POST", self.chat_url(model, provider),
             base.json_headers(provider, self.auth(provider)),
             base.dumps(self.chat_body(body, model, stream=stream)))
 
-    def embeddings_body(self, body: dict, model: str) -> dict:
+    def embeddings_body(self, body: dict[str, Any], model: str) -> dict[str, Any]:
         return {**body, "model": model}
 
-    def embeddings_request(self, body: dict, model: str,
+    def embeddings_request(self, body: dict[str, Any], model: str,
                            provider: ProviderConfig) -> UpstreamRequest:
         return UpstreamRequest(
             "POST", self.embeddings_url(model, provider),
@@ -82,7 +82,7 @@ class OpenAIAdapter:
             base.dumps(self.embeddings_body(body, model)))
 
     # -- responses --------------------------------------------------------
-    def chat_response(self, data: bytes, model: str) -> dict:
+    def chat_response(self, data: bytes, model: str) -> dict[str, Any]:
         resp = base.loads_with_list(data, "choices")
         resp.setdefault("object", "chat.completion")
         resp.setdefault("model", model)
@@ -93,10 +93,10 @@ class OpenAIAdapter:
             resp["usage"], _ = merge_usage(resp["usage"])
         return resp
 
-    def chat_stream(self, model: str) -> "OpenAIStreamDecoder":
+    def chat_stream(self, model: str) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder(model)
 
-    def embeddings_response(self, data: bytes, model: str) -> dict:
+    def embeddings_response(self, data: bytes, model: str) -> dict[str, Any]:
         resp = base.loads_with_list(data, "data")
         resp.setdefault("object", "list")
         resp.setdefault("model", model)
@@ -121,10 +121,10 @@ class OpenAIStreamDecoder(base.SSEStreamDecoder):
 
     def __init__(self, model: str):
         super().__init__(model)
-        self._raw_usage: dict | None = None
+        self._raw_usage: dict[str, Any] | None = None
         self._model = model  # as the provider names it in chunks; ``model`` stays as asked
 
-    def _event(self, ev: Event, out: list[dict]) -> None:
+    def _event(self, ev: Event, out: list[dict[str, Any]]) -> None:
         data = ev.data
         if self.done or not data.strip():
             return
@@ -160,7 +160,7 @@ class OpenAIStreamDecoder(base.SSEStreamDecoder):
         obj.setdefault("object", "chat.completion.chunk")
         out.append(obj)
 
-    def _flush_usage(self, out: list[dict]) -> None:
+    def _flush_usage(self, out: list[dict[str, Any]]) -> None:
         if self._raw_usage is None or self._usage_sent:
             return
         self._usage_sent = True

@@ -40,14 +40,14 @@ def _parts(content: Any, role: str) -> Any:
     return out
 
 
-def to_responses(body: dict, model: str, *, stream: bool) -> dict:
+def to_responses(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:
     """Canonical chat request -> Responses request (stateless)."""
     messages = list(body.get("messages") or [])
     out: dict[str, Any] = {"model": model, "store": False}
     if messages and messages[0].get("role") in ("system", "developer"):
         out["instructions"] = base.text_of(messages[0].get("content"))
         messages = messages[1:]
-    items: list[dict] = []
+    items: list[dict[str, Any]] = []
     for m in messages:
         role = m.get("role")
         if role == "tool":
@@ -109,14 +109,14 @@ def responses_usage(raw: Any) -> Usage | None:
                  reasoning_tokens=int((raw.get("output_tokens_details") or {}).get("reasoning_tokens") or 0))
 
 
-def _finish(resp: dict, has_calls: bool) -> str:
+def _finish(resp: dict[str, Any], has_calls: bool) -> str:
     if resp.get("status") == "incomplete":
         reason = (resp.get("incomplete_details") or {}).get("reason")
         return "content_filter" if reason == "content_filter" else "length"
     return "tool_calls" if has_calls else "stop"
 
 
-def from_responses(resp: dict, model: str) -> dict:
+def from_responses(resp: dict[str, Any], model: str) -> dict[str, Any]:
     text, calls, reasoning = [], [], []
     for item in resp.get("output") or ():
         kind = item.get("type") if isinstance(item, dict) else None
@@ -151,10 +151,10 @@ class ResponsesStreamDecoder(base.SSEStreamDecoder):
         super().__init__(model)
         self._tools: dict[Any, int] = {}  # item id / output index -> tool call index
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> dict:
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return base.chunk(self._id, self._created, self.model, 0, delta, finish)
 
-    def _event(self, ev: Event, out: list[dict]) -> None:
+    def _event(self, ev: Event, out: list[dict[str, Any]]) -> None:
         if self.done or not ev.data.strip():
             return
         obj = base.loads(ev.data.encode())
@@ -182,9 +182,9 @@ class ResponsesStreamDecoder(base.SSEStreamDecoder):
                     "index": idx, "id": item.get("call_id"), "type": "function",
                     "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""}}]}))
         elif kind == "response.function_call_arguments.delta" and obj.get("delta"):
-            idx = self._tools.get(obj.get("item_id"), self._tools.get(obj.get("output_index")))
-            if idx is not None:
-                out.append(self._chunk({"tool_calls": [{"index": idx,
+            known = self._tools.get(obj.get("item_id"), self._tools.get(obj.get("output_index")))
+            if known is not None:
+                out.append(self._chunk({"tool_calls": [{"index": known,
                                                         "function": {"arguments": obj["delta"]}}]}))
         elif kind in ("response.completed", "response.incomplete"):
             resp = obj.get("response") or {}
@@ -194,7 +194,7 @@ class ResponsesStreamDecoder(base.SSEStreamDecoder):
             self.done = True
             self._flush_usage(out)
 
-    def _flush_usage(self, out: list[dict]) -> None:
+    def _flush_usage(self, out: list[dict[str, Any]]) -> None:
         if self.usage is not None and not self._usage_sent and self._id:
             self._usage_sent = True
             out.append(base.usage_chunk(self._id, self._created, self.model, self.usage))
@@ -205,14 +205,14 @@ class OpenAIResponsesAdapter:
 
     type = "openai"
 
-    def chat_request(self, body: dict, model: str, provider: ProviderConfig, *,
+    def chat_request(self, body: dict[str, Any], model: str, provider: ProviderConfig, *,
                      stream: bool) -> UpstreamRequest:
         auth = {"authorization": f"Bearer {provider.api_key}"} if provider.api_key else {}
         return UpstreamRequest("POST", base.api_root(provider.base_url) + "/responses",
                                base.json_headers(provider, auth),
                                base.dumps(to_responses(body, model, stream=stream)))
 
-    def chat_response(self, data: bytes, model: str) -> dict:
+    def chat_response(self, data: bytes, model: str) -> dict[str, Any]:
         resp = base.loads_with_list(data, "output")
         return from_responses(resp, model)
 

@@ -18,6 +18,7 @@ is added by :mod:`aigw.cloud_auth`; the adapter stays pure.
 """
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 from aigw.providers import base
@@ -48,7 +49,7 @@ class VertexAdapter:
                 f"{quote(provider.region, safe='')}/publishers/{publisher(model)}/models/"
                 f"{quote(model, safe='.-_@')}:{method}")
 
-    def chat_request(self, body: dict, model: str, provider: ProviderConfig, *,
+    def chat_request(self, body: dict[str, Any], model: str, provider: ProviderConfig, *,
                      stream: bool) -> UpstreamRequest:
         headers = base.json_headers(provider, {})
         if publisher(model) == "anthropic":
@@ -62,7 +63,7 @@ class VertexAdapter:
         return UpstreamRequest("POST", self._url(model, provider, method), headers,
                                base.dumps(payload))
 
-    def chat_response(self, data: bytes, model: str) -> dict:
+    def chat_response(self, data: bytes, model: str) -> dict[str, Any]:
         if publisher(model) == "anthropic":
             return _ANTHROPIC.chat_response(data, model)
         return _GEMINI.chat_response(data, model)
@@ -72,11 +73,11 @@ class VertexAdapter:
             return _ANTHROPIC.chat_stream(model)
         return _GEMINI.chat_stream(model)
 
-    def embeddings_request(self, body: dict, model: str,
+    def embeddings_request(self, body: dict[str, Any], model: str,
                            provider: ProviderConfig) -> UpstreamRequest:
         raise NotSupported("provider vertex serves chat only; use provider gemini for embeddings")
 
-    def embeddings_response(self, data: bytes, model: str) -> dict:
+    def embeddings_response(self, data: bytes, model: str) -> dict[str, Any]:
         raise NotSupported("provider vertex serves chat only; use provider gemini for embeddings")
 
     def error_summary(self, status: int, data: bytes) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -102,10 +102,10 @@ def count_completion_text(text: str, model: str) -> Count:
     return count_text(text, model)
 
 
-def count_embeddings(inp: str | list, model: str) -> Count:
+def count_embeddings(inp: str | list[Any], model: str) -> Count:
     """Embedding input: a string, a list of strings, or token arrays (counted by length)."""
     tok = tokenizer_for(model)
-    items: Iterable[Any] = [inp] if isinstance(inp, str) else inp
+    items: list[Any] = [inp] if isinstance(inp, str) else inp
     if items and all(isinstance(i, int) for i in items):  # one token array
         return Count(len(items), tok.estimated, tok.name)
     total = 0
@@ -178,7 +178,7 @@ def framing_for(model: str) -> Framing:
     return Framing("generic", 4, 4, start=1)
 
 
-def count_chat(body: dict, model: str) -> Count:
+def count_chat(body: dict[str, Any], model: str) -> Count:
     """Prompt tokens of an OpenAI chat request, as OpenAI counts them.
 
     Per the cookbook: 3 tokens per message, +1 per ``name``, every string
@@ -259,7 +259,7 @@ def _content_tokens(content: Any, tok: Tokenizer, model: str) -> tuple[int, bool
     return total, estimated
 
 
-def _call_tokens(call: dict, tok: Tokenizer) -> int:
+def _call_tokens(call: dict[str, Any], tok: Tokenizer) -> int:
     return 3 + tok.count(str(call.get("name") or "")) + tok.count(str(call.get("arguments") or ""))
 
 
@@ -269,7 +269,7 @@ def _tool_calls_tokens(calls: Any, tok: Tokenizer) -> int:
     return sum(_call_tokens(c.get("function") or {}, tok) for c in calls if isinstance(c, dict))
 
 
-def _function_definitions(body: dict) -> list[dict]:
+def _function_definitions(body: dict[str, Any]) -> list[dict[str, Any]]:
     out = [t["function"] for t in body.get("tools") or ()
            if isinstance(t, dict) and t.get("type", "function") == "function"
            and isinstance(t.get("function"), dict)]
@@ -277,7 +277,8 @@ def _function_definitions(body: dict) -> list[dict]:
     return out
 
 
-def tool_definition_tokens(functions: list[dict], count: Callable[[str], int], func_init: int) -> int:
+def tool_definition_tokens(functions: list[dict[str, Any]], count: Callable[[str], int],
+                           func_init: int) -> int:
     """The cookbook's function-definition formula (top-level properties only)."""
     total = 0
     for fn in functions:
@@ -287,8 +288,8 @@ def tool_definition_tokens(functions: list[dict], count: Callable[[str], int], f
         props = (fn.get("parameters") or {}).get("properties") or {}
         if props:
             total += 3
-            for key, prop in props.items():
-                prop = prop if isinstance(prop, dict) else {}
+            for key, raw_prop in props.items():
+                prop = raw_prop if isinstance(raw_prop, dict) else {}
                 total += 3
                 enum = prop.get("enum")
                 if isinstance(enum, list):

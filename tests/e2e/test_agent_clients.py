@@ -55,7 +55,7 @@ def test_claude_code_session(gateway, mock, cred):
     with _post(gateway, "turn", auth, stream=True) as r:
         assert r.status_code == 200, r.text
         events = _events(r)
-    sent = [x for x in mock.requests()[n0:] if x["path"] == "/v1/messages"][0]
+    sent = next(x for x in mock.requests()[n0:] if x["path"] == "/v1/messages")
     turn = FIX["turn"]["body"]
     assert sent["body"]["system"] == turn["system"] and sent["body"]["tools"] == turn["tools"]
     assert sent["body"]["thinking"] == turn["thinking"] and sent["body"]["metadata"] == turn["metadata"]

@@ -121,10 +121,12 @@ def test_bypass(gateway, mock, body, headers, reason):
     if b.get("temperature", 0) is None:
         b.pop("temperature")
         payload = {"model": "chat", "messages": [{"role": "user", "content": prompt}]}
-        send = lambda: requests.post(gateway.url + "/v1/chat/completions", headers=gateway.headers(),
-                                     json=payload)
+        def send():
+            return requests.post(gateway.url + "/v1/chat/completions", headers=gateway.headers(),
+                                 json=payload)
     else:
-        send = lambda: chat(gateway, prompt, headers=headers, **b)
+        def send():
+            return chat(gateway, prompt, headers=headers, **b)
     n0 = len(mock.requests())
     for _ in range(2):
         r = send()

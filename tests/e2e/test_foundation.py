@@ -155,9 +155,9 @@ def test_log_line_has_otel_fields_and_no_prompt(gateway):
     deadline = time.time() + 5
     line = None
     while time.time() < deadline and line is None:
-        for l in gateway.standin.logs().splitlines():
-            if '"aigw.request"' in l and '"http.response.status_code":200' in l:
-                line = l
+        for logged in gateway.standin.logs().splitlines():
+            if '"aigw.request"' in logged and '"http.response.status_code":200' in logged:
+                line = logged
         time.sleep(0.1)
     assert line is not None
     assert "unique-marker-5521" not in gateway.standin.logs()

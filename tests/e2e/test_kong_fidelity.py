@@ -12,7 +12,7 @@ import requests
 
 from aigw_dev.standin.process import forward_aigw_env, main_env_value, worker_env
 
-from .conftest import Gateway, reference_config, free_port
+from .conftest import Gateway, free_port, reference_config
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hello there"}]}
 

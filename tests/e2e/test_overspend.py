@@ -116,13 +116,13 @@ def test_two_nodes_50_concurrent_n_up_to_16(make_gateway, kind, provider):
 
     results = burst(gws, {}, N, bodies=reqs)
 
-    ok = [(b, r) for b, r in zip(reqs, results) if r.status_code == 200]
+    ok = [(b, r) for b, r in zip(reqs, results, strict=True) if r.status_code == 200]
     refused = [r for r in results if r.status_code != 200]
     assert ok and refused, [r.status_code for r in results]
     code = "rate_limit_exceeded" if kind == "tokens" else "budget_exceeded"
     assert all(r.status_code == 429 and r.json()["error"]["code"] == code for r in refused)
     # (admitted reservations can add up to more than the limit: reconciles free room meanwhile)
-    admitted = sum(res for res, r in zip(reservations, results) if r.status_code == 200)
+    admitted = sum(res for res, r in zip(reservations, results, strict=True) if r.status_code == 200)
     for b, r in ok:
         texts, finishes, usage = delivered(r)
         assert len(texts) == b["n"]

@@ -21,6 +21,7 @@ Figures (recall, false positives, throughput) are printed; with
 from __future__ import annotations
 
 import collections
+import contextlib
 import http.server
 import importlib.util
 import json
@@ -31,8 +32,9 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import anthropic
 import orjson
@@ -127,10 +129,8 @@ def _request_events(logs: str) -> list[dict[str, Any]]:
     out = []
     for line in logs.splitlines():
         if '"aigw.request"' in line and "{" in line:
-            try:
+            with contextlib.suppress(orjson.JSONDecodeError):
                 out.append(orjson.loads(line[line.index("{"):]))
-            except orjson.JSONDecodeError:
-                pass
     return out
 
 
@@ -174,7 +174,7 @@ def _roomy_token_limits(doc: dict[str, Any]) -> None:
 def _corpus_edit(doc: dict[str, Any]) -> None:
     rc = plugin_config(doc, "ai-redact")
     rc["restore"] = True
-    rc["actions"] = {**{e: "redact" for e in BUILTIN_ENTITIES}, **{e: "block" for e in BLOCKED_TYPES}}
+    rc["actions"] = {**dict.fromkeys(BUILTIN_ENTITIES, "redact"), **dict.fromkeys(BLOCKED_TYPES, "block")}
     # the model never sees a redacted secret: keep the pii/financial rules, let redacted secrets through
     plugin_config(doc, "ai-router")["data_class_policy"] = {"pii": ["onprem", "zdr"], "financial": ["onprem", "zdr"]}
     remove_plugin(doc, "ai-cache")  # every request must reach the mock
@@ -324,7 +324,7 @@ def test_corpus_redacted_items_never_reach_the_model(corpus_run):
     tags = rec.placeholders()
     assert sum(tags.values()) >= len(items) * 0.9, tags
     leaked = collections.defaultdict(list)
-    for text, entity, value in items:
+    for _text, entity, value in items:
         forms = rec.leaks(entity, value)
         if forms:
             leaked[entity].append(forms)
@@ -978,7 +978,7 @@ def evasion_run(evasion_gw, mock):
     s = requests.Session()
     mock.clear()
     sent = 0
-    for k, ev in enumerate(corpus.EVASIONS):
+    for _k, ev in enumerate(corpus.EVASIONS):
         for stream in (False, True):
             kw, extra, last = _chat_fields(seeds, ev)
             if stream:

@@ -6,8 +6,8 @@ field the pass-through or the translation forwards, and the answer still succeed
 from __future__ import annotations
 
 import orjson
-import requests
 import pytest
+import requests
 
 
 def _seed(i: int) -> str:

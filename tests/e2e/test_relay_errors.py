@@ -2,7 +2,6 @@
 Authorization header, and the cost of broken and abandoned streams in logs and budgets."""
 from __future__ import annotations
 
-import json
 import time
 import uuid
 

@@ -171,7 +171,7 @@ def test_stream_with_no_output_and_no_fallback_is_502_and_not_charged(faulty, mo
 def test_stream_error_event_caused_by_the_request_is_relayed(faulty, mock):
     """llama.cpp answers an over-long streamed prompt 200 and then an ``error:`` line with
     code 400: the client gets the provider's 400 and message; no failover, breaker untouched."""
-    for i in range(3):  # more than the breaker's 2 failures
+    for _i in range(3):  # more than the breaker's 2 failures
         marker = f"s-{uuid.uuid4().hex[:8]}"
         r = _post(faulty, "serr-fo", marker, True)
         assert r.status_code == 400, r.text

@@ -177,7 +177,7 @@ def test_redaction_and_restore_inside_typed_events_across_turns(rgw, mock, strea
     if stream:
         events = list(client.responses.create(model="claude-sonnet", input=f"mail {email} now", stream=True))
         text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
-        done = [e for e in events if e.type == "response.output_text.done"][0].text
+        done = next(e for e in events if e.type == "response.output_text.done").text
         assert text == done == f"Echo: mail {email} now"
         first = events[-1].response
         assert first.output_text == f"Echo: mail {email} now"
@@ -344,7 +344,7 @@ def test_openai_target_gets_a_stateless_responses_request_with_the_whole_convers
     client = rgw.openai()
     first = client.responses.create(model="gpt-zdr", instructions="be kind", tools=TOOLS,
                                     input="CALL_TOOL for Paris mail a.b@example.com")
-    call = [o for o in first.output if o.type == "function_call"][0]
+    call = next(o for o in first.output if o.type == "function_call")
     assert json.loads(call.arguments) == {"city": "Paris"}
     n0 = len(mock.requests())
     kw = dict(model="gpt-zdr", instructions="be kind", tools=TOOLS, previous_response_id=first.id,

@@ -171,8 +171,9 @@ def test_failover_on_error_status(make_gateway, fault, expect_status):
         assert r.headers["x-ai-attempts"] == "2"
         assert f"status:{expect_status}" in r.headers["x-ai-attempt-log"]
         assert "Echo: failover" in (r.text if not stream else "".join(
-            json.loads(l[6:])["choices"][0]["delta"].get("content") or ""
-            for l in r.text.splitlines() if l.startswith("data: {") and json.loads(l[6:]).get("choices")))
+            json.loads(line[6:])["choices"][0]["delta"].get("content") or ""
+            for line in r.text.splitlines()
+            if line.startswith("data: {") and json.loads(line[6:]).get("choices")))
 
 
 def test_failover_on_slow_first_token(make_gateway, mock):

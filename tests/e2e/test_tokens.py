@@ -10,7 +10,6 @@ import json
 import threading
 import time
 import uuid
-
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
@@ -20,8 +19,16 @@ import requests
 from aigw.limits import RedisLimiter, Rule
 from aigw.tokens.counting import count_chat, count_completion_text
 
-from .conftest import (Gateway, add_model, burst, free_port, plugin_config, reference_config, remove_plugin,
-                       service)
+from .conftest import (
+    Gateway,
+    add_model,
+    burst,
+    free_port,
+    plugin_config,
+    reference_config,
+    remove_plugin,
+    service,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 CONSUMER = "demo-app"  # the consumer of demo_token()
@@ -327,7 +334,7 @@ def test_redis_unreachable(make_gateway, mock, fail_open):
 
 # ---------------------------------------------------------------- usage in responses
 def _sse(text: str) -> list[dict]:
-    return [json.loads(l[6:]) for l in text.splitlines() if l.startswith("data: {")]
+    return [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: {")]
 
 
 def test_token_headers_equal_the_mock_usage(gw):
@@ -349,7 +356,7 @@ def test_cached_prompt_tokens_header(gw):
     prompt = "REPLY:a b c d e f g h"
     r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(),
                       json={"model": "cachy", "messages": [{"role": "user", "content": prompt}]})
-    p, c = mock_usage(prompt, prompt[6:])
+    p, _c = mock_usage(prompt, prompt[6:])
     assert r.headers["x-ai-prompt-tokens"] == str(p)
     assert r.headers["x-ai-cached-tokens"] == str(p // 2)
 
@@ -436,7 +443,7 @@ def test_stream_usage_of_each_provider_in_the_log_line(gw):
             if asked:
                 finals[model] = chunks[-1]["usage"]
     for model in PROVIDER_MODELS:
-        evs = wait_events(gw, lambda e: e.get("gen_ai.request.model") == model and e.get("aigw.stream"),
+        evs = wait_events(gw, lambda e, model=model: e.get("gen_ai.request.model") == model and e.get("aigw.stream"),
                           n=2, since=mark)
         assert len(evs) == 2, model
         for e in evs:

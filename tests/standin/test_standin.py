@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import http.client
 import json
-import socket
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jwt as pyjwt
 import pytest

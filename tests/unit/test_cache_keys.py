@@ -7,8 +7,17 @@ import string
 
 import pytest
 
-from aigw.cache import (MULTIPLE_CHOICES, NO_STORE, NONDETERMINISTIC, OK, REFRESH, UNSUPPORTED,
-                        Partition, cache_key, cacheable)
+from aigw.cache import (
+    MULTIPLE_CHOICES,
+    NO_STORE,
+    NONDETERMINISTIC,
+    OK,
+    REFRESH,
+    UNSUPPORTED,
+    Partition,
+    cache_key,
+    cacheable,
+)
 
 P = Partition("alice", "chat", "openai/gpt-4o-mini")
 
@@ -163,7 +172,7 @@ def test_property_random_bodies_and_partitions_never_collide():
     targets = ["openai/gpt-4o", "anthropic/claude"]
     bodies = [_rand_body(rng) for _ in range(60)]
     seen: dict[str, tuple] = {}
-    for bi, b in enumerate(bodies):
+    for _bi, b in enumerate(bodies):
         canon = repr(sorted(b.items()))
         for c in names:
             for r in routes:
@@ -174,7 +183,7 @@ def test_property_random_bodies_and_partitions_never_collide():
                     ident = (c, r, t, canon)
                     assert seen.setdefault(key, ident) == ident, "two requests share a key"
     # every distinct (partition, body) produced its own key
-    assert len(seen) == len({v for v in seen.values()})
+    assert len(seen) == len(set(seen.values()))
 
 
 # -- cacheable -------------------------------------------------------------

@@ -132,7 +132,7 @@ def test_assemble_provider_style_stream():
 def test_assemble_multiple_choices_interleaved():
     base = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"}
     chunks = []
-    for i, word in enumerate(["one", "two", "three"]):
+    for _i, word in enumerate(["one", "two", "three"]):
         for idx in (1, 0):
             chunks.append({**base, "choices": [{"index": idx, "delta": {"content": f"{word}{idx} "}}]})
     chunks.append({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"},

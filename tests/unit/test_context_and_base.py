@@ -173,6 +173,7 @@ def test_api_for_path(path, api):
 
 def test_relay_refuses_when_a_required_plugin_never_ran():
     from types import SimpleNamespace
+
     from aigw.relay.app import Relay
     ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"{}", consumer=None)
     ctx.router = SimpleNamespace(required_plugins=frozenset({"ai-redact", "ai-tokens"}))

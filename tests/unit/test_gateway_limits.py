@@ -4,8 +4,14 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from aigw.context import RequestContext
-from aigw.gateway.limits import (Reserver, ScopedLimit, counter_id, output_choices, rule_label,
-                                 worst_case_tokens)
+from aigw.gateway.limits import (
+    Reserver,
+    ScopedLimit,
+    counter_id,
+    output_choices,
+    rule_label,
+    worst_case_tokens,
+)
 from aigw.tokens.counting import Count
 
 

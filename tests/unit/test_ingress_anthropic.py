@@ -139,7 +139,7 @@ def test_encoder_close_usage_overrides_stream_usage():
                                       "finish_reason": "stop"}]})
     enc.feed({"id": "x", "choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}})
     evs = events(b"".join(enc.close(Usage(input_tokens=9, output_tokens=2))))
-    delta = [e for e in evs if e[0] == "message_delta"][0][1]
+    delta = next(e for e in evs if e[0] == "message_delta")[1]
     assert delta["usage"]["input_tokens"] == 9 and delta["usage"]["output_tokens"] == 2
 
 
@@ -169,7 +169,7 @@ class _OneShot(http.server.BaseHTTPRequestHandler):
     body = b""
     content_type = "text/event-stream"
 
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         self.rfile.read(int(self.headers.get("content-length", 0)))
         self.send_response(200)
         self.send_header("content-type", self.content_type)

@@ -4,8 +4,9 @@ listed as start-time only. Compared statically and by mutating the reference con
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -118,7 +119,7 @@ def test_kong_and_the_plugin_refuse_the_same_bad_values(name):
     schema.validate(name, base)
     checked = 0
     for path, js, _ in _all_pairs(name):
-        for kw, bad in _violations(js):
+        for _kw, bad in _violations(js):
             conf = copy.deepcopy(base)
             where = _locate(conf, path)
             if where is None:

@@ -9,8 +9,14 @@ import uuid
 import pytest
 import redis
 
-from aigw.limits import (BackendUnavailable, LimitExceeded, MemoryLimiter, RedisLimiter, Rule,
-                         make_limiter)
+from aigw.limits import (
+    BackendUnavailable,
+    LimitExceeded,
+    MemoryLimiter,
+    RedisLimiter,
+    Rule,
+    make_limiter,
+)
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -110,7 +116,7 @@ def test_release_frees_and_is_idempotent(nodes):
     nodes.b.release(res)
     nodes.b.release(res)
     assert nodes.a.used(rule) == 0
-    other, _ = nodes.a.reserve([rule], 4, rid())
+    _other, _ = nodes.a.reserve([rule], 4, rid())
     nodes.a.release(res)  # releasing a stale reservation must not touch others
     assert nodes.a.used(rule) == 4
     nodes.a.reconcile(res, 5)  # reconciling a released reservation does nothing
@@ -231,7 +237,7 @@ def test_memory_idle_keys_are_swept():
     for i in range(10):
         lim.reserve([Rule(f"k{i}", 5, 1)], 1, rid())
     clock.now += 2
-    for i in range(lim.SWEEP_EVERY):
+    for _ in range(lim.SWEEP_EVERY):
         lim.reserve([Rule("hot", 10**9, 60)], 1, rid())
     assert set(lim._logs) == {"hot"}
 

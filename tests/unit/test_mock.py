@@ -6,7 +6,8 @@ import http.client
 import select
 import socket
 import struct
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import anthropic
@@ -453,19 +454,19 @@ def test_stream_delay_sends_first_chunk_before_the_rest(mock: MockProvider) -> N
 
 def test_fault_cut_drops_the_stream(mock: MockProvider) -> None:
     got = b""
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        with chat(mock, {"model": "m-fault-cut", "stream": True,
-                         "messages": user("a long enough message to cut")}, stream=True) as r:
-            for chunk in r.iter_content(chunk_size=None):
-                got += chunk
+    with pytest.raises(requests.exceptions.ChunkedEncodingError), \
+            chat(mock, {"model": "m-fault-cut", "stream": True,
+                        "messages": user("a long enough message to cut")}, stream=True) as r:
+        for chunk in r.iter_content(chunk_size=None):
+            got += chunk
     assert b"Echo" in got
     assert b"[DONE]" not in got and b'"finish_reason":"stop"' not in got
     anth = b""
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        with messages(mock, {"model": "c-fault-cut", "stream": True,
-                             "messages": user("words to cut here")}, stream=True) as r:
-            for chunk in r.iter_content(chunk_size=None):
-                anth += chunk
+    with pytest.raises(requests.exceptions.ChunkedEncodingError), \
+            messages(mock, {"model": "c-fault-cut", "stream": True,
+                            "messages": user("words to cut here")}, stream=True) as r:
+        for chunk in r.iter_content(chunk_size=None):
+            anth += chunk
     assert b"content_block_delta" in anth and b"message_stop" not in anth
     # the server still answers afterwards
     assert chat(mock, {"model": "m", "messages": user("x")}).status_code == 200

@@ -2,8 +2,13 @@
 from __future__ import annotations
 
 from aigw.providers import get_adapter
-from aigw.relay.output_cap import (StreamCap, allowed_tokens, cap_response, delivered_usage,
-                                   upstream_body)
+from aigw.relay.output_cap import (
+    StreamCap,
+    allowed_tokens,
+    cap_response,
+    delivered_usage,
+    upstream_body,
+)
 from aigw.tokens.counting import count_text
 from aigw.types import Usage
 
@@ -31,6 +36,7 @@ def test_adapters_translate_the_injected_cap():
     body = upstream_body({"model": "m", "messages": [{"role": "user", "content": "hi"}]}, 77,
                          get_adapter("gemini"))
     import orjson
+
     from aigw.types import ProviderConfig
     up = get_adapter("gemini").chat_request(body, "gemini-2.0-flash",
                                             ProviderConfig(name="g", type="gemini", base_url="http://x",

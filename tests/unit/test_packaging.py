@@ -4,8 +4,10 @@ and the wheel installed into a clean venv, run from outside the checkout."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import json
+import operator
 import os
 import re
 import shutil
@@ -26,7 +28,8 @@ PLUGINS = ["ai-redact", "ai-router", "ai-cache", "ai-tokens", "ai-cost"]
 def _compose_has_cli() -> bool:
     if not shutil.which("docker"):
         return False
-    return subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    return subprocess.run(["docker", "compose", "version"], capture_output=True,
+                          check=False).returncode == 0
 
 
 def test_compose_file():
@@ -101,7 +104,7 @@ def test_deck_validate_reference_config():
 
 def test_dependencies_are_pinned():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    deps = meta["dependencies"] + sum(meta["optional-dependencies"].values(), [])
+    deps = meta["dependencies"] + functools.reduce(operator.iadd, meta["optional-dependencies"].values(), [])
     for d in deps:
         assert "==" in d, f"unpinned dependency: {d}"
 

@@ -32,7 +32,7 @@ def test_default_table_prices_required_models(table: PriceTable, model: str) -> 
 def test_default_table_has_provenance(table: PriceTable) -> None:
     import datetime
     from importlib.metadata import version
-    assert datetime.date.fromisoformat(table.as_of) <= datetime.date.today()
+    assert datetime.date.fromisoformat(table.as_of) <= datetime.datetime.now(datetime.UTC).date()
     assert table.source == f"genai-prices {version('genai-prices')}"
 
 

@@ -7,8 +7,13 @@ import orjson
 import pytest
 
 from aigw.errors import GatewayError
-from aigw.providers import (ADAPTERS, NotSupported, ProviderProtocolError, UpstreamStreamError,
-                            get_adapter)
+from aigw.providers import (
+    ADAPTERS,
+    NotSupported,
+    ProviderProtocolError,
+    UpstreamStreamError,
+    get_adapter,
+)
 from aigw.providers.base import api_root, parse_data_url, scrub
 from aigw.providers.mistral import mistral_tool_id
 from aigw.types import ProviderConfig
@@ -216,8 +221,8 @@ def test_gemini_stream_two_candidates_done_only_when_both_finish():
 
 @pytest.mark.parametrize("type_, raw", [
     ("openai", b"data: {\"error\": {\"message\": \"server overloaded\", \"type\": \"x\"}}\n\n"),
-    ("anthropic", b"event: error\ndata: {\"type\": \"error\", \"error\": "
-                  b"{\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n"),
+    ("anthropic", (b"event: error\ndata: {\"type\": \"error\", \"error\": "
+                   b"{\"type\": \"overloaded_error\", \"message\": \"Overloaded\"}}\n\n")),
     ("gemini", b"data: {\"error\": {\"code\": 503, \"message\": \"The model is overloaded.\"}}\n\n"),
 ])
 def test_stream_error_events_raise(type_, raw):

@@ -201,7 +201,7 @@ def test_sigv4_old_date_is_rejected():
     cloud_auth.set_aws_credentials(lambda: Credentials("AKIDX", "s"))
     req = cloud_auth.authorize(BEDROCK, get_adapter("bedrock").chat_request(
         {"messages": MSGS}, "m", BEDROCK, stream=False))
-    old = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1))
+    old = (datetime.datetime.now(datetime.UTC) - datetime.timedelta(hours=1))
     hdrs = dict(req.headers, host="h", **{"x-amz-date": old.strftime("%Y%m%dT%H%M%SZ")})
     assert verify_sigv4("POST", req.url, hdrs, req.body, "s") == "Signature expired"
 
@@ -252,7 +252,7 @@ class FakeCredentials:
 
     @property
     def valid(self) -> bool:
-        return self.token is not None and self.expiry > datetime.datetime.now()
+        return self.token is not None and self.expiry > datetime.datetime.now(datetime.UTC)
 
     def refresh(self, request) -> None:
         import google.auth.exceptions
@@ -261,7 +261,7 @@ class FakeCredentials:
         with self.lock:
             self.refreshes += 1
         self.token = f"tok-{self.refreshes}"
-        self.expiry = datetime.datetime.now() + datetime.timedelta(seconds=self.lifetime)
+        self.expiry = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=self.lifetime)
 
 
 def _vertex_call():
@@ -274,7 +274,7 @@ def test_token_cached_until_expiry_then_refreshed():
     cloud_auth.set_vertex_credentials(VERTEX, creds)
     assert {_vertex_call().headers["authorization"] for _ in range(20)} == {"Bearer tok-1"}
     assert creds.refreshes == 1
-    creds.expiry = datetime.datetime.now() - datetime.timedelta(seconds=1)
+    creds.expiry = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=1)
     assert _vertex_call().headers["authorization"] == "Bearer tok-2"
 
 

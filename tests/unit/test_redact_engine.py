@@ -6,9 +6,8 @@ import copy
 import orjson
 import pytest
 
+from aigw.redact import RedactConfig, ScanTooLarge, engine, hash_value, mask_value, scan_request
 from aigw.redact.fields import BadShape
-from aigw.redact import RedactConfig, ScanTooLarge, hash_value, mask_value, scan_request
-from aigw.redact import engine
 
 EMAIL = "jane.roe@example.com"
 EMAIL2 = "bob@example.org"

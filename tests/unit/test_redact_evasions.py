@@ -146,6 +146,7 @@ def test_clean_prose_split_into_many_parts_has_no_findings():
 def test_long_token_split_far_from_its_start_is_found():
     """The boundary window widens to the whole token touching the boundary."""
     import base64
+
     import orjson
     payload = base64.urlsafe_b64encode(orjson.dumps({"sub": "x" * 1500})).rstrip(b"=").decode()
     header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=").decode()

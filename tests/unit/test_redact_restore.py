@@ -84,7 +84,7 @@ def test_random_chunkings_of_a_long_answer():
     for _ in range(300):
         text = "".join(rng.choice(keys) for _ in range(rng.randint(1, 40)))
         cuts = sorted(rng.sample(range(len(text) + 1), k=min(len(text) + 1, rng.randint(1, 8))))
-        chunks = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+        chunks = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)], strict=True)]
         got, held = run(chunks)
         assert got == restore_text(text, MAP)
         assert held <= LONGEST - 1

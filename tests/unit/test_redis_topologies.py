@@ -21,7 +21,6 @@ from aigw.redis_conn import LazyCluster, RedisSettings, connect, key_prefix
 from tests.redis_topology import ClusterSet, SentinelSet
 
 
-
 def _settings(record: dict, timeout_ms: int = 300) -> RedisSettings:
     return RedisSettings.from_config({"redis": record, "redis_timeout_ms": timeout_ms})
 
@@ -124,7 +123,7 @@ def test_cluster_without_the_hash_tag_is_rejected(cluster):
     client = RedisCluster(startup_nodes=[ClusterNode("127.0.0.1", cluster.ports[0])])
     try:
         lim = RedisLimiter(prefix="aigw-untagged:", client=client)
-        with pytest.raises(Exception, match="(?i)slot"):
+        with pytest.raises(Exception, match=r"(?i)slot"):
             lim.reserve([Rule(f"tok:consumer:c{i}:minute", 10, 60) for i in range(5)], 1, "r")
     finally:
         client.close()
@@ -170,7 +169,7 @@ class Traffic:
                 bucket.append(time.monotonic())
             time.sleep(self.pause)
 
-    def __enter__(self) -> "Traffic":
+    def __enter__(self) -> Traffic:
         for t in self._threads:
             t.start()
         return self

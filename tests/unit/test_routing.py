@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 
 from aigw.cost.pricing import PriceTable
-from aigw.routing import (CircuitBreaker, ConfigError, ModelSpec, Needs, RouterConfig,
-                          sticky_key)
+from aigw.routing import CircuitBreaker, ConfigError, ModelSpec, Needs, RouterConfig, sticky_key
 
 
 def base_config() -> dict[str, Any]:
@@ -225,7 +224,7 @@ def test_weighted_split_over_sticky_keys(weights: list[int]) -> None:
     firsts = Counter(router.plan(spec, Needs(), sticky_key=f"consumer-{i}").targets[0].key
                      for i in range(n))
     total = sum(weights)
-    for target, w in zip(spec.targets, weights):
+    for target, w in zip(spec.targets, weights, strict=True):
         assert abs(firsts[target.key] / n - w / total) < 0.02, (target.key, firsts)
 
 

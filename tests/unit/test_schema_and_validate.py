@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from aigw import schema
-from aigw.validate import main as validate_main, validate_doc
+from aigw.validate import main as validate_main
+from aigw.validate import validate_doc
 
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ["ai-router", "ai-tokens", "ai-redact", "ai-cost", "ai-cache"]

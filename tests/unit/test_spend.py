@@ -10,7 +10,7 @@ import redis
 
 from aigw.gateway.limits import WINDOWS
 from aigw.limits import RedisLimiter, Rule
-from aigw.spend import PERIODS, read_spend, main
+from aigw.spend import PERIODS, main, read_spend
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -49,7 +49,7 @@ def spend(limiter: RedisLimiter, key: str, period: str, reserved: int, actual: i
 
 
 def test_periods_match_the_budget_windows():
-    assert PERIODS == {p: WINDOWS[p] for p in ("day", "month")}
+    assert {p: WINDOWS[p] for p in ("day", "month")} == PERIODS
 
 
 def test_reads_reconciled_spend_per_counter(client, prefix):

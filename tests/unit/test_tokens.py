@@ -14,8 +14,14 @@ import tiktoken
 import tiktoken.model
 import tiktoken_ext.openai_public as openai_public
 
-from aigw.tokens import (TokenizerDataError, build_encoding, count_chat, count_completion_text,
-                         count_embeddings, count_text)
+from aigw.tokens import (
+    TokenizerDataError,
+    build_encoding,
+    count_chat,
+    count_completion_text,
+    count_embeddings,
+    count_text,
+)
 from aigw.tokens.encodings import default_data_dir
 from aigw.tokens.images import data_url_size, image_size, image_tokens
 
@@ -33,7 +39,7 @@ def reference(tmp_path_factory) -> dict[str, tiktoken.Encoding]:
     cache = tmp_path_factory.mktemp("tiktoken-cache")
     for name, url in _URLS.items():
         data = gzip.decompress((default_data_dir() / f"{name}.tiktoken.gz").read_bytes())
-        (cache / hashlib.sha1(url.encode()).hexdigest()).write_bytes(data)
+        (cache / hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()).write_bytes(data)
     mp = pytest.MonkeyPatch()
     mp.setenv("TIKTOKEN_CACHE_DIR", str(cache))
     import requests

@@ -14,5 +14,5 @@ class Plugin:
             body = kong.service.response.get_raw_body()
             kong.response.set_header("X-Body-Len", str(len(body)))
             kong.response.set_header("X-Upstream-Status", str(kong.service.response.get_status()))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             kong.log.err("buffered failed: " + str(exc))

@@ -14,7 +14,7 @@ class Plugin:
     def access(self, kong):
         try:
             kong.ctx.shared.set("logger_mark", "set-in-access")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             kong.log.err(str(exc))
 
     def log(self, kong):
@@ -24,5 +24,5 @@ class Plugin:
             entry["status_seen"] = kong.response.get_status()
             with open(self.config["path"], "a") as f:
                 f.write(json.dumps(entry) + "\n")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             kong.log.err(str(exc))

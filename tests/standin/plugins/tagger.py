@@ -15,5 +15,5 @@ class Plugin:
             tag = self.config["tag"]
             kong.service.request.set_header("X-Seen-By", seen + "," + tag if seen else tag)
             kong.ctx.shared.set("tagged", tag)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             kong.log.err("tagger failed: " + str(exc))
