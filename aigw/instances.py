@@ -26,7 +26,10 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
+
+Scope = tuple[str | None, str | None, str | None]
 
 # seconds after which an instance no event was seen of stops applying (AIGW_INSTANCE_STALE_AFTER):
 # how long a plugin deleted from Kong's config keeps applying on this node
@@ -54,7 +57,7 @@ class Instance:
         self.seen = time.monotonic()
 
 
-def _scope_of(config: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+def _scope_of(config: dict[str, Any]) -> Scope:
     def norm(v: Any) -> str | None:
         return v if isinstance(v, str) and v else None
     return norm(config.get("route_id")), norm(config.get("service_id")), norm(config.get("consumer_id"))
@@ -70,7 +73,7 @@ class Registry:
 
     # Used on the plugin server's gevent loop only (events and the relay), and no method
     # yields, so no lock is needed.
-    def __init__(self, clock=time.monotonic) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._by_name: dict[str, dict[str, Instance]] = {}
         self._clock = clock
 
@@ -102,7 +105,7 @@ class Registry:
              consumer_id: str | None) -> Instance | None:
         """The instance of ``name`` Kong runs for this scope (lookup_cfg's order), or None."""
         now = self._clock()
-        combos: dict[tuple[str | None, str | None, str | None], Instance] = {}
+        combos: dict[Scope, Instance] = {}
         by_id = self._by_name.get(name) or {}
         for pid, inst in list(by_id.items()):
             if now - inst.seen > STALE_AFTER:
@@ -113,7 +116,7 @@ class Registry:
             if prev is None or inst.seq > prev.seq:
                 combos[key] = inst
         r, s, c = route_id, service_id, consumer_id
-        order = []
+        order: list[Scope] = []
         if r and s and c:
             order.append((r, s, c))
         if r and c:

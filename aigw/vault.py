@@ -106,9 +106,10 @@ def resolve(ref: str, env: Mapping[str, str]) -> str:
         raise VaultError(f"environment variable {name} is not a JSON object") from None
     if not isinstance(doc, dict) or parsed.key not in doc:
         raise VaultError(f"environment variable {name} has no JSON key {parsed.key!r}")
-    if not isinstance(doc[parsed.key], str):
+    secret = doc[parsed.key]
+    if not isinstance(secret, str):
         raise VaultError(f"environment variable {name}: JSON key {parsed.key!r} is not a string")
-    return doc[parsed.key]
+    return secret
 
 
 def field_items(fields: Any) -> list[tuple[str, dict[str, Any]]]:
