@@ -111,13 +111,19 @@ _CARD_PREFIXES: tuple[tuple[str, str, frozenset[int]], ...] = (
 )
 
 
+# the prefix ranges of each card length, in the order above
+_CARD_RANGES: dict[int, tuple[tuple[str, str], ...]] = {
+    n: tuple((low, high) for low, high, lengths in _CARD_PREFIXES if n in lengths) for n in range(12, 20)
+}
+
+
 def card_number_ok(digits: str) -> bool:
     """Known issuer prefix and length, and a valid Luhn check digit."""
-    n = len(digits)
-    if not 12 <= n <= 19:
+    ranges = _CARD_RANGES.get(len(digits))
+    if ranges is None:
         return False
-    for low, high, lengths in _CARD_PREFIXES:
-        if n in lengths and low <= digits[: len(low)] <= high:
+    for low, high in ranges:
+        if low <= digits[: len(low)] <= high:
             return _luhn.is_valid(digits)
     return False
 
@@ -170,20 +176,25 @@ def _card_block(value: str) -> list[Span]:
     cum = [0]
     for g in gd:
         cum.append(cum[-1] + len(g))
+    memo: dict[int, tuple[Span, ...] | None] = {}
 
-    @functools.lru_cache(maxsize=None)
     def tile(i: int) -> tuple[Span, ...] | None:
+        if i in memo:
+            return memo[i]
+        found: tuple[Span, ...] | None = None
         if i == n or (i == n - 1 and tail_short and i > 0):
-            return ()
-        for j in range(min(n - 1, i + 18), i - 1, -1):  # longest card first
-            if not 12 <= cum[j + 1] - cum[i] <= 19:
-                continue
-            s, e = groups[i][0], groups[j][1]
-            if card_number_ok("".join(gd[i:j + 1])):
-                rest = tile(j + 1)
-                if rest is not None:
-                    return ((s, e),) + rest
-        return None
+            found = ()
+        else:
+            for j in range(min(n - 1, i + 18), i - 1, -1):  # longest card first
+                if not 12 <= cum[j + 1] - cum[i] <= 19:
+                    continue
+                if card_number_ok("".join(gd[i:j + 1])):
+                    rest = tile(j + 1)
+                    if rest is not None:
+                        found = ((groups[i][0], groups[j][1]),) + rest
+                        break
+        memo[i] = found
+        return found
 
     for start in lead:
         found = tile(start)
@@ -313,15 +324,16 @@ def _national_lengths(region: str) -> frozenset[int]:
 
 
 def _phone_ok(text: str, region: str, national: frozenset[int]) -> bool:
-    if _ODD_SEP.search(text):
-        return False  # a paragraph break or a run of separators: not one number
+    # every check but the last two is a plain refusal: the cheapest come first
     groups = _groups(text)
     digits = sum(e - s for s, e in groups)
-    if not 7 <= digits <= 15 or text.count("(") != text.count(")"):
+    if not 7 <= digits <= 15:
         return False
     plus = text[0] == "+"
     if not plus and digits not in national:
-        return False  # cheap: cannot be a number of the default region
+        return False  # cannot be a number of the default region
+    if text.count("(") != text.count(")") or _ODD_SEP.search(text):
+        return False  # a paragraph break or a run of separators: not one number
     # one-digit groups occur only up front ("1 415 ...", "+33 1 23 ..."), never last
     if len(groups) > 1 and (groups[-1][1] - groups[-1][0] < 2
                             or any(e - s < 2 for s, e in groups[2 if plus else 1:])):
@@ -373,6 +385,8 @@ def _phone(region: str) -> Validator:
                 ws, we = groups[i][0], groups[j][1]
                 if ws > 0 and value[ws - 1] in "+(":
                     ws -= 1
+                if value[ws] != "+" and total not in national:
+                    continue  # _phone_ok refuses it first thing (its digits are groups i..j)
                 if we < len(value) and value[we] == ")" and "(" in value[ws:we]:
                     we += 1
                 windows.append((ws, we))
@@ -395,6 +409,11 @@ class _Spec:
     entity: str
     pattern: str
     hints: tuple[bytes, ...] = ()           # scan only if one of these occurs
+    hint_reach: int | None = None             # every match contains a hint that starts at most
+                                              # this many bytes after the match start (0: every
+                                              # match starts with a hint): the scan jumps from hint
+                                              # to hint.  Only where RE2 has no literal prefix to
+                                              # skip ahead with itself (an alternation, "@")
     validate: Validator | None = None
     bad_before: frozenset[int] = frozenset()  # bytes that may not precede the span
     bad_after: frozenset[int] = frozenset()   # bytes that may not follow it
@@ -437,7 +456,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
         _Spec("slack_token",
               r"(?:xox[abposre]-[A-Za-z0-9\-]{10,}(?:\r?\n[A-Za-z0-9\-]+)*|https://hooks\.slack\.com/(?:services|workflows)/"
               r"[A-Za-z0-9_/]{10,})",
-              hints=(b"xox", b"hooks.slack.com"), validate=_key(14), bad_before=_WORD),
+              hints=(b"xox", b"https://hooks.slack.com/"), hint_reach=0, validate=_key(14), bad_before=_WORD),
         _Spec("credit_card", r"\d(?:(?:[ \t\n./\-]|\r\n| [\-./] )?\d){11,}", hints=(),
               validate=_card, bad_before=_WORD | _b("-.,/"), bad_after=_WORD,
               joiners=_b(".,-/"), loose_end=True),
@@ -447,7 +466,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
         _Spec("us_ssn", r"\d{3}[ \t\r\n./\-]{1,3}\d{2}[ \t\r\n./\-]{1,3}\d{4}", validate=_ssn_value,
               bad_before=_WORD | _b("-./+$"), bad_after=_WORD, joiners=_b(".,-/")),
         _Spec("email", r"[A-Za-z0-9._%+\-]{1,64}[ \t]{0,2}(?:\r?\n)?[ \t]{0,2}@[ \t]{0,2}(?:\r?\n)?[ \t]{0,2}[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,63}",
-              hints=(b"@",), validate=_email, bad_after=_WORD | _b("-")),
+              hints=(b"@",), hint_reach=70, validate=_email, bad_after=_WORD | _b("-")),
         _Spec("ipv6",
               r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.\d{1,3}){3})?",
               hints=(b":",), validate=_ipv6, bad_before=_WORD | _b(":."), bad_after=_WORD,
@@ -461,8 +480,16 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
     return {s.entity: s for s in specs}
 
 
+# google-re2's Python ``finditer`` builds a match object per match; the detectors only need
+# the spans, so they call the compiled RE2 object underneath directly (the same engine and
+# semantics: ``tests/unit/test_redact_fastpaths.py`` checks it against ``finditer``).
+_RAW_MATCH = hasattr(re2.compile("a"), "_regexp") and hasattr(re2, "_Anchor")
+_UNANCHORED = re2._Anchor.UNANCHORED if _RAW_MATCH else None
+_ANCHOR_START = re2._Anchor.ANCHOR_START if _RAW_MATCH else None
+
+
 class _Compiled:
-    __slots__ = ("spec", "regex", "priority", "classes")
+    __slots__ = ("spec", "regex", "priority", "classes", "_match")
 
     def __init__(self, spec: _Spec, priority: int, classes: frozenset[str]):
         opts = re2.Options()
@@ -472,6 +499,63 @@ class _Compiled:
         self.regex = re2.compile(spec.pattern.encode(), opts)
         self.priority = priority
         self.classes = classes
+        self._match = self.regex._regexp.Match if _RAW_MATCH else None
+
+    def spans(self, data: bytes) -> list[Span]:
+        """The spans ``self.regex.finditer(data)`` yields (leftmost-first, non-overlapping),
+        found with fewer engine calls where the spec's hints allow it."""
+        spec = self.spec
+        if self._match is None:
+            if spec.hints and not any(h in data for h in spec.hints):
+                return []
+            return [m.span() for m in self.regex.finditer(data)]
+        if spec.hint_reach is not None:
+            return self._spans_at_hints(data, spec.hints, spec.hint_reach)
+        if spec.hints and not any(h in data for h in spec.hints):
+            return []
+        match, n, pos, out = self._match, len(data), 0, []
+        while True:
+            sp = match(_UNANCHORED, data, pos, n)[0]
+            if sp[0] < 0:
+                return out
+            out.append(sp)
+            if sp[1] == pos:  # an empty match: step over it, as finditer does
+                if pos == n:
+                    return out
+                pos += 1
+            else:
+                pos = sp[1]
+
+    def _spans_at_hints(self, data: bytes, hints: tuple[bytes, ...], reach: int) -> list[Span]:
+        """Every match contains a hint starting at most ``reach`` bytes into it, so no match
+        starts before (next hint - reach): the search resumes there, not at the last match's
+        end (for reach 0: an anchored match at each hint)."""
+        where: list[int] = []
+        for h in hints:
+            i = data.find(h)
+            while i >= 0:
+                where.append(i)
+                i = data.find(h, i + 1)
+        if not where:
+            return []
+        if len(hints) > 1:
+            where = sorted(set(where))
+        match, n, pos, out = self._match, len(data), 0, []
+        for p in where:
+            if p < pos:
+                continue  # inside the last match (or before the resumed search)
+            if reach == 0:
+                sp = match(_ANCHOR_START, data, p, n)[0]
+                if sp[0] < 0:
+                    continue
+            else:
+                start = max(pos, p - reach)
+                sp = match(_UNANCHORED, data, start, n)[0]
+                if sp[0] < 0:
+                    return out  # no match anywhere after start
+            out.append(sp)
+            pos = sp[1] if sp[1] > sp[0] else sp[1] + 1
+        return out
 
 
 class Detector:
@@ -518,18 +602,23 @@ class Detector:
         out: list[tuple[int, Found]] = []
         for det in self._detectors:
             spec = det.spec
-            if spec.hints and not any(h in data for h in spec.hints):
-                continue
-            for m in det.regex.finditer(data):
-                s, e = m.span()
-                if s == e or not _edges_ok(data, s, e, spec, check_end=not spec.loose_end):
+            validate = spec.validate
+            check_end = not spec.loose_end
+            for s, e in det.spans(data):
+                if s == e or not _edges_ok(data, s, e, spec, check_end):
                     continue  # part of a longer token: neither it nor a piece of it counts
                 value = data[s:e].decode("utf-8", errors="replace")
-                spans = spec.validate(value) if spec.validate else [(0, len(value))]
+                spans = validate(value) if validate else [(0, len(value))]
+                if not spans:
+                    continue
+                plain = value.isascii()  # str offsets are byte offsets
                 for vs, ve in spans:
                     # validators work on str: map their offsets back to bytes
-                    bs = s + len(value[:vs].encode())
-                    be = s + len(value[:ve].encode())
+                    if plain:
+                        bs, be = s + vs, s + ve
+                    else:
+                        bs = s + len(value[:vs].encode())
+                        be = s + len(value[:ve].encode())
                     if not _edges_ok(data, bs, be, spec):
                         continue
                     out.append((det.priority, Found(spec.entity, bs, be, value[vs:ve])))
