@@ -111,21 +111,25 @@ _CARD_PREFIXES: tuple[tuple[str, str, frozenset[int]], ...] = (
 )
 
 
-# the prefix ranges of each card length, in the order above
-_CARD_RANGES: dict[int, tuple[tuple[str, str], ...]] = {
-    n: tuple((low, high) for low, high, lengths in _CARD_PREFIXES if n in lengths) for n in range(12, 20)
-}
+def _prefix_table(n: int) -> bytes:
+    """For card length ``n``: byte p is 1 when a number starting with the 4 digits p has a
+    known issuer prefix (every prefix above has at most 4 digits, low and high alike)."""
+    table = bytearray(10_000)
+    for low, high, lengths in _CARD_PREFIXES:
+        if n in lengths:
+            pad = 4 - len(low)
+            lo, hi = int(low) * 10 ** pad, (int(high) + 1) * 10 ** pad
+            table[lo:hi] = b"\x01" * (hi - lo)
+    return bytes(table)
+
+
+_CARD_TABLES = {n: _prefix_table(n) for n in range(12, 20)}
 
 
 def card_number_ok(digits: str) -> bool:
-    """Known issuer prefix and length, and a valid Luhn check digit."""
-    ranges = _CARD_RANGES.get(len(digits))
-    if ranges is None:
-        return False
-    for low, high in ranges:
-        if low <= digits[: len(low)] <= high:
-            return _luhn.is_valid(digits)
-    return False
+    """Known issuer prefix and length, and a valid Luhn check digit (``digits``: ASCII digits)."""
+    table = _CARD_TABLES.get(len(digits))
+    return table is not None and table[int(digits[:4])] == 1 and _luhn.is_valid(digits)
 
 
 _DIGIT_RUN = re.compile(r"[0-9]+")  # stdlib re on short candidates only
@@ -159,10 +163,10 @@ def _card(value: str) -> list[Span]:
 
 
 def _card_block(value: str) -> list[Span]:
-    digits = _NON_DIGITS.sub("", value)
-    if card_number_ok(digits):
-        return [(0, len(value))]
     groups = _groups(value)
+    gd = [value[s:e] for s, e in groups]
+    if card_number_ok("".join(gd)):
+        return [(0, len(value))]
     if not 2 <= len(groups) <= _MAX_CARD_GROUPS:
         return []  # one plain digit run: do not carve a card out of a longer id
     # The run must be tiled by valid cards, apart from a short leading index
@@ -172,7 +176,6 @@ def _card_block(value: str) -> list[Span]:
     lead = [0, 1] if groups[0][1] - groups[0][0] <= 2 else [0]
     tail_short = groups[-1][1] - groups[-1][0] <= 4
 
-    gd = [value[s:e] for s, e in groups]
     cum = [0]
     for g in gd:
         cum.append(cum[-1] + len(g))
@@ -323,9 +326,12 @@ def _national_lengths(region: str) -> frozenset[int]:
     return frozenset(n + e for n in lengths for e in extra | {0})
 
 
-def _phone_ok(text: str, region: str, national: frozenset[int]) -> bool:
+def _phone_ok(text: str, region: str, national: frozenset[int],
+              groups: list[Span] | None = None) -> bool:
+    """``groups``: ``_groups(text)`` when the caller has them."""
     # every check but the last two is a plain refusal: the cheapest come first
-    groups = _groups(text)
+    if groups is None:
+        groups = _groups(text)
     digits = sum(e - s for s, e in groups)
     if not 7 <= digits <= 15:
         return False
@@ -356,10 +362,18 @@ _ODD_SEP = re.compile(r"\n[ \t\r]*\n|[ \t\r\n./\-]{4,}")
 _PARSE_SEP = re.compile(r"[ \t\r\n/]+")
 
 
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+
+
 def _phone(region: str) -> Validator:
     national = _national_lengths(region)
+    fewest = min(national)
 
     def check(value: str) -> list[Span]:
+        if value[0] != "+" and len(value) - len(value.translate(_NO_DIGITS)) < fewest:
+            # too few digits for a number of the region, and the candidate's only "+" can be
+            # its first character: neither it nor any window of it can pass _phone_ok
+            return []
         if _DATE.fullmatch(value):
             return []  # 4/12/2024, 2024-04-12: a date (the common case, so refused first)
         s, e = 0, len(value)
@@ -369,11 +383,12 @@ def _phone(region: str) -> Validator:
             s, e = 1, e - 1  # parentheses around the whole thing are prose, not the number
         if value[s:e].count(".") == 3 and _ipv4(value[s:e]):
             return []  # a dotted quad is an IPv4 address, not a phone number
-        if _phone_ok(value[s:e], region, national):
+        # (the parentheses cut off are not digits: value[s:e] has the same digit groups)
+        groups = _groups(value)
+        if _phone_ok(value[s:e], region, national, [(a - s, b - s) for a, b in groups] if s else groups):
             return [(s, e)]
         # a run of numbers: try windows of whole digit groups, longest first
-        groups = _groups(value)
-        windows: list[Span] = []
+        windows: list[tuple[int, int, int, int]] = []
         for i in range(len(groups)):
             total = 0
             for j in range(i, len(groups)):
@@ -389,10 +404,11 @@ def _phone(region: str) -> Validator:
                     continue  # _phone_ok refuses it first thing (its digits are groups i..j)
                 if we < len(value) and value[we] == ")" and "(" in value[ws:we]:
                     we += 1
-                windows.append((ws, we))
-        windows.sort(key=lambda sp: sp[0] - sp[1])
-        for ws, we in windows:
-            if _phone_ok(value[ws:we], region, national):
+                windows.append((ws, we, i, j))
+        windows.sort(key=lambda w: w[0] - w[1])
+        for ws, we, i, j in windows:
+            # the digit groups of the window are groups i..j
+            if _phone_ok(value[ws:we], region, national, [(a - ws, b - ws) for a, b in groups[i:j + 1]]):
                 return [(ws, we)]
         return []
     return check
@@ -558,6 +574,26 @@ class _Compiled:
         return out
 
 
+_SET_MAX_BYTES = 16 * 1024
+
+
+def _pattern_set(patterns: list[str]) -> "re2.Set | None":
+    """An RE2 Set of the empty pattern (index 0, it matches every text: a Set answer without
+    it is an engine error) and ``patterns`` (index i + 1); None when RE2 refuses it."""
+    opts = re2.Options()
+    opts.never_capture = True
+    opts.max_mem = 64 << 20
+    rset = re2.Set.SearchSet(opts)
+    try:
+        rset.Add(b"")
+        for pattern in patterns:
+            rset.Add(pattern.encode())
+        rset.Compile()
+    except re2.error:
+        return None
+    return rset
+
+
 class Detector:
     """A compiled set of detectors; thread-safe and reusable."""
 
@@ -586,10 +622,22 @@ class Detector:
                 self._add(_Spec(cp.name, cp.pattern), frozenset({cp.data_class}))
             except re2.error:
                 raise ValueError(f"invalid custom pattern {cp.name!r}") from None
+        self._set = _pattern_set([d.spec.pattern for d in self._detectors])
 
     def _add(self, spec: _Spec, classes: frozenset[str]) -> None:
         self._detectors.append(_Compiled(spec, len(self._detectors), classes))
         self.classes[spec.entity] = classes
+
+    def _present(self, data: bytes) -> list[_Compiled]:
+        """The detectors worth running on ``data``: on a short text, one RE2 Set pass says
+        which patterns match anywhere in it, and a pattern that matches nowhere has no
+        candidates (on a long text nearly every pattern matches, and the pass is not worth it)."""
+        if self._set is None or len(data) > _SET_MAX_BYTES:
+            return self._detectors
+        hit = self._set.Match(data)
+        if not hit or 0 not in hit:  # the always-matching sentinel is missing: an RE2 error
+            return self._detectors
+        return [d for d in self._detectors if d.priority + 1 in hit]
 
     @property
     def entities(self) -> list[str]:
@@ -597,10 +645,13 @@ class Detector:
 
     def candidates(self, text: str) -> list[tuple[int, Found]]:
         """Every valid span of every detector, overlaps included: (priority, Found)."""
-        data = text.encode("utf-8")
-        ascii_only = len(data) == len(text)
+        return self.candidates_utf8(text.encode("utf-8"), len(text))
+
+    def candidates_utf8(self, data: bytes, n_chars: int) -> list[tuple[int, Found]]:
+        """``candidates`` of the text whose UTF-8 is ``data`` (``n_chars`` characters long)."""
+        ascii_only = len(data) == n_chars
         out: list[tuple[int, Found]] = []
-        for det in self._detectors:
+        for det in self._present(data):
             spec = det.spec
             validate = spec.validate
             check_end = not spec.loose_end

@@ -244,6 +244,7 @@ _TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-
 # detectors read as a separator ("4111 1111" + "1111 1111").
 _JOINERS = ("", "\n")
 _SEP = "\x00"  # between strings in the one text all detectors scan: nothing matches across it
+_SEP_B = _SEP.encode()
 
 
 @dataclass
@@ -255,15 +256,21 @@ class _Hit:
     value: str
 
 
-def _find(detector: Detector, slots: list[_Slot]) -> tuple[list[_Hit], list[_Hit]]:
-    """(findings inside one string, findings across a boundary of the running text)."""
-    norms = [normalize(s.text) for s in slots]
+def _find(detector: Detector, slots: list[_Slot],
+          datas: list[bytes] | None = None) -> tuple[list[_Hit], list[_Hit]]:
+    """(findings inside one string, findings across a boundary of the running text).
+
+    ``datas``: the slots' texts in UTF-8, when the caller has them."""
+    if datas is None:
+        datas = [s.text.encode("utf-8") for s in slots]
+    norms = [normalize(s.text, d) for s, d in zip(slots, datas)]
     texts = [n.text for n in norms]
     hits: list[_Hit] = []
-    # 1. every string on its own, in one detector pass over all of them
-    joined = _SEP.join(texts)
+    # 1. every string on its own, in one detector pass over all of them (a text that
+    # normalisation left as it was is scanned in the bytes already encoded)
+    joined = _SEP_B.join(n.text.encode("utf-8") if n.changed else d for n, d in zip(norms, datas))
     starts = _offsets(texts, 1)
-    for prio, f in detector.candidates(joined):
+    for prio, f in detector.candidates_utf8(joined, max(0, sum(map(len, texts)) + len(texts) - 1)):
         i = bisect.bisect_right(starts, f.start) - 1
         s, e = f.start - starts[i], f.end - starts[i]
         os_, oe = norms[i].span(s, e)
@@ -380,7 +387,8 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
         raise BadShape("The request body must be a JSON object.")
     w = walk(api, body, cfg.max_scan_strings)
     slots = w.slots
-    if sum(len(s.text.encode("utf-8")) for s in slots) > cfg.max_scan_bytes:
+    datas = [s.text.encode("utf-8") for s in slots]
+    if sum(map(len, datas)) > cfg.max_scan_bytes:
         raise ScanTooLarge()
 
     result = ScanResult()
@@ -391,7 +399,7 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
             return result
 
     detector = cfg.detector
-    hits = _resolve(*_find(detector, slots))
+    hits = _resolve(*_find(detector, slots, datas))
     numbering = _Numbering([s.text for s in slots])
     blocked: set[str] = set()
     edits: dict[int, list[tuple[int, int, str]]] = {}
