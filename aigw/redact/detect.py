@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import functools
 import ipaddress
 import re
@@ -647,8 +648,14 @@ class Detector:
         """Every valid span of every detector, overlaps included: (priority, Found)."""
         return self.candidates_utf8(text.encode("utf-8"), len(text))
 
-    def candidates_utf8(self, data: bytes, n_chars: int) -> list[tuple[int, Found]]:
-        """``candidates`` of the text whose UTF-8 is ``data`` (``n_chars`` characters long)."""
+    def candidates_utf8(self, data: bytes, n_chars: int,
+                        parts: tuple[list[int], list[int]] | None = None) -> list[tuple[int, Found]]:
+        """``candidates`` of the text whose UTF-8 is ``data`` (``n_chars`` characters long).
+
+        ``parts``: the (starts, ends) byte offsets of the strings that ``data`` joins, when
+        only candidates reaching into two of them are wanted: a match that does not is
+        dropped before it is validated (the valid spans a validator cuts from it lie
+        inside it, so none of them could)."""
         ascii_only = len(data) == n_chars
         out: list[tuple[int, Found]] = []
         for det in self._present(data):
@@ -658,6 +665,8 @@ class Detector:
             for s, e in det.spans(data):
                 if s == e or not _edges_ok(data, s, e, spec, check_end):
                     continue  # part of a longer token: neither it nor a piece of it counts
+                if parts is not None and not _reaches_two(parts, s, e):
+                    continue
                 value = data[s:e].decode("utf-8", errors="replace")
                 spans = validate(value) if validate else [(0, len(value))]
                 if not spans:
@@ -680,6 +689,13 @@ class Detector:
     def find(self, text: str) -> list[Found]:
         """Non-overlapping findings sorted by position (longest span wins)."""
         return resolve(self.candidates(text))
+
+
+def _reaches_two(parts: tuple[list[int], list[int]], s: int, e: int) -> bool:
+    """Does [s, e) overlap two of the ordered, disjoint ranges (starts[i], ends[i])?"""
+    starts, ends = parts
+    i = bisect.bisect_right(ends, s)  # the first range ending after s
+    return i + 1 < len(starts) and starts[i + 1] < e
 
 
 def _edges_ok(data: bytes, s: int, e: int, spec: _Spec, check_end: bool = True) -> bool:

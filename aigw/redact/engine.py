@@ -332,7 +332,10 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
             ranges.append([lo, hi])
     out: list[_Hit] = []
     for lo, hi in ranges:
-        for prio, f in detector.candidates(full[lo:hi]):
+        window = full[lo:hi]
+        data = window.encode("utf-8")
+        for prio, f in detector.candidates_utf8(data, len(window),
+                                                _byte_parts(window, data, starts, ends, lo, hi)):
             gs, ge = lo + f.start, lo + f.end
             first = bisect.bisect_right(starts, gs) - 1
             last = bisect.bisect_right(starts, ge - 1) - 1
@@ -351,6 +354,29 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
                 value = "".join(slots[i].text[a:b] for i, a, b in pieces)
                 out.append(_Hit(f.entity, prio, pieces, value))
     return out
+
+
+def _byte_parts(window: str, data: bytes, starts: list[int], ends: list[int],
+                lo: int, hi: int) -> tuple[list[int], list[int]]:
+    """The (starts, ends) UTF-8 byte offsets in ``window`` (= full[lo:hi], encoded as
+    ``data``) of the strings it overlaps, clipped to it."""
+    bs: list[int] = []
+    be: list[int] = []
+    k = bisect.bisect_right(ends, lo)
+    while k < len(starts) and starts[k] < hi:
+        bs.append(max(starts[k], lo) - lo)
+        be.append(min(ends[k], hi) - lo)
+        k += 1
+    if len(data) != len(window):  # not ASCII: character offsets -> byte offsets
+        pos_c = pos_b = 0
+        conv: dict[int, int] = {}
+        for x in sorted(set(bs) | set(be)):
+            pos_b += len(window[pos_c:x].encode("utf-8"))
+            pos_c = x
+            conv[x] = pos_b
+        bs = [conv[x] for x in bs]
+        be = [conv[x] for x in be]
+    return bs, be
 
 
 def _resolve(own: list[_Hit], cross: list[_Hit]) -> list[_Hit]:
