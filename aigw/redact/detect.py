@@ -16,6 +16,8 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass
+from re import _constants as _sre  # the stdlib's regex parser reads the built-in patterns alike
+from re import _parser
 from typing import Callable, Iterable, Sequence
 
 import orjson
@@ -507,8 +509,68 @@ _UNANCHORED = re2._Anchor.UNANCHORED if _RAW_MATCH else None
 _ANCHOR_START = re2._Anchor.ANCHOR_START if _RAW_MATCH else None
 
 
+_ALL_BYTES = frozenset(range(256))
+_CATEGORY_BYTES = {
+    "CATEGORY_DIGIT": frozenset(b"0123456789"),
+    "CATEGORY_SPACE": frozenset(b" \t\n\r\f\v"),  # RE2's \s has no \v: a superset is safe
+    "CATEGORY_WORD": frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"),
+}
+
+
+def _alphabet(pattern: str) -> frozenset[int] | None:
+    """The bytes a match of ``pattern`` (a built-in detector's) can consist of, read from
+    its parse tree; None (any byte) for a negated class, a flag or anything else unusual."""
+    def chars(code: int) -> frozenset[int]:
+        return frozenset(chr(code).encode("utf-8"))
+
+    def walk(tree) -> frozenset[int] | None:
+        out: set[int] = set()
+        for op, arg in tree:
+            if op is _sre.LITERAL:
+                out |= chars(arg)
+            elif op is _sre.IN:
+                for iop, iarg in arg:
+                    if iop is _sre.LITERAL:
+                        out |= chars(iarg)
+                    elif iop is _sre.RANGE and iarg[1] < 128:
+                        out |= set(range(iarg[0], iarg[1] + 1))
+                    elif iop is _sre.CATEGORY and str(iarg) in _CATEGORY_BYTES:
+                        out |= _CATEGORY_BYTES[str(iarg)]
+                    else:
+                        return None
+            elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+                sub = walk(arg[2])
+                if sub is None:
+                    return None
+                out |= sub
+            elif op is _sre.SUBPATTERN:
+                if arg[1] or arg[2]:
+                    return None  # flags (case, dot-all...)
+                sub = walk(arg[3])
+                if sub is None:
+                    return None
+                out |= sub
+            elif op is _sre.BRANCH:
+                for branch in arg[1]:
+                    sub = walk(branch)
+                    if sub is None:
+                        return None
+                    out |= sub
+            elif op is _sre.CATEGORY and str(arg) in _CATEGORY_BYTES:
+                out |= _CATEGORY_BYTES[str(arg)]
+            else:
+                return None
+        return frozenset(out)
+
+    try:
+        found = walk(_parser.parse(pattern))
+    except Exception:  # noqa: BLE001 - a pattern the stdlib cannot read: any byte
+        return None
+    return None if found is None or found == _ALL_BYTES else found
+
+
 class _Compiled:
-    __slots__ = ("spec", "regex", "priority", "classes", "_match")
+    __slots__ = ("spec", "regex", "priority", "classes", "_match", "alphabet")
 
     def __init__(self, spec: _Spec, priority: int, classes: frozenset[str]):
         opts = re2.Options()
@@ -519,6 +581,8 @@ class _Compiled:
         self.priority = priority
         self.classes = classes
         self._match = self.regex._regexp.Match if _RAW_MATCH else None
+        # what a match can consist of (None: anything); custom patterns are not read
+        self.alphabet = _alphabet(spec.pattern) if spec.entity in _CLASSES else None
 
     def spans(self, data: bytes) -> list[Span]:
         """The spans ``self.regex.finditer(data)`` yields (leftmost-first, non-overlapping),
@@ -650,17 +714,30 @@ class Detector:
         """Every valid span of every detector, overlaps included: (priority, Found)."""
         return self.candidates_utf8(text.encode("utf-8"), len(text))
 
+    def can_join(self, joints: Iterable[bytes | None]) -> set[int] | None:
+        """The detectors (priorities) whose matches can hold one of ``joints`` (the bytes
+        around a boundary; None: unknown) whole; None when that is every detector."""
+        joints = [None if j is None else frozenset(j) for j in joints]
+        if None in joints:
+            return None
+        out = {d.priority for d in self._detectors
+               if d.alphabet is None or any(j <= d.alphabet for j in joints)}
+        return None if len(out) == len(self._detectors) else out
+
     def candidates_utf8(self, data: bytes, n_chars: int,
-                        parts: tuple[list[int], list[int]] | None = None) -> list[tuple[int, Found]]:
+                        parts: tuple[list[int], list[int]] | None = None,
+                        only: set[int] | None = None) -> list[tuple[int, Found]]:
         """``candidates`` of the text whose UTF-8 is ``data`` (``n_chars`` characters long).
 
         ``parts``: the (starts, ends) byte offsets of the strings that ``data`` joins, when
         only candidates reaching into two of them are wanted: a match that does not is
         dropped before it is validated (the valid spans a validator cuts from it lie
-        inside it, so none of them could)."""
+        inside it, so none of them could).  ``only``: run just these detectors (priorities)."""
         ascii_only = len(data) == n_chars
         out: list[tuple[int, Found]] = []
         for det in self._present(data):
+            if only is not None and det.priority not in only:
+                continue
             spec = det.spec
             validate = spec.validate
             check_end = not spec.loose_end

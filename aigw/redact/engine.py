@@ -320,22 +320,30 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
     ends = [st + len(t) for st, t in zip(starts, texts)]
     # windows around each boundary, merged where they overlap
     ranges: list[list[int]] = []
+    joints: list[set[bytes]] = []  # per range: the bytes at each of its boundaries
     for b in range(len(texts) - 1):
         tail = texts[b][-MAX_BOUNDARY_WINDOW:]
         head = texts[b + 1][:MAX_BOUNDARY_WINDOW]
         left = max(BOUNDARY_WINDOW, len(tail) - len(tail.rstrip(_TOKEN_CHARS)) + 64)
         right = max(BOUNDARY_WINDOW, len(head) - len(head.lstrip(_TOKEN_CHARS)) + 64)
         lo, hi = max(0, ends[b] - left), min(len(full), starts[b + 1] + right)
+        # a value reaching into both strings holds the last character of one, the joiner
+        # and the first of the next (a string normalised to nothing: any byte may follow)
+        joint = (texts[b][-1:] + joiner + texts[b + 1][:1]).encode("utf-8") \
+            if texts[b] and texts[b + 1] else None
         if ranges and lo <= ranges[-1][1]:
             ranges[-1][1] = max(ranges[-1][1], hi)
+            joints[-1].add(joint)
         else:
             ranges.append([lo, hi])
+            joints.append({joint})
     out: list[_Hit] = []
-    for lo, hi in ranges:
+    for (lo, hi), joint_set in zip(ranges, joints):
         window = full[lo:hi]
         data = window.encode("utf-8")
         for prio, f in detector.candidates_utf8(data, len(window),
-                                                _byte_parts(window, data, starts, ends, lo, hi)):
+                                                _byte_parts(window, data, starts, ends, lo, hi),
+                                                detector.can_join(joint_set)):
             gs, ge = lo + f.start, lo + f.end
             first = bisect.bisect_right(starts, gs) - 1
             last = bisect.bisect_right(starts, ge - 1) - 1

@@ -10,7 +10,8 @@ parts and messages):
 - the normaliser's one-pass "nothing to change" check == the staged normaliser;
 - the card issuer-prefix table == the prefix list; the phone validator's quick refusals
   == the validator without them;
-- the boundary scan's early drop of matches inside one string == the scan without it;
+- the boundary scan's early drop of matches inside one string, and its choice of detectors
+  by the bytes around each joint, == the scan without them;
 - and all of them together: ``scan_request`` with every fast path == with none.
 """
 from __future__ import annotations
@@ -112,6 +113,29 @@ def test_raw_spans_are_finditer_spans(seed):
     assert checked > 500  # the texts do reach the detectors
 
 
+def test_detector_alphabets_hold_every_match():
+    """The boundary scan skips a detector at a joint of bytes outside its alphabet: every
+    match of every built-in pattern consists of alphabet bytes."""
+    det = Detector()
+    assert sum(d.alphabet is not None for d in det._detectors) >= 12  # all but private_key
+    seen = 0
+    for text in _texts(13, 3000, longest=200):
+        data = text.encode()
+        for d in det._detectors:
+            if d.alphabet is None:
+                continue
+            for m in d.regex.finditer(data):
+                assert set(data[m.start():m.end()]) <= d.alphabet, (d.spec.entity, text)
+                seen += 1
+    assert seen > 1000
+    assert det._detectors[-1].spec.entity == "phone" and b"a"[0] not in det._detectors[-1].alphabet
+    custom = Detector(custom_patterns=[CustomPattern("ids", r"ID-[0-9]{4,}")])
+    assert custom._detectors[-1].alphabet is None  # custom patterns: any byte
+    assert det.can_join([b"a\n4"]) == {d.priority for d in det._detectors if d.alphabet is None
+                                        or set(b"a\n4") <= d.alphabet}
+    assert det.can_join([None]) is None
+
+
 @pytest.mark.parametrize("seed", [4, 5])
 def test_set_and_validator_shortcuts_give_the_same_candidates(seed):
     fast, slow = Detector(), _slow_detector()
@@ -207,8 +231,10 @@ def test_scan_request_with_every_fast_path_is_scan_request_without(seed, monkeyp
     slow_cfg.__dict__["detector"] = _slow_detector()
     bodies = _split_bodies(seed)
     fast = [_outcome(fast_cfg, api, copy.deepcopy(b)) for api, b in bodies]
-    # the boundary scan without its early drop, the normaliser without the bytes
+    # the boundary scan without its early drop nor its choice of detectors by the bytes at
+    # the joint, the normaliser without the bytes
     monkeypatch.setattr(engine, "_byte_parts", lambda *a: None)
+    monkeypatch.setattr(Detector, "can_join", lambda self, joints: None)
     plain_normalize = engine.normalize
     monkeypatch.setattr(engine, "normalize", lambda text, data=None: plain_normalize(text))
     slow = [_outcome(slow_cfg, api, copy.deepcopy(b)) for api, b in bodies]
