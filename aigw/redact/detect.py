@@ -717,11 +717,13 @@ class Detector:
     def can_join(self, joints: Iterable[bytes | None]) -> set[int] | None:
         """The detectors (priorities) whose matches can hold one of ``joints`` (the bytes
         around a boundary; None: unknown) whole; None when that is every detector."""
-        joints = [None if j is None else frozenset(j) for j in joints]
-        if None in joints:
-            return None
+        sets = []
+        for j in joints:
+            if j is None:
+                return None
+            sets.append(frozenset(j))
         out = {d.priority for d in self._detectors
-               if d.alphabet is None or any(j <= d.alphabet for j in joints)}
+               if d.alphabet is None or any(j <= d.alphabet for j in sets)}
         return None if len(out) == len(self._detectors) else out
 
     def candidates_utf8(self, data: bytes, n_chars: int,

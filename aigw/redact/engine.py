@@ -339,11 +339,13 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
             joints.append({joint})
     out: list[_Hit] = []
     for (lo, hi), joint_set in zip(ranges, joints):
+        only = detector.can_join(joint_set)
+        if only is not None and not only:
+            continue  # no detector can reach across these joints
         window = full[lo:hi]
         data = window.encode("utf-8")
         for prio, f in detector.candidates_utf8(data, len(window),
-                                                _byte_parts(window, data, starts, ends, lo, hi),
-                                                detector.can_join(joint_set)):
+                                                _byte_parts(window, data, starts, ends, lo, hi), only):
             gs, ge = lo + f.start, lo + f.end
             first = bisect.bisect_right(starts, gs) - 1
             last = bisect.bisect_right(starts, ge - 1) - 1
