@@ -15,6 +15,15 @@ from aigw.ingress.openai import MAX_MESSAGES
 from aigw.sse import encode
 from aigw.types import Usage
 
+# Where a Messages request holds what: the translation below and ai-redact's walker
+# (aigw/redact/fields.py) both read the request shape from here.
+MESSAGES_FIELD = "messages"  # the conversation: a list of {role, content}
+SYSTEM_FIELD = "system"      # the system prompt: a string or a list of text blocks
+# reasoning blocks and their signed or opaque field: passed on untouched to an Anthropic
+# target, never replayed to another provider
+REASONING_BLOCKS = {"thinking": "signature", "redacted_thinking": "data"}
+BINARY_SOURCE = "base64"     # a source of this type carries binary ``data`` (other sources: text, url)
+
 STOP_REASONS = {
     "stop": "end_turn",
     "length": "max_tokens",
@@ -73,7 +82,7 @@ def _image_part(block: dict[str, Any], param: str) -> dict[str, Any]:
     src = block.get("source")
     if not isinstance(src, dict):
         raise _bad("image block without a source", param)
-    if src.get("type") == "base64" and isinstance(src.get("data"), str):
+    if src.get("type") == BINARY_SOURCE and isinstance(src.get("data"), str):
         url = f"data:{src.get('media_type', 'image/png')};base64,{src['data']}"
     elif src.get("type") == "url" and isinstance(src.get("url"), str):
         url = src["url"]
@@ -176,7 +185,7 @@ def _assistant_message(content: Any, param: str,
                           "function": {"name": block["name"],
                                        "arguments": orjson.dumps(block.get("input") or {})
                                        .decode()}})
-        elif kind in ("thinking", "redacted_thinking"):
+        elif kind in REASONING_BLOCKS:
             continue  # provider-specific reasoning is not replayed to other providers
         elif dropped is not None and isinstance(kind, str):
             dropped.append(kind)  # server tool use and results: only an Anthropic target reads them
@@ -245,7 +254,7 @@ def to_openai_request(body: dict[str, Any], dropped: list[str] | None = None) ->
     max_tokens = body.get("max_tokens")
     if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise _bad("max_tokens must be a positive integer", "max_tokens")
-    messages = body.get("messages")
+    messages = body.get(MESSAGES_FIELD)
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty list", "messages")
     if len(messages) > MAX_MESSAGES:
@@ -257,8 +266,8 @@ def to_openai_request(body: dict[str, Any], dropped: list[str] | None = None) ->
             raise _bad(f"{key} must be {what}", key)
 
     out_msgs: list[dict[str, Any]] = []
-    if body.get("system") is not None:
-        system = _text_of_blocks(body["system"], "system")
+    if body.get(SYSTEM_FIELD) is not None:
+        system = _text_of_blocks(body[SYSTEM_FIELD], "system")
         if system:
             out_msgs.append({"role": "system", "content": system})
     for i, msg in enumerate(messages):

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import functools
 import ipaddress
 import re
 from dataclasses import dataclass
+from re import _constants as _sre  # the stdlib's regex parser reads the built-in patterns alike
+from re import _parser
 from typing import Callable, Iterable, Sequence
 
 import orjson
@@ -111,15 +114,25 @@ _CARD_PREFIXES: tuple[tuple[str, str, frozenset[int]], ...] = (
 )
 
 
-def card_number_ok(digits: str) -> bool:
-    """Known issuer prefix and length, and a valid Luhn check digit."""
-    n = len(digits)
-    if not 12 <= n <= 19:
-        return False
+def _prefix_table(n: int) -> bytes:
+    """For card length ``n``: byte p is 1 when a number starting with the 4 digits p has a
+    known issuer prefix (every prefix above has at most 4 digits, low and high alike)."""
+    table = bytearray(10_000)
     for low, high, lengths in _CARD_PREFIXES:
-        if n in lengths and low <= digits[: len(low)] <= high:
-            return _luhn.is_valid(digits)
-    return False
+        if n in lengths:
+            pad = 4 - len(low)
+            lo, hi = int(low) * 10 ** pad, (int(high) + 1) * 10 ** pad
+            table[lo:hi] = b"\x01" * (hi - lo)
+    return bytes(table)
+
+
+_CARD_TABLES = {n: _prefix_table(n) for n in range(12, 20)}
+
+
+def card_number_ok(digits: str) -> bool:
+    """Known issuer prefix and length, and a valid Luhn check digit (``digits``: ASCII digits)."""
+    table = _CARD_TABLES.get(len(digits))
+    return table is not None and table[int(digits[:4])] == 1 and _luhn.is_valid(digits)
 
 
 _DIGIT_RUN = re.compile(r"[0-9]+")  # stdlib re on short candidates only
@@ -153,10 +166,10 @@ def _card(value: str) -> list[Span]:
 
 
 def _card_block(value: str) -> list[Span]:
-    digits = _NON_DIGITS.sub("", value)
-    if card_number_ok(digits):
-        return [(0, len(value))]
     groups = _groups(value)
+    gd = [value[s:e] for s, e in groups]
+    if card_number_ok("".join(gd)):
+        return [(0, len(value))]
     if not 2 <= len(groups) <= _MAX_CARD_GROUPS:
         return []  # one plain digit run: do not carve a card out of a longer id
     # The run must be tiled by valid cards, apart from a short leading index
@@ -166,24 +179,28 @@ def _card_block(value: str) -> list[Span]:
     lead = [0, 1] if groups[0][1] - groups[0][0] <= 2 else [0]
     tail_short = groups[-1][1] - groups[-1][0] <= 4
 
-    gd = [value[s:e] for s, e in groups]
     cum = [0]
     for g in gd:
         cum.append(cum[-1] + len(g))
+    memo: dict[int, tuple[Span, ...] | None] = {}
 
-    @functools.lru_cache(maxsize=None)
     def tile(i: int) -> tuple[Span, ...] | None:
+        if i in memo:
+            return memo[i]
+        found: tuple[Span, ...] | None = None
         if i == n or (i == n - 1 and tail_short and i > 0):
-            return ()
-        for j in range(min(n - 1, i + 18), i - 1, -1):  # longest card first
-            if not 12 <= cum[j + 1] - cum[i] <= 19:
-                continue
-            s, e = groups[i][0], groups[j][1]
-            if card_number_ok("".join(gd[i:j + 1])):
-                rest = tile(j + 1)
-                if rest is not None:
-                    return ((s, e),) + rest
-        return None
+            found = ()
+        else:
+            for j in range(min(n - 1, i + 18), i - 1, -1):  # longest card first
+                if not 12 <= cum[j + 1] - cum[i] <= 19:
+                    continue
+                if card_number_ok("".join(gd[i:j + 1])):
+                    rest = tile(j + 1)
+                    if rest is not None:
+                        found = ((groups[i][0], groups[j][1]),) + rest
+                        break
+        memo[i] = found
+        return found
 
     for start in lead:
         found = tile(start)
@@ -312,16 +329,20 @@ def _national_lengths(region: str) -> frozenset[int]:
     return frozenset(n + e for n in lengths for e in extra | {0})
 
 
-def _phone_ok(text: str, region: str, national: frozenset[int]) -> bool:
-    if _ODD_SEP.search(text):
-        return False  # a paragraph break or a run of separators: not one number
-    groups = _groups(text)
+def _phone_ok(text: str, region: str, national: frozenset[int],
+              groups: list[Span] | None = None) -> bool:
+    """``groups``: ``_groups(text)`` when the caller has them."""
+    # every check but the last two is a plain refusal: the cheapest come first
+    if groups is None:
+        groups = _groups(text)
     digits = sum(e - s for s, e in groups)
-    if not 7 <= digits <= 15 or text.count("(") != text.count(")"):
+    if not 7 <= digits <= 15:
         return False
     plus = text[0] == "+"
     if not plus and digits not in national:
-        return False  # cheap: cannot be a number of the default region
+        return False  # cannot be a number of the default region
+    if text.count("(") != text.count(")") or _ODD_SEP.search(text):
+        return False  # a paragraph break or a run of separators: not one number
     # one-digit groups occur only up front ("1 415 ...", "+33 1 23 ..."), never last
     if len(groups) > 1 and (groups[-1][1] - groups[-1][0] < 2
                             or any(e - s < 2 for s, e in groups[2 if plus else 1:])):
@@ -344,10 +365,20 @@ _ODD_SEP = re.compile(r"\n[ \t\r]*\n|[ \t\r\n./\-]{4,}")
 _PARSE_SEP = re.compile(r"[ \t\r\n/]+")
 
 
-def _phone(region: str) -> Validator:
+_NO_DIGITS = str.maketrans("", "", "0123456789")
+
+
+def _phone(region: str, quick: bool = True) -> Validator:
+    """The phone validator of ``region``; ``quick=False`` turns off the refusals that only
+    save time (the tests compare both)."""
     national = _national_lengths(region)
+    fewest = min(national)
 
     def check(value: str) -> list[Span]:
+        if quick and value[0] != "+" and len(value) - len(value.translate(_NO_DIGITS)) < fewest:
+            # too few digits for a number of the region, and the candidate's only "+" can be
+            # its first character: neither it nor any window of it can pass _phone_ok
+            return []
         if _DATE.fullmatch(value):
             return []  # 4/12/2024, 2024-04-12: a date (the common case, so refused first)
         s, e = 0, len(value)
@@ -357,11 +388,12 @@ def _phone(region: str) -> Validator:
             s, e = 1, e - 1  # parentheses around the whole thing are prose, not the number
         if value[s:e].count(".") == 3 and _ipv4(value[s:e]):
             return []  # a dotted quad is an IPv4 address, not a phone number
-        if _phone_ok(value[s:e], region, national):
+        # (the parentheses cut off are not digits: value[s:e] has the same digit groups)
+        groups = _groups(value)
+        if _phone_ok(value[s:e], region, national, [(a - s, b - s) for a, b in groups] if s else groups):
             return [(s, e)]
         # a run of numbers: try windows of whole digit groups, longest first
-        groups = _groups(value)
-        windows: list[Span] = []
+        windows: list[tuple[int, int, int, int]] = []
         for i in range(len(groups)):
             total = 0
             for j in range(i, len(groups)):
@@ -373,12 +405,15 @@ def _phone(region: str) -> Validator:
                 ws, we = groups[i][0], groups[j][1]
                 if ws > 0 and value[ws - 1] in "+(":
                     ws -= 1
+                if quick and value[ws] != "+" and total not in national:
+                    continue  # _phone_ok refuses it first thing (its digits are groups i..j)
                 if we < len(value) and value[we] == ")" and "(" in value[ws:we]:
                     we += 1
-                windows.append((ws, we))
-        windows.sort(key=lambda sp: sp[0] - sp[1])
-        for ws, we in windows:
-            if _phone_ok(value[ws:we], region, national):
+                windows.append((ws, we, i, j))
+        windows.sort(key=lambda w: w[0] - w[1])
+        for ws, we, i, j in windows:
+            # the digit groups of the window are groups i..j
+            if _phone_ok(value[ws:we], region, national, [(a - ws, b - ws) for a, b in groups[i:j + 1]]):
                 return [(ws, we)]
         return []
     return check
@@ -395,6 +430,11 @@ class _Spec:
     entity: str
     pattern: str
     hints: tuple[bytes, ...] = ()           # scan only if one of these occurs
+    hint_reach: int | None = None             # every match contains a hint that starts at most
+                                              # this many bytes after the match start (0: every
+                                              # match starts with a hint): the scan jumps from hint
+                                              # to hint.  Only where RE2 has no literal prefix to
+                                              # skip ahead with itself (an alternation, "@")
     validate: Validator | None = None
     bad_before: frozenset[int] = frozenset()  # bytes that may not precede the span
     bad_after: frozenset[int] = frozenset()   # bytes that may not follow it
@@ -437,7 +477,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
         _Spec("slack_token",
               r"(?:xox[abposre]-[A-Za-z0-9\-]{10,}(?:\r?\n[A-Za-z0-9\-]+)*|https://hooks\.slack\.com/(?:services|workflows)/"
               r"[A-Za-z0-9_/]{10,})",
-              hints=(b"xox", b"hooks.slack.com"), validate=_key(14), bad_before=_WORD),
+              hints=(b"xox", b"https://hooks.slack.com/"), hint_reach=0, validate=_key(14), bad_before=_WORD),
         _Spec("credit_card", r"\d(?:(?:[ \t\n./\-]|\r\n| [\-./] )?\d){11,}", hints=(),
               validate=_card, bad_before=_WORD | _b("-.,/"), bad_after=_WORD,
               joiners=_b(".,-/"), loose_end=True),
@@ -447,7 +487,7 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
         _Spec("us_ssn", r"\d{3}[ \t\r\n./\-]{1,3}\d{2}[ \t\r\n./\-]{1,3}\d{4}", validate=_ssn_value,
               bad_before=_WORD | _b("-./+$"), bad_after=_WORD, joiners=_b(".,-/")),
         _Spec("email", r"[A-Za-z0-9._%+\-]{1,64}[ \t]{0,2}(?:\r?\n)?[ \t]{0,2}@[ \t]{0,2}(?:\r?\n)?[ \t]{0,2}[A-Za-z0-9\-]{1,63}(?:\.[A-Za-z0-9\-]{1,63})*\.[A-Za-z]{2,63}",
-              hints=(b"@",), validate=_email, bad_after=_WORD | _b("-")),
+              hints=(b"@",), hint_reach=70, validate=_email, bad_after=_WORD | _b("-")),
         _Spec("ipv6",
               r"[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?:(?:\.\d{1,3}){3})?",
               hints=(b":",), validate=_ipv6, bad_before=_WORD | _b(":."), bad_after=_WORD,
@@ -461,8 +501,76 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
     return {s.entity: s for s in specs}
 
 
+# google-re2's Python ``finditer`` builds a match object per match; the detectors only need
+# the spans, so they call the compiled RE2 object underneath directly (the same engine and
+# semantics: ``tests/unit/test_redact_fastpaths.py`` checks it against ``finditer``).
+_RAW_MATCH = hasattr(re2.compile("a"), "_regexp") and hasattr(re2, "_Anchor")
+_UNANCHORED = re2._Anchor.UNANCHORED if _RAW_MATCH else None
+_ANCHOR_START = re2._Anchor.ANCHOR_START if _RAW_MATCH else None
+
+
+_ALL_BYTES = frozenset(range(256))
+_CATEGORY_BYTES = {
+    "CATEGORY_DIGIT": frozenset(b"0123456789"),
+    "CATEGORY_SPACE": frozenset(b" \t\n\r\f\v"),  # RE2's \s has no \v: a superset is safe
+    "CATEGORY_WORD": frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_"),
+}
+
+
+def _alphabet(pattern: str) -> frozenset[int] | None:
+    """The bytes a match of ``pattern`` (a built-in detector's) can consist of, read from
+    its parse tree; None (any byte) for a negated class, a flag or anything else unusual."""
+    def chars(code: int) -> frozenset[int]:
+        return frozenset(chr(code).encode("utf-8"))
+
+    def walk(tree) -> frozenset[int] | None:
+        out: set[int] = set()
+        for op, arg in tree:
+            if op is _sre.LITERAL:
+                out |= chars(arg)
+            elif op is _sre.IN:
+                for iop, iarg in arg:
+                    if iop is _sre.LITERAL:
+                        out |= chars(iarg)
+                    elif iop is _sre.RANGE and iarg[1] < 128:
+                        out |= set(range(iarg[0], iarg[1] + 1))
+                    elif iop is _sre.CATEGORY and str(iarg) in _CATEGORY_BYTES:
+                        out |= _CATEGORY_BYTES[str(iarg)]
+                    else:
+                        return None
+            elif op in (_sre.MAX_REPEAT, _sre.MIN_REPEAT):
+                sub = walk(arg[2])
+                if sub is None:
+                    return None
+                out |= sub
+            elif op is _sre.SUBPATTERN:
+                if arg[1] or arg[2]:
+                    return None  # flags (case, dot-all...)
+                sub = walk(arg[3])
+                if sub is None:
+                    return None
+                out |= sub
+            elif op is _sre.BRANCH:
+                for branch in arg[1]:
+                    sub = walk(branch)
+                    if sub is None:
+                        return None
+                    out |= sub
+            elif op is _sre.CATEGORY and str(arg) in _CATEGORY_BYTES:
+                out |= _CATEGORY_BYTES[str(arg)]
+            else:
+                return None
+        return frozenset(out)
+
+    try:
+        found = walk(_parser.parse(pattern))
+    except Exception:  # noqa: BLE001 - a pattern the stdlib cannot read: any byte
+        return None
+    return None if found is None or found == _ALL_BYTES else found
+
+
 class _Compiled:
-    __slots__ = ("spec", "regex", "priority", "classes")
+    __slots__ = ("spec", "regex", "priority", "classes", "_match", "alphabet")
 
     def __init__(self, spec: _Spec, priority: int, classes: frozenset[str]):
         opts = re2.Options()
@@ -472,6 +580,85 @@ class _Compiled:
         self.regex = re2.compile(spec.pattern.encode(), opts)
         self.priority = priority
         self.classes = classes
+        self._match = self.regex._regexp.Match if _RAW_MATCH else None
+        # what a match can consist of (None: anything); custom patterns are not read
+        self.alphabet = _alphabet(spec.pattern) if spec.entity in _CLASSES else None
+
+    def spans(self, data: bytes) -> list[Span]:
+        """The spans ``self.regex.finditer(data)`` yields (leftmost-first, non-overlapping),
+        found with fewer engine calls where the spec's hints allow it."""
+        spec = self.spec
+        if self._match is None:
+            if spec.hints and not any(h in data for h in spec.hints):
+                return []
+            return [m.span() for m in self.regex.finditer(data)]
+        if spec.hint_reach is not None:
+            return self._spans_at_hints(data, spec.hints, spec.hint_reach)
+        if spec.hints and not any(h in data for h in spec.hints):
+            return []
+        match, n, pos, out = self._match, len(data), 0, []
+        while True:
+            sp = match(_UNANCHORED, data, pos, n)[0]
+            if sp[0] < 0:
+                return out
+            out.append(sp)
+            if sp[1] == pos:  # an empty match: step over it, as finditer does
+                if pos == n:
+                    return out
+                pos += 1
+            else:
+                pos = sp[1]
+
+    def _spans_at_hints(self, data: bytes, hints: tuple[bytes, ...], reach: int) -> list[Span]:
+        """Every match contains a hint starting at most ``reach`` bytes into it, so no match
+        starts before (next hint - reach): the search resumes there, not at the last match's
+        end (for reach 0: an anchored match at each hint)."""
+        where: list[int] = []
+        for h in hints:
+            i = data.find(h)
+            while i >= 0:
+                where.append(i)
+                i = data.find(h, i + 1)
+        if not where:
+            return []
+        if len(hints) > 1:
+            where = sorted(set(where))
+        match, n, pos, out = self._match, len(data), 0, []
+        for p in where:
+            if p < pos:
+                continue  # inside the last match (or before the resumed search)
+            if reach == 0:
+                sp = match(_ANCHOR_START, data, p, n)[0]
+                if sp[0] < 0:
+                    continue
+            else:
+                start = max(pos, p - reach)
+                sp = match(_UNANCHORED, data, start, n)[0]
+                if sp[0] < 0:
+                    return out  # no match anywhere after start
+            out.append(sp)
+            pos = sp[1] if sp[1] > sp[0] else sp[1] + 1
+        return out
+
+
+_SET_MAX_BYTES = 16 * 1024
+
+
+def _pattern_set(patterns: list[str]) -> "re2.Set | None":
+    """An RE2 Set of the empty pattern (index 0, it matches every text: a Set answer without
+    it is an engine error) and ``patterns`` (index i + 1); None when RE2 refuses it."""
+    opts = re2.Options()
+    opts.never_capture = True
+    opts.max_mem = 64 << 20
+    rset = re2.Set.SearchSet(opts)
+    try:
+        rset.Add(b"")
+        for pattern in patterns:
+            rset.Add(pattern.encode())
+        rset.Compile()
+    except re2.error:
+        return None
+    return rset
 
 
 class Detector:
@@ -502,10 +689,22 @@ class Detector:
                 self._add(_Spec(cp.name, cp.pattern), frozenset({cp.data_class}))
             except re2.error:
                 raise ValueError(f"invalid custom pattern {cp.name!r}") from None
+        self._set = _pattern_set([d.spec.pattern for d in self._detectors])
 
     def _add(self, spec: _Spec, classes: frozenset[str]) -> None:
         self._detectors.append(_Compiled(spec, len(self._detectors), classes))
         self.classes[spec.entity] = classes
+
+    def _present(self, data: bytes) -> list[_Compiled]:
+        """The detectors worth running on ``data``: on a short text, one RE2 Set pass says
+        which patterns match anywhere in it, and a pattern that matches nowhere has no
+        candidates (on a long text nearly every pattern matches, and the pass is not worth it)."""
+        if self._set is None or len(data) > _SET_MAX_BYTES:
+            return self._detectors
+        hit = self._set.Match(data)
+        if not hit or 0 not in hit:  # the always-matching sentinel is missing: an RE2 error
+            return self._detectors
+        return [d for d in self._detectors if d.priority + 1 in hit]
 
     @property
     def entities(self) -> list[str]:
@@ -513,23 +712,54 @@ class Detector:
 
     def candidates(self, text: str) -> list[tuple[int, Found]]:
         """Every valid span of every detector, overlaps included: (priority, Found)."""
-        data = text.encode("utf-8")
-        ascii_only = len(data) == len(text)
+        return self.candidates_utf8(text.encode("utf-8"), len(text))
+
+    def can_join(self, joints: Iterable[bytes | None]) -> set[int] | None:
+        """The detectors (priorities) whose matches can hold one of ``joints`` (the bytes
+        around a boundary; None: unknown) whole; None when that is every detector."""
+        sets = []
+        for j in joints:
+            if j is None:
+                return None
+            sets.append(frozenset(j))
+        out = {d.priority for d in self._detectors
+               if d.alphabet is None or any(j <= d.alphabet for j in sets)}
+        return None if len(out) == len(self._detectors) else out
+
+    def candidates_utf8(self, data: bytes, n_chars: int,
+                        parts: tuple[list[int], list[int]] | None = None,
+                        only: set[int] | None = None) -> list[tuple[int, Found]]:
+        """``candidates`` of the text whose UTF-8 is ``data`` (``n_chars`` characters long).
+
+        ``parts``: the (starts, ends) byte offsets of the strings that ``data`` joins, when
+        only candidates reaching into two of them are wanted: a match that does not is
+        dropped before it is validated (the valid spans a validator cuts from it lie
+        inside it, so none of them could).  ``only``: run just these detectors (priorities)."""
+        ascii_only = len(data) == n_chars
         out: list[tuple[int, Found]] = []
-        for det in self._detectors:
-            spec = det.spec
-            if spec.hints and not any(h in data for h in spec.hints):
+        for det in self._present(data):
+            if only is not None and det.priority not in only:
                 continue
-            for m in det.regex.finditer(data):
-                s, e = m.span()
-                if s == e or not _edges_ok(data, s, e, spec, check_end=not spec.loose_end):
+            spec = det.spec
+            validate = spec.validate
+            check_end = not spec.loose_end
+            for s, e in det.spans(data):
+                if s == e or not _edges_ok(data, s, e, spec, check_end):
                     continue  # part of a longer token: neither it nor a piece of it counts
+                if parts is not None and not _reaches_two(parts, s, e):
+                    continue
                 value = data[s:e].decode("utf-8", errors="replace")
-                spans = spec.validate(value) if spec.validate else [(0, len(value))]
+                spans = validate(value) if validate else [(0, len(value))]
+                if not spans:
+                    continue
+                plain = value.isascii()  # str offsets are byte offsets
                 for vs, ve in spans:
                     # validators work on str: map their offsets back to bytes
-                    bs = s + len(value[:vs].encode())
-                    be = s + len(value[:ve].encode())
+                    if plain:
+                        bs, be = s + vs, s + ve
+                    else:
+                        bs = s + len(value[:vs].encode())
+                        be = s + len(value[:ve].encode())
                     if not _edges_ok(data, bs, be, spec):
                         continue
                     out.append((det.priority, Found(spec.entity, bs, be, value[vs:ve])))
@@ -540,6 +770,13 @@ class Detector:
     def find(self, text: str) -> list[Found]:
         """Non-overlapping findings sorted by position (longest span wins)."""
         return resolve(self.candidates(text))
+
+
+def _reaches_two(parts: tuple[list[int], list[int]], s: int, e: int) -> bool:
+    """Does [s, e) overlap two of the ordered, disjoint ranges (starts[i], ends[i])?"""
+    starts, ends = parts
+    i = bisect.bisect_right(ends, s)  # the first range ending after s
+    return i + 1 < len(starts) and starts[i + 1] < e
 
 
 def _edges_ok(data: bytes, s: int, e: int, spec: _Spec, check_end: bool = True) -> bool:

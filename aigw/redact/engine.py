@@ -244,6 +244,7 @@ _TOKEN_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-
 # detectors read as a separator ("4111 1111" + "1111 1111").
 _JOINERS = ("", "\n")
 _SEP = "\x00"  # between strings in the one text all detectors scan: nothing matches across it
+_SEP_B = _SEP.encode()
 
 
 @dataclass
@@ -255,15 +256,21 @@ class _Hit:
     value: str
 
 
-def _find(detector: Detector, slots: list[_Slot]) -> tuple[list[_Hit], list[_Hit]]:
-    """(findings inside one string, findings across a boundary of the running text)."""
-    norms = [normalize(s.text) for s in slots]
+def _find(detector: Detector, slots: list[_Slot],
+          datas: list[bytes] | None = None) -> tuple[list[_Hit], list[_Hit]]:
+    """(findings inside one string, findings across a boundary of the running text).
+
+    ``datas``: the slots' texts in UTF-8, when the caller has them."""
+    if datas is None:
+        datas = [s.text.encode("utf-8") for s in slots]
+    norms = [normalize(s.text, d) for s, d in zip(slots, datas)]
     texts = [n.text for n in norms]
     hits: list[_Hit] = []
-    # 1. every string on its own, in one detector pass over all of them
-    joined = _SEP.join(texts)
+    # 1. every string on its own, in one detector pass over all of them (a text that
+    # normalisation left as it was is scanned in the bytes already encoded)
+    joined = _SEP_B.join(n.text.encode("utf-8") if n.changed else d for n, d in zip(norms, datas))
     starts = _offsets(texts, 1)
-    for prio, f in detector.candidates(joined):
+    for prio, f in detector.candidates_utf8(joined, max(0, sum(map(len, texts)) + len(texts) - 1)):
         i = bisect.bisect_right(starts, f.start) - 1
         s, e = f.start - starts[i], f.end - starts[i]
         os_, oe = norms[i].span(s, e)
@@ -313,19 +320,32 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
     ends = [st + len(t) for st, t in zip(starts, texts)]
     # windows around each boundary, merged where they overlap
     ranges: list[list[int]] = []
+    joints: list[set[bytes]] = []  # per range: the bytes at each of its boundaries
     for b in range(len(texts) - 1):
         tail = texts[b][-MAX_BOUNDARY_WINDOW:]
         head = texts[b + 1][:MAX_BOUNDARY_WINDOW]
         left = max(BOUNDARY_WINDOW, len(tail) - len(tail.rstrip(_TOKEN_CHARS)) + 64)
         right = max(BOUNDARY_WINDOW, len(head) - len(head.lstrip(_TOKEN_CHARS)) + 64)
         lo, hi = max(0, ends[b] - left), min(len(full), starts[b + 1] + right)
+        # a value reaching into both strings holds the last character of one, the joiner
+        # and the first of the next (a string normalised to nothing: any byte may follow)
+        joint = (texts[b][-1:] + joiner + texts[b + 1][:1]).encode("utf-8") \
+            if texts[b] and texts[b + 1] else None
         if ranges and lo <= ranges[-1][1]:
             ranges[-1][1] = max(ranges[-1][1], hi)
+            joints[-1].add(joint)
         else:
             ranges.append([lo, hi])
+            joints.append({joint})
     out: list[_Hit] = []
-    for lo, hi in ranges:
-        for prio, f in detector.candidates(full[lo:hi]):
+    for (lo, hi), joint_set in zip(ranges, joints):
+        only = detector.can_join(joint_set)
+        if only is not None and not only:
+            continue  # no detector can reach across these joints
+        window = full[lo:hi]
+        data = window.encode("utf-8")
+        for prio, f in detector.candidates_utf8(data, len(window),
+                                                _byte_parts(window, data, starts, ends, lo, hi), only):
             gs, ge = lo + f.start, lo + f.end
             first = bisect.bisect_right(starts, gs) - 1
             last = bisect.bisect_right(starts, ge - 1) - 1
@@ -344,6 +364,29 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
                 value = "".join(slots[i].text[a:b] for i, a, b in pieces)
                 out.append(_Hit(f.entity, prio, pieces, value))
     return out
+
+
+def _byte_parts(window: str, data: bytes, starts: list[int], ends: list[int],
+                lo: int, hi: int) -> tuple[list[int], list[int]]:
+    """The (starts, ends) UTF-8 byte offsets in ``window`` (= full[lo:hi], encoded as
+    ``data``) of the strings it overlaps, clipped to it."""
+    bs: list[int] = []
+    be: list[int] = []
+    k = bisect.bisect_right(ends, lo)
+    while k < len(starts) and starts[k] < hi:
+        bs.append(max(starts[k], lo) - lo)
+        be.append(min(ends[k], hi) - lo)
+        k += 1
+    if len(data) != len(window):  # not ASCII: character offsets -> byte offsets
+        pos_c = pos_b = 0
+        conv: dict[int, int] = {}
+        for x in sorted(set(bs) | set(be)):
+            pos_b += len(window[pos_c:x].encode("utf-8"))
+            pos_c = x
+            conv[x] = pos_b
+        bs = [conv[x] for x in bs]
+        be = [conv[x] for x in be]
+    return bs, be
 
 
 def _resolve(own: list[_Hit], cross: list[_Hit]) -> list[_Hit]:
@@ -380,7 +423,8 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
         raise BadShape("The request body must be a JSON object.")
     w = walk(api, body, cfg.max_scan_strings)
     slots = w.slots
-    if sum(len(s.text.encode("utf-8")) for s in slots) > cfg.max_scan_bytes:
+    datas = [s.text.encode("utf-8") for s in slots]
+    if sum(map(len, datas)) > cfg.max_scan_bytes:
         raise ScanTooLarge()
 
     result = ScanResult()
@@ -391,7 +435,7 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
             return result
 
     detector = cfg.detector
-    hits = _resolve(*_find(detector, slots))
+    hits = _resolve(*_find(detector, slots, datas))
     numbering = _Numbering([s.text for s in slots])
     blocked: set[str] = set()
     edits: dict[int, list[tuple[int, int, str]]] = {}

@@ -27,6 +27,7 @@ from typing import Any, Callable
 import orjson
 
 from aigw.errors import GatewayError
+from aigw.ingress import anthropic as _anthropic
 
 MAX_DEPTH = 64
 
@@ -48,7 +49,7 @@ def base64_data(value: str, parent: dict) -> bool:
 
 def base64_source(value: str, parent: dict) -> bool:
     """Anthropic ``source.data``: binary only when the source says base64 (text sources are read)."""
-    return parent.get("type") == "base64" and _BASE64.fullmatch(value) is not None
+    return parent.get("type") == _anthropic.BINARY_SOURCE and _BASE64.fullmatch(value) is not None
 
 
 _MEDIA_TYPE = re.compile(r"[a-z]+/[a-z0-9.+\-]{1,80}")
@@ -58,12 +59,18 @@ def media_type(value: str, parent: dict) -> bool:
     return _MEDIA_TYPE.fullmatch(value) is not None
 
 
-def thinking_signature(value: str, parent: dict) -> bool:
-    return parent.get("type") == "thinking" and _BASE64.fullmatch(value) is not None
+def _reasoning_field(block: str, base64_only: bool) -> "Predicate":
+    """The signed or opaque field of an Anthropic reasoning block of type ``block``."""
+    def exempt(value: str, parent: dict) -> bool:
+        return parent.get("type") == block and (not base64_only or _BASE64.fullmatch(value) is not None)
+    return exempt
 
 
-def redacted_thinking(value: str, parent: dict) -> bool:
-    return parent.get("type") == "redacted_thinking"
+thinking_signature = _reasoning_field("thinking", base64_only=True)
+redacted_thinking = _reasoning_field("redacted_thinking", base64_only=False)
+# every reasoning block of the Anthropic shape (aigw/ingress/anthropic.py) with its exemption
+_REASONING_EXEMPT: dict[str, "Predicate"] = {"thinking": thinking_signature,
+                                             "redacted_thinking": redacted_thinking}
 
 
 def data_url(value: str, parent: dict) -> bool:
@@ -130,8 +137,7 @@ _ANTHROPIC_EXEMPT: dict[str, Predicate] = {
     "source.data": base64_source,
     # signed / opaque reasoning: never rewritten (the gateway does not replay them to
     # other providers, and a changed signature is refused by Anthropic)
-    "signature": thinking_signature,
-    "data": redacted_thinking,
+    **{_anthropic.REASONING_BLOCKS[block]: pred for block, pred in _REASONING_EXEMPT.items()},
 }
 
 # Strings that are running text (scanned across their boundaries with their neighbours):
@@ -155,7 +161,8 @@ register_api(ApiProfile("chat", _OPENAI_EXEMPT, messages=("messages",),
                         json_strings=frozenset({"function.arguments", "function_call.arguments"})))
 register_api(ApiProfile("embeddings", _OPENAI_EXEMPT, prompts=("input",)))
 register_api(ApiProfile("completions", _OPENAI_EXEMPT, prompts=("prompt",)))
-register_api(ApiProfile("anthropic", _ANTHROPIC_EXEMPT, messages=("messages",), system=("system",)))
+register_api(ApiProfile("anthropic", _ANTHROPIC_EXEMPT, messages=(_anthropic.MESSAGES_FIELD,),
+                        system=(_anthropic.SYSTEM_FIELD,)))
 
 
 @dataclass

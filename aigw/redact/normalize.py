@@ -127,6 +127,7 @@ class Normalized:
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _SPECIAL_CATS = frozenset({"Cf", "Pd", "Zs", "Zl", "Zp", "Cc"})
 _SPECIAL: re.Pattern | None = None
+_SPECIAL_OR_ESCAPE: re.Pattern | None = None
 # planes holding characters of the categories above (BMP, SMP, tags)
 _SPECIAL_PLANES = ((0x80, 0x10000), (0x10000, 0x20000), (0xE0000, 0xE1000))
 
@@ -135,25 +136,35 @@ def _special():
     """One RE2 class of the non-ASCII format, dash, space and control characters
     (built once per process, ~30 ms; RE2 because Python's re is slow on a class
     with astral characters)."""
-    global _SPECIAL
+    global _SPECIAL, _SPECIAL_OR_ESCAPE
     if _SPECIAL is None:
         chars = [chr(cp) for lo, hi in _SPECIAL_PLANES for cp in range(lo, hi)
                  if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) in _SPECIAL_CATS]
-        _SPECIAL = re2.compile("[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]")
+        cls = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
+        _SPECIAL_OR_ESCAPE = re2.compile(cls + "|" + _ESCAPE.pattern)
+        _SPECIAL = re2.compile(cls)
     return _SPECIAL
+
+
+def _unchanged(text: str, data: bytes) -> bool:
+    """True when neither stage would change ``text`` (UTF-8 ``data``): NFKC-normalised, and
+    no special character nor escape anywhere (one RE2 pass instead of one per stage)."""
+    _special()
+    return (text.isascii() or unicodedata.is_normalized("NFKC", text)) \
+        and _SPECIAL_OR_ESCAPE.search(data) is None
 
 
 def warm_up() -> None:
     _special()
 
 
-def _unicode_stage(text: str) -> tuple[str, _Map | None]:
+def _unicode_stage(text: str, data: bytes | None = None) -> tuple[str, _Map | None]:
     pieces: list[str] = []
     m = _Map()
     last = 0
     n = 0  # length of the normalised text so far
     special = _special()
-    if unicodedata.is_normalized("NFKC", text) and special.search(text) is None:
+    if unicodedata.is_normalized("NFKC", text) and special.search(text if data is None else data) is None:
         return text, None  # nothing to change (the common case, checked in C)
     for run in _NON_ASCII.finditer(text):
         chunk = run.group()
@@ -204,8 +215,8 @@ def _escapes(text: str):
             yield mt
 
 
-def _escape_stage(text: str) -> tuple[str, _Map | None]:
-    if _ESCAPE_RE2.search(text) is None:
+def _escape_stage(text: str, data: bytes | None = None) -> tuple[str, _Map | None]:
+    if _ESCAPE_RE2.search(text if data is None else data) is None:
         return text, None  # "50%" and "R&D" only: nothing to decode (RE2 finds that fast)
     pieces: list[str] = []
     m = _Map()
@@ -271,23 +282,30 @@ def _escape_stage(text: str) -> tuple[str, _Map | None]:
     return "".join(pieces), m
 
 
-def normalize(text: str) -> Normalized:
-    """The text detectors match, and the way back to ``text``'s offsets."""
+def normalize(text: str, data: bytes | None = None) -> Normalized:
+    """The text detectors match, and the way back to ``text``'s offsets.
+
+    ``data``: ``text`` encoded as UTF-8, when the caller has it (the whole-text checks
+    then run on it without encoding the text again)."""
     maps: list[_Map] = []
     cur = text
     stage = 0
     want_unicode = not cur.isascii()
     want_escapes = _NEEDS_ESCAPES.search(cur) is not None
+    if data is not None and (want_unicode or want_escapes) and _unchanged(text, data):
+        return Normalized(text, text, maps)
     while stage < _MAX_STAGES and (want_unicode or want_escapes):
+        if maps:
+            data = None  # the bytes are the original text's
         if want_unicode:
-            cur, m = _unicode_stage(cur)
+            cur, m = _unicode_stage(cur, data)
             want_unicode = False
             stage += 1
             if m is not None:
                 maps.append(m)
                 want_escapes = want_escapes or _NEEDS_ESCAPES.search(cur) is not None
         elif want_escapes:
-            cur, m = _escape_stage(cur)
+            cur, m = _escape_stage(cur, data)
             want_escapes = False
             stage += 1
             if m is not None:

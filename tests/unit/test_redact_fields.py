@@ -226,3 +226,19 @@ def test_anthropic_text_blocks_are_forwarded_as_blocks_not_joined():
     openai = orjson.loads(ADAPTERS["openai"].chat_request(canonical, "m", _provider("openai"),
                                                           stream=False).body)
     assert openai["messages"][0]["content"] == body["messages"][0]["content"]
+
+
+def test_anthropic_shape_is_read_from_the_ingress():
+    """One description of the Messages request shape (issue 15): the walker's Anthropic
+    profile takes its conversation/system fields and reasoning blocks from the ingress."""
+    from aigw.ingress import anthropic
+    from aigw.redact import fields
+
+    prof = fields.PROFILES["anthropic"]
+    assert prof.messages == (anthropic.MESSAGES_FIELD,) and prof.system == (anthropic.SYSTEM_FIELD,)
+    assert set(fields._REASONING_EXEMPT) == set(anthropic.REASONING_BLOCKS)  # a new block needs its exemption
+    for block, field_name in anthropic.REASONING_BLOCKS.items():
+        assert prof.exempt[field_name]("c2lnbmF0dXJl", {"type": block})
+        assert not prof.exempt[field_name]("c2lnbmF0dXJl", {"type": "text"})
+    assert prof.exempt["source.data"]("aGVsbG8=", {"type": anthropic.BINARY_SOURCE})
+    assert not prof.exempt["source.data"]("hello", {"type": "text"})
