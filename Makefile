@@ -25,7 +25,7 @@ test: install
 
 bench: install
 	.ci/ensure-redis
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(ARGS)
 
 validate: install
 	$(VENV)/bin/aigw-validate kong/kong.yml

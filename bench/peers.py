@@ -53,6 +53,7 @@ PORTKEY_VERSION = "1.15.2"  # @portkey-ai/gateway; the issue measured 1.15
 # Portkey's package declares ^ ranges; resolve its dependencies as of its release day so a
 # later release of one of them cannot change what is measured (npm install --before)
 PORTKEY_BEFORE = "2026-08-24T00:00:00Z"
+PORTKEY_HONO_NODE_SERVER = "1.13.8"  # see install_portkey
 LOAD = ROOT / "bench" / "load.py"
 STREAMS = ROOT / "bench" / "streams.py"
 STREAM_DELAY_MS = 20
@@ -86,18 +87,28 @@ def install_litellm() -> Path:
 
 
 def install_portkey() -> Path:
+    """@portkey-ai/gateway into its own node dir. Its dependencies are resolved as of its
+    release day (npm --before), and @hono/node-server is held at PORTKEY_HONO_NODE_SERVER:
+    from 1.14 on, hono's global Response override keeps the (immutable) headers of a
+    fetched response, and Portkey 1.15.2's stream path then fails every stream with 500
+    ``TypeError: immutable`` when it adds its own headers (found on node 20)."""
     node_dir = PEERS_DIR / f"portkey-{PORTKEY_VERSION}"
     ok = node_dir / ".bench-installed"
-    if not ok.exists():
+    stamp = f"{PORTKEY_VERSION} @hono/node-server {PORTKEY_HONO_NODE_SERVER} before {PORTKEY_BEFORE}\n"
+    if not ok.exists() or ok.read_text() != stamp:
         if not shutil.which("npm") or not shutil.which("node"):
             raise SystemExit("Portkey needs node and npm (apt-get install nodejs npm)")
         print(f"- installing @portkey-ai/gateway@{PORTKEY_VERSION} into {node_dir.relative_to(ROOT)} ...",
               file=sys.stderr, flush=True)
-        node_dir.mkdir(parents=True, exist_ok=True)
-        _run(["npm", "install", "--no-audit", "--no-fund", f"--before={PORTKEY_BEFORE}",
-              "--prefix", str(node_dir), f"@portkey-ai/gateway@{PORTKEY_VERSION}"],
+        shutil.rmtree(node_dir, ignore_errors=True)
+        node_dir.mkdir(parents=True)
+        (node_dir / "package.json").write_bytes(orjson.dumps({
+            "name": "aigw-bench-portkey", "private": True,
+            "dependencies": {"@portkey-ai/gateway": PORTKEY_VERSION},
+            "overrides": {"@hono/node-server": PORTKEY_HONO_NODE_SERVER}}, option=orjson.OPT_INDENT_2))
+        _run(["npm", "install", "--no-audit", "--no-fund", f"--before={PORTKEY_BEFORE}", "--prefix", str(node_dir)],
              PEERS_DIR / "portkey-install.log")
-        ok.write_text(PORTKEY_VERSION + "\n")
+        ok.write_text(stamp)
     return node_dir
 
 
@@ -285,7 +296,7 @@ class PeerBench:
 
     # -------------------------------------------------------- phases
     def one_client(self) -> None:
-        rounds, n = (2, 100) if self.quick else (4, 300)
+        rounds, n = (2, 100) if self.quick else (4, 250)
         lat: dict[str, list[float]] = {n_: [] for n_ in self.systems}
         cpu: dict[str, dict[str, float]] = {n_: {} for n_ in self.systems}
         reqs: dict[str, int] = {n_: 0 for n_ in self.systems}
@@ -313,7 +324,7 @@ class PeerBench:
 
     def fixed_rate(self, rate: int) -> None:
         rounds = 2 if self.quick else 3
-        n = int(rate * (3 if self.quick else 6))
+        n = int(rate * (2 if self.quick else 5))
         lat: dict[str, list[float]] = {n_: [] for n_ in self.systems}
         cpu: dict[str, dict[str, float]] = {n_: {} for n_ in self.systems}
         reqs = {n_: 0 for n_ in self.systems}
@@ -386,7 +397,7 @@ class PeerBench:
                 body = stream_body(self.systems[name]["stream_model"], chunks)
                 spec = {"url": self.systems[name]["url"], "headers": self.systems[name]["headers"],
                         "body": body.decode(), "concurrency": concurrency, "per_worker": per_worker,
-                        "timeout": 120}
+                        "timeout": 30 if self.quick else 60, "ramp_s": 0.5}
                 res, c = self.measured(name, lambda: self._sub(STREAMS, spec))
                 a = acc[name]
                 a["ttfb_s"] += res["ttfb_s"]
@@ -442,6 +453,7 @@ class PeerBench:
         self.r["load_before"] = uptime()
         self.r["versions"] = {"litellm": LITELLM_VERSION, "portkey": PORTKEY_VERSION,
                               "portkey_dependencies_before": PORTKEY_BEFORE,
+                              "portkey_hono_node_server": PORTKEY_HONO_NODE_SERVER,
                               "node": node_version(), "litellm_workers": self.args.litellm_workers}
         venv = install_litellm()
         node_dir = install_portkey()

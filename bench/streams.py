@@ -2,10 +2,15 @@
 
     python bench/streams.py SPEC.json   # results as JSON on stdout
 
-SPEC: ``{"url", "headers", "body", "concurrency": 200, "per_worker": 1, "timeout": 60}``.
+SPEC: ``{"url", "headers", "body", "concurrency": 200, "per_worker": 1, "timeout": 60,
+"ramp_s": 1.0}``.
 
 ``concurrency`` greenlets (gevent, one connection each) each send ``per_worker`` stream
-requests back to back; all start together. For every stream the client records:
+requests back to back; their starts are spread evenly over ``ramp_s`` seconds (clients
+do not all connect in the same millisecond), so all are open together after the ramp
+(a stream lasts 50 x 20 ms). ``timeout`` is the socket timeout of every read.
+
+For every stream the client records:
 
 - TTFB: from sending the request to the first byte of the response body;
 - the arrival time of every complete SSE event (``\\n\\n``-terminated); the gaps between
@@ -93,7 +98,9 @@ def main(spec: dict[str, Any]) -> dict[str, Any]:
         conn.close()
 
     t0 = time.perf_counter()
-    gevent.joinall([gevent.spawn(worker) for _ in range(int(spec["concurrency"]))])
+    conc = int(spec["concurrency"])
+    ramp = float(spec.get("ramp_s", 0.0))
+    gevent.joinall([gevent.spawn_later(ramp * i / conc, worker) for i in range(conc)])
     out["seconds"] = time.perf_counter() - t0
     return out
 
