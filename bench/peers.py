@@ -41,10 +41,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from aigw.dev import demo_token, gateway_env  # noqa: E402
-from aigw.mock.testing import MockProvider  # noqa: E402
-from aigw.standin.testing import StandIn, free_port  # noqa: E402
-from run import bench_config, chat_body, machine, pct, proc_cpu_s  # noqa: E402
+# the gateway's test harness through bench/run.py's imports (one place to change if it moves)
+from run import (MockProvider, StandIn, bench_config, chat_body, demo_token, free_port,  # noqa: E402
+                 gateway_env, machine, pct, proc_cpu_s)
 
 PEERS_DIR = ROOT / "bench" / ".peers"
 LITELLM_VERSION = "1.106.12"  # the issue measured 1.106; NEVER 1.107.0 (known compromised)
@@ -564,13 +563,12 @@ def parse_strace(text: str) -> tuple[int, list[tuple[str, int]]]:
     total, rows = 0, []
     for line in text.splitlines():
         parts = line.split()
-        if len(parts) < 5 or not parts[0].replace(".", "").isdigit():
-            if parts and parts[-1] == "total" and len(parts) >= 4:
-                total = int(parts[3]) if parts[3].isdigit() else int(parts[2])
-            continue
-        name = parts[-1]
-        calls = int(parts[3]) if parts[3].isdigit() else 0
-        rows.append((name, calls))
+        if len(parts) < 5 or not parts[3].isdigit():
+            continue  # header, separator lines
+        if parts[-1] == "total":
+            total = int(parts[3])
+        else:
+            rows.append((parts[-1], int(parts[3])))
     rows.sort(key=lambda x: -x[1])
     return total or sum(c for _, c in rows), rows
 
@@ -674,6 +672,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--install-only", action="store_true", help="install the peers into bench/.peers and stop")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "peers.json"))
     args = ap.parse_args(argv)
+    # SIGTERM (or SIGINT, ignored in a background job) must still stop the peers, the
+    # stand-in and the mock: turn it into SystemExit so the finally blocks run
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.install_only:
         install_litellm(), install_portkey()
         return
