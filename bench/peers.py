@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import datetime
+import math
 import os
 import secrets
 import shutil
@@ -31,8 +31,9 @@ import tempfile
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 import yaml
@@ -42,8 +43,18 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 # the gateway's test harness through bench/run.py's imports (one place to change if it moves)
-from run import (MockProvider, StandIn, bench_config, chat_body, demo_token, free_port,  # noqa: E402
-                 gateway_env, machine, pct, proc_cpu_s)
+from run import (
+    MockProvider,
+    StandIn,
+    bench_config,
+    chat_body,
+    demo_token,
+    free_port,
+    gateway_env,
+    machine,
+    pct,
+    proc_cpu_s,
+)
 
 PEERS_DIR = ROOT / "bench" / ".peers"
 LITELLM_VERSION = "1.106.12"  # the issue measured 1.106; NEVER 1.107.0 (known compromised)
@@ -162,7 +173,7 @@ class Peer:
 
     def __init__(self, name: str, cmd: list[str], env: dict[str, str], health: str, log: Path):
         self.name, self.log = name, log
-        self.logf = open(log, "wb")
+        self.logf = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(cmd, env=env, stdout=self.logf, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         wait_http(health, self.proc, 120, name, log)
@@ -305,7 +316,7 @@ class PeerBench:
                 spec = {"mode": "closed", "duration": 300, "rounds": 1, "concurrency": 1, "warmup": 5,
                         "max_requests": n,
                         "targets": [self.target(name, nonstream_body(self.systems[name]["model"]))]}
-                res, c = self.measured(name, lambda: self.load(spec))
+                res, c = self.measured(name, lambda spec=spec: self.load(spec))
                 r = res[name]
                 lat[name] += r["latency_s"]
                 reqs[name] += r["ok"] + sum(r["errors"].values())
@@ -332,7 +343,7 @@ class PeerBench:
             for name in self.order(rnd):
                 spec = {"mode": "open", "rate": rate, "requests": n, "rounds": 1, "concurrency": 32,
                         "warmup": 5, "targets": [self.target(name, nonstream_body(self.systems[name]["model"]))]}
-                res, c = self.measured(name, lambda: self.load(spec))
+                res, c = self.measured(name, lambda spec=spec: self.load(spec))
                 r = res[name]
                 lat[name] += r["latency_s"]
                 reqs[name] += r["ok"] + sum(r["errors"].values())
@@ -397,7 +408,7 @@ class PeerBench:
                 spec = {"url": self.systems[name]["url"], "headers": self.systems[name]["headers"],
                         "body": body.decode(), "concurrency": concurrency, "per_worker": per_worker,
                         "timeout": 30 if self.quick else 60, "ramp_s": 0.5}
-                res, c = self.measured(name, lambda: self._sub(STREAMS, spec))
+                res, c = self.measured(name, lambda spec=spec: self._sub(STREAMS, spec))
                 a = acc[name]
                 a["ttfb_s"] += res["ttfb_s"]
                 a["gaps_s"] += res["gaps_s"]
@@ -418,12 +429,12 @@ class PeerBench:
                 "events_per_stream": round(sum(a["events"]) / ok, 1) if ok else None,
                 "cpu_ms_per_stream": {k: round(v / max(1, a["streams"]) * 1e3, 3) for k, v in a["cpu"].items()},
             }
-        for name in out:
+        for s in out.values():
             if "plain" in out:
-                out[name]["ttfb_p50_vs_plain_ms"] = diff(out[name]["ttfb_p50_ms"], out["plain"]["ttfb_p50_ms"])
-                out[name]["ttfb_p99_vs_plain_ms"] = diff(out[name]["ttfb_p99_ms"], out["plain"]["ttfb_p99_ms"])
-            out[name]["gap_p90_vs_direct_ms"] = diff(out[name]["gap_p90_ms"], out["direct"]["gap_p90_ms"])
-            out[name]["gap_p99_vs_direct_ms"] = diff(out[name]["gap_p99_ms"], out["direct"]["gap_p99_ms"])
+                s["ttfb_p50_vs_plain_ms"] = diff(s["ttfb_p50_ms"], out["plain"]["ttfb_p50_ms"])
+                s["ttfb_p99_vs_plain_ms"] = diff(s["ttfb_p99_ms"], out["plain"]["ttfb_p99_ms"])
+            s["gap_p90_vs_direct_ms"] = diff(s["gap_p90_ms"], out["direct"]["gap_p90_ms"])
+            s["gap_p99_vs_direct_ms"] = diff(s["gap_p99_ms"], out["direct"]["gap_p99_ms"])
         self.r.setdefault("streams", {})[key] = {"concurrency": concurrency, "per_worker": per_worker,
                                                  "chunks": chunks, "delay_ms": STREAM_DELAY_MS,
                                                  "rounds": rounds, "systems": out}
@@ -474,7 +485,7 @@ class PeerBench:
                     ps = kong.pluginserver_pid()
                     standin = kong.proc.pid
                     self.add("direct", mock.url.rstrip("/") + "/v1/chat/completions", mk, MOCK_MODEL,
-                             MOCK_STREAM_MODEL, lambda: [], lambda: {})
+                             MOCK_STREAM_MODEL, list, dict)
                     self.add("plain", kong.url + "/direct/v1/chat/completions", jwt, MOCK_MODEL, MOCK_STREAM_MODEL,
                              lambda: [standin], lambda: {"standin": [standin]})
                     self.add("aigw", kong.url + "/v1/chat/completions", jwt, "chat", "chat-stream",
@@ -505,7 +516,7 @@ class PeerBench:
                         print(f"- {label} ...", file=sys.stderr, flush=True)
                         try:
                             fn()
-                        except Exception as exc:  # one failed measure must not lose the others
+                        except Exception as exc:  # noqa: BLE001 - one failed measure must not lose the others
                             self.note(f"{label} failed: {type(exc).__name__}: {exc}")
                         print(f"  {time.time() - t0:.1f}s", file=sys.stderr, flush=True)
         finally:
@@ -531,7 +542,7 @@ class PeerBench:
 
 # ------------------------------------------------------------------ numbers
 def ms(v: float) -> float | None:
-    return None if v != v else round(v * 1e3, 2)
+    return None if math.isnan(v) else round(v * 1e3, 2)
 
 
 def diff(a: float | None, b: float | None) -> float | None:
@@ -548,11 +559,11 @@ def percentiles(lat: list[float]) -> dict[str, Any]:
 
 
 def add_relative(out: dict[str, dict[str, Any]], ref: str, keys: tuple[str, ...]) -> None:
-    for name, s in out.items():
+    for s in out.values():
         for k in keys:
             s["added_" + k] = diff(s[k], out[ref][k])
     if "plain" in out and "aigw" in out:
-        for name, s in out.items():
+        for s in out.values():
             a = s.get("added_p50_ms")
             s["added_p50_vs_aigw"] = round(a / out["aigw"]["added_p50_ms"], 2) \
                 if a is not None and out["aigw"].get("added_p50_ms") else None
@@ -575,14 +586,14 @@ def parse_strace(text: str) -> tuple[int, list[tuple[str, int]]]:
 
 def uptime() -> str:
     try:
-        return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         return Path("/proc/loadavg").read_text().strip()
 
 
 def node_version() -> str:
     try:
-        return subprocess.run(["node", "--version"], capture_output=True, text=True).stdout.strip()
+        return subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout.strip()
     except OSError:
         return "?"
 
@@ -616,7 +627,7 @@ def table(r: dict[str, Any]) -> str:
         o = oc[n]
         cells = [f"{LABEL[n]}", f"{f2(o['added_p50_ms'])} / {f2(o['added_p99_ms'])}"
                  if n != "direct" else f"({f2(o['p50_ms'])} / {f2(o['p99_ms'])} raw)"]
-        for k, v in fr.items():
+        for v in fr.values():
             s = v["systems"].get(n, {})
             e = sum(s.get("errors", {}).values())
             cells.append((f"{f2(s.get('added_p50_ms'))} / {f2(s.get('added_p99_ms'))}" if n != "direct"

@@ -26,14 +26,15 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import http.client  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from typing import Any  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
+import http.client
+import itertools
+import sys
+import time
+from typing import Any
+from urllib.parse import urlsplit
 
-import gevent  # noqa: E402
-import orjson  # noqa: E402
+import gevent
+import orjson
 
 
 def one_stream(conn: http.client.HTTPConnection, path: str, body: bytes, headers: dict[str, str],
@@ -69,7 +70,7 @@ def one_stream(conn: http.client.HTTPConnection, path: str, body: bytes, headers
         out["errors"]["no_done"] = out["errors"].get("no_done", 0) + 1
         return False
     out["ttfb_s"].append(ttfb)
-    out["gaps_s"].extend(b - a for a, b in zip(times, times[1:]))
+    out["gaps_s"].extend(b - a for a, b in itertools.pairwise(times))
     out["events"].append(len(times))
     out["total_s"].append(time.perf_counter() - t0)
     return True

@@ -13,8 +13,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import peers  # noqa: E402
-from peers import MockProvider  # noqa: E402
+import peers
+from peers import MockProvider
 
 
 def _streams(url: str, body: bytes, concurrency: int) -> dict:
@@ -69,9 +69,9 @@ def test_parse_strace_summary():
 
 def test_tree_and_cpu_cover_children():
     child = subprocess.Popen([sys.executable, "-c",
-                              "import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c',"
+                              ("import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c',"
                               "'import time\\nwhile time.process_time()<0.4: pass\\ntime.sleep(30)']);"
-                              " time.sleep(30)"])
+                              " time.sleep(30)")])
     try:
         deadline, cpu, pids = time.time() + 30, 0.0, []
         while time.time() < deadline and cpu < 0.4:  # the grandchild burns 0.4 s of CPU
@@ -82,7 +82,7 @@ def test_tree_and_cpu_cover_children():
         assert cpu >= 0.4  # the grandchild's CPU counts
     finally:
         for p in peers.tree(child.pid)[::-1]:
-            subprocess.run(["kill", str(p)])
+            subprocess.run(["kill", str(p)], check=False)
         child.wait(5)
 
 
