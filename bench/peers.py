@@ -407,7 +407,7 @@ class PeerBench:
                 body = stream_body(self.systems[name]["stream_model"], chunks)
                 spec = {"url": self.systems[name]["url"], "headers": self.systems[name]["headers"],
                         "body": body.decode(), "concurrency": concurrency, "per_worker": per_worker,
-                        "timeout": 30 if self.quick else 60, "ramp_s": 0.5}
+                        "timeout": 60, "ramp_s": 0.5}
                 res, c = self.measured(name, lambda spec=spec: self._sub(STREAMS, spec))
                 a = acc[name]
                 a["ttfb_s"] += res["ttfb_s"]
