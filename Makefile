@@ -34,7 +34,7 @@ lint-backlog: install
 
 bench: install
 	.ci/ensure-redis
-	$(PY) bench/run.py
+	$(PY) bench/run.py $(ARGS)
 
 validate: install
 	$(VENV)/bin/aigw-validate kong/kong.yml

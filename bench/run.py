@@ -461,8 +461,18 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=200, help="requests/s of the latency test")
     ap.add_argument("--light-rate", type=int, default=50, help="requests/s of the light-load and stream tests")
     ap.add_argument("--no-wrk", action="store_true", help="throughput with bench/load.py even if wrk exists")
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "latest.json"))
+    ap.add_argument("--peers", action="store_true",
+                    help="instead: side by side with LiteLLM and Portkey (bench/peers.py; installs them "
+                         "into bench/.peers/ on first use) -> bench/results/peers.json")
+    ap.add_argument("--litellm-workers", type=int, default=1, help="with --peers")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args()
+    if args.peers:
+        import peers
+        peers.main((["--quick"] if args.quick else []) + ["--litellm-workers", str(args.litellm_workers)]
+                   + (["--out", args.out] if args.out else []))
+        return
+    args.out = args.out or str(ROOT / "bench" / "results" / "latest.json")
     t0 = time.time()
     results = Bench(args).run()
     results["seconds"] = round(time.time() - t0, 1)
