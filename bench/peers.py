@@ -2,7 +2,7 @@
 
 Installs the peers on first use into bench/.peers/ (git-ignored, reused afterwards):
 LiteLLM proxy from PyPI into its own venv, Portkey's gateway from npm into its own
-node dir. Then starts ONE mock provider (``python -m aigw.mock``, key check off) and, all
+node dir. Then starts ONE mock provider (``python -m aigw_dev.mock``, key check off) and, all
 calling that mock with an OpenAI-compatible chat route:
 
 - ``direct``  the mock itself (the reference for "added");
@@ -70,7 +70,7 @@ STREAM_DELAY_MS = 20
 STREAM_CHUNKS = 50  # data events per stream: role + 47 content + finish + usage
 SHORT_CHUNKS = 10   # the second chunk count of the CPU-per-chunk regression
 MOCK_MODEL = "gpt-4o"
-MOCK_STREAM_MODEL = f"gpt-4o-stream-delay-{STREAM_DELAY_MS}"  # aigw.mock: 20 ms between events
+MOCK_STREAM_MODEL = f"gpt-4o-stream-delay-{STREAM_DELAY_MS}"  # aigw_dev.mock: 20 ms between events
 SYSTEMS = ("direct", "plain", "aigw", "litellm", "portkey")
 
 
