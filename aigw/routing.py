@@ -10,9 +10,10 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from hashlib import blake2b
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from aigw import schema
 from aigw.cost.pricing import PriceError, PriceTable
@@ -216,7 +217,7 @@ class RouterConfig:
 
     # -- building -------------------------------------------------------
     @classmethod
-    def from_dict(cls, cfg: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> "RouterConfig":
+    def from_dict(cls, cfg: Mapping[str, Any], env: Mapping[str, str] = os.environ) -> RouterConfig:
         """Build from a plugin config.
 
         The config is checked against schemas/ai-router.json first (types,
@@ -387,9 +388,8 @@ def sticky_key(spec: ModelSpec, consumer: str | None,
     name = spec.sticky.split(":", 1)[1]
     for k, v in (headers or {}).items():
         if k.lower() == name:
-            if isinstance(v, (list, tuple)):
-                v = v[0] if v else None
-            return str(v) if v else None
+            value = (v[0] if v else None) if isinstance(v, (list, tuple)) else v  # the first one
+            return str(value) if value else None
     return None
 
 

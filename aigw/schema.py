@@ -17,11 +17,13 @@ from __future__ import annotations
 import copy
 import functools
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import orjson
-from jsonschema import Draft202012Validator, validators
+from jsonschema import Draft202012Validator, ValidationError, validators
+from jsonschema.protocols import Validator
 
 _HERE = Path(__file__).resolve().parent
 
@@ -53,9 +55,10 @@ def schemas_dir() -> Path:
     raise FileNotFoundError("schemas/ directory not found; set AIGW_SCHEMAS_DIR")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(name: str) -> dict[str, Any]:
-    return orjson.loads((schemas_dir() / f"{name}.json").read_bytes())
+    schema: dict[str, Any] = orjson.loads((schemas_dir() / f"{name}.json").read_bytes())
+    return schema
 
 
 def _convert(node: dict[str, Any], required: bool = False) -> dict[str, Any]:
@@ -125,8 +128,8 @@ def _lengths(node: dict[str, Any], out: dict[str, Any], lo: str, hi: str) -> Non
 
 def kong_fields(name: str) -> list[dict[str, Any]]:
     """The ``Schema`` list for a kong-pdk plugin module (the config record's fields)."""
-    root = load(name)
-    return _convert(root)["fields"]
+    fields: list[dict[str, Any]] = _convert(load(name))["fields"]
+    return fields
 
 
 # keys Kong adds to every plugin config before handing it to the plugin
@@ -138,36 +141,40 @@ KONG_ADDED_KEYS = frozenset({"route_id", "service_id", "consumer_id", "plugin_in
 REFS_KEY = "$refs"
 
 
-def _with_defaults(cls):
+def _with_defaults(cls: type[Validator]) -> type[Validator]:
     validate_props = cls.VALIDATORS["properties"]
 
-    def set_defaults(validator, properties, instance, schema):
+    def set_defaults(validator: Validator, properties: dict[str, Any], instance: Any,
+                     schema: dict[str, Any]) -> Iterator[ValidationError]:
         if isinstance(instance, dict):
             for prop, sub in properties.items():
                 if "default" in sub and prop not in instance:
                     instance[prop] = copy.deepcopy(sub["default"])
         yield from validate_props(validator, properties, instance, schema)
 
-    return validators.extend(cls, {"properties": set_defaults})
+    extended: type[Validator] = validators.extend(cls, {"properties": set_defaults})
+    return extended
 
 
 _DefaultingValidator = _with_defaults(Draft202012Validator)
 
 
-@functools.lru_cache(maxsize=None)
-def _validator(name: str):
+@functools.cache
+def _validator(name: str) -> Validator:
     return _DefaultingValidator(load(name))
 
 
-def _path(err) -> str:
+def _path(err: ValidationError) -> str:
     parts: list[str] = []
     for p in err.absolute_path:
         parts.append(f"[{p}]" if isinstance(p, int) else ("." + str(p) if parts else str(p)))
-    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+    rule = err.schema  # the (sub)schema that failed: an object for additionalProperties
+    if (err.validator == "additionalProperties" and isinstance(err.instance, dict)
+            and isinstance(rule, Mapping)):
         # name the unknown field itself, not the object holding it
-        known = set(err.schema.get("properties") or ())
+        known = set(rule.get("properties") or ())
         extra = sorted(k for k in err.instance if k not in known)
-        if extra and err.schema.get("additionalProperties") is False:
+        if extra and rule.get("additionalProperties") is False:
             parts.append("." + extra[0] if parts else extra[0])
     return "".join(parts)
 
@@ -197,7 +204,7 @@ def default(name: str, *path: str) -> Any:
     return copy.deepcopy(node["default"])
 
 
-def _validator_for(node: dict[str, Any]):
+def _validator_for(node: dict[str, Any]) -> Validator:
     return _DefaultingValidator(node)
 
 
@@ -216,7 +223,7 @@ def validate(name: str, config: dict[str, Any] | None) -> dict[str, Any]:
     return cfg
 
 
-def _safe_message(err) -> str:
+def _safe_message(err: ValidationError) -> str:
     # never echo a (possibly secret) value back: describe the rule that failed
     v = err.validator
     if v == "required":

@@ -16,14 +16,23 @@ import argparse
 import copy
 import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import yaml
 
 from . import schema, vault
+from .cost.catalogue import catalogue_info
+from .gateway import cache, cost, redact, router, tokens
+from .routing import RouterConfig
 
 OUR_PLUGINS = ("ai-router", "ai-tokens", "ai-redact", "ai-cost", "ai-cache")
+# plugin name -> the runtime its StartInstance builds from the checked config
+_RUNTIMES: dict[str, Callable[[dict[str, Any]], object]] = {
+    "ai-router": router.RouterRuntime, "ai-tokens": tokens.TokensRuntime,
+    "ai-redact": redact.RedactRuntime, "ai-cost": cost.CostRuntime, "ai-cache": cache.CacheRuntime,
+}
 
 
 def iter_plugins(doc: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -88,13 +97,6 @@ def checked(name: str, config: Any) -> dict[str, Any]:
     return schema.validate(name, _resolved(name, config))
 
 
-def _runtime(name: str):
-    from .gateway import cache, cost, redact, router, tokens
-    return {"ai-router": router.RouterRuntime, "ai-tokens": tokens.TokensRuntime,
-            "ai-redact": redact.RedactRuntime, "ai-cost": cost.CostRuntime,
-            "ai-cache": cache.CacheRuntime}[name]
-
-
 def validate_doc(doc: Any) -> list[str]:
     if not isinstance(doc, dict):
         return ["the file is not a YAML mapping"]
@@ -106,7 +108,7 @@ def validate_doc(doc: Any) -> list[str]:
         if name not in OUR_PLUGINS:
             continue
         try:
-            rt = _runtime(name)(checked(name, p.get("config")))
+            rt = _RUNTIMES[name](checked(name, p.get("config")))
             if getattr(rt, "needs_groups", False) and "acl" not in applied:
                 errors.append(f"plugin {where}: {name}: uses consumer groups, which come from Kong's acl "
                               "plugin (X-Consumer-Groups); enable acl on the same requests or clients "
@@ -138,15 +140,12 @@ def unpriced_targets(doc: dict[str, Any], only_enforced: bool = True) -> list[st
     """``provider/model`` of every ai-router target that an ai-cost on the same service (or a
     global one) cannot price.  ``only_enforced``: only ai-cost instances that would refuse
     it (budgets with ``unpriced: reject``)."""
-    from .gateway.cost import CostRuntime
-    from .routing import RouterConfig
-
     out: list[str] = []
     costs = []
     for svc, p in _by_service(doc, "ai-cost"):
         try:
             cfg = checked("ai-cost", p.get("config"))
-            rt = CostRuntime(cfg)
+            rt = cost.CostRuntime(cfg)
         except Exception:
             continue  # reported by validate_doc
         if only_enforced and not (cfg.get("budgets") and cfg["unpriced"] == "reject"):
@@ -154,22 +153,21 @@ def unpriced_targets(doc: dict[str, Any], only_enforced: bool = True) -> list[st
         costs.append((svc, rt))
     for svc, p in _by_service(doc, "ai-router"):
         try:
-            router = RouterConfig.from_dict(checked("ai-router", p.get("config")))
+            routes = RouterConfig.from_dict(checked("ai-router", p.get("config")))
         except Exception:
             continue
         for csvc, _rt in costs:
             if svc is not None and csvc is not None and svc != csvc:
                 continue
-            for spec in router.models.values():
+            for spec in routes.models.values():
                 for t in spec.targets:
                     # the router's table is the one ai-cost charges by (ctx.router.prices)
-                    if router.prices.lookup(t) is None and t.key not in out:
+                    if routes.prices.lookup(t) is None and t.key not in out:
                         out.append(t.key)
     return out
 
 
 def catalogue_line() -> str:
-    from .cost.catalogue import catalogue_info
     info = catalogue_info()
     return f"prices: {info['name']} {info['version']}, catalogue as of {info['as_of']}"
 

@@ -14,6 +14,9 @@ cannot measure from token usage (web searches, per-request fees, audio hours,
 document pages) are not charged; a model priced *only* in such units is
 unpriced.  Service-tier variants (batch, flex, priority) are not applied: the
 standard price is used.  See docs/pricing.md.
+
+Importing this module loads genai-prices (~0.5 s): ``PriceTable.default()`` imports it
+when the first table needs the catalogue.
 """
 from __future__ import annotations
 
@@ -23,8 +26,20 @@ import threading
 import time
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from importlib.metadata import version
 
+from genai_prices import data_snapshot
+from genai_prices.data import providers
+from genai_prices.data_snapshot import DataSnapshot
+from genai_prices.types import (
+    ModelInfo,
+    ModelPrice,
+    StartDateConstraint,
+    TieredPrices,
+    TimeOfDateConstraint,
+)
+
+from aigw.cost.price import Price, Tier
 from aigw.providers.registry import PROVIDERS
 
 __all__ = ["Catalogue", "PROVIDER_IDS", "catalogue_info"]
@@ -46,16 +61,13 @@ _NEVER = float("inf")
 class Catalogue:
     """Prices of the bundled genai-prices snapshot, looked up by provider and model."""
 
-    def __init__(self, snapshot: Any = None):
-        if snapshot is None:
-            from genai_prices import data_snapshot
-            snapshot = data_snapshot.get_snapshot()
-        self._snap = snapshot
-        self._cache: dict[tuple[str | None, str | None, str], tuple[Any, float]] = {}
+    def __init__(self, snapshot: DataSnapshot | None = None):
+        self._snap = data_snapshot.get_snapshot() if snapshot is None else snapshot
+        self._cache: dict[tuple[str | None, str | None, str], tuple[Price | None, float]] = {}
         self._lock = threading.Lock()
 
     def find(self, model: str, provider_type: str | None = None,
-             api_url: str | None = None) -> Any:
+             api_url: str | None = None) -> Price | None:
         """Our ``Price`` for ``model`` at this provider, or None when the catalogue has none.
 
         ``provider_type`` is our provider type (``openai``, ``gemini``, ...); for a
@@ -79,7 +91,8 @@ class Catalogue:
             self._cache[key] = (price, until)
         return price
 
-    def _resolve(self, model: str, pid: str | None, url: str | None, now: float) -> tuple[Any, float]:
+    def _resolve(self, model: str, pid: str | None, url: str | None,
+                 now: float) -> tuple[Price | None, float]:
         if url == "":
             return None, _NEVER  # a type the catalogue does not know, without a base URL
         try:
@@ -90,12 +103,8 @@ class Catalogue:
         return to_price(info.get_prices(at)), _valid_until(info, at)
 
 
-def to_price(model_price: Any) -> Any:
+def to_price(model_price: ModelPrice) -> Price | None:
     """A genai-prices ``ModelPrice`` as our ``Price`` (None: not priced by tokens)."""
-    from genai_prices.types import TieredPrices
-
-    from .pricing import Price, Tier
-
     given = {k: v for k, v in vars(model_price).items() if v is not None and not k.startswith("_")}
     if not given:
         return Price(input=0.0, output=0.0)  # listed with no charge at all: a free model
@@ -104,8 +113,8 @@ def to_price(model_price: Any) -> Any:
         return None  # priced per page, hour or request only: tokens do not measure it
     starts = sorted({t.start for v in rates.values() if isinstance(v, TieredPrices) for t in v.tiers})
 
-    def at(n: int) -> dict[str, float]:
-        """The rates that apply to a request with ``n`` input tokens."""
+    def at(n: int, tiers: tuple[Tier, ...] = ()) -> Price:
+        """The price that applies to a request with ``n`` input tokens."""
         out = {"input": 0.0, "output": 0.0}
         for field, v in rates.items():
             if isinstance(v, TieredPrices):
@@ -116,16 +125,14 @@ def to_price(model_price: Any) -> Any:
                 out[field] = float(rate)
             else:
                 out[field] = float(v)
-        return out
+        return Price(input=out["input"], output=out["output"], cache_read=out.get("cache_read"),
+                     cache_write=out.get("cache_write"), reasoning=out.get("reasoning"), tiers=tiers)
 
-    tiers = tuple(Tier(s, Price(**at(s + 1))) for s in starts)
-    return Price(**at(0), tiers=tiers)
+    return at(0, tuple(Tier(s, at(s + 1)) for s in starts))
 
 
-def _valid_until(info: Any, at: datetime) -> float:
+def _valid_until(info: ModelInfo, at: datetime) -> float:
     """Epoch seconds until which the price resolved at ``at`` stays the catalogue's price."""
-    from genai_prices.types import StartDateConstraint, TimeOfDateConstraint
-
     prices = info.prices
     if not isinstance(prices, list):
         return _NEVER
@@ -136,9 +143,9 @@ def _valid_until(info: Any, at: datetime) -> float:
             until = min(until, calendar.timegm(c.start_date.timetuple()))
         elif isinstance(c, TimeOfDateConstraint):
             for t in (c.start_time, c.end_time):
-                if t.tzinfo is not None:  # as genai-prices does: compare in UTC
-                    t = datetime.combine(date(1970, 1, 1), t).astimezone(UTC).timetz()
-                edge = datetime.combine(at.date(), t.replace(tzinfo=None), UTC)
+                # as genai-prices does: compare in UTC
+                utc = datetime.combine(date(1970, 1, 1), t).astimezone(UTC).timetz() if t.tzinfo is not None else t
+                edge = datetime.combine(at.date(), utc.replace(tzinfo=None), UTC)
                 while edge <= at:
                     edge += timedelta(days=1)
                 until = min(until, edge.timestamp())
@@ -152,10 +159,6 @@ def catalogue_info() -> dict[str, str]:
     genai-prices carries no date field; ``as_of`` is the newest date on which
     its maintainers say (in the price comments) that they checked a price.
     """
-    from importlib.metadata import version
-
-    from genai_prices.data import providers
-
     newest: date | None = None
     for p in providers:
         texts = [p.price_comments] + [m.price_comments for m in p.models]

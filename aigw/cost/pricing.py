@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, replace
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from dataclasses import replace
+from typing import Any, Protocol
 
+from aigw.cost.price import Price, Tier
 from aigw.providers.registry import PROVIDERS
 from aigw.types import Usage
 
@@ -34,32 +36,12 @@ class PriceError(ValueError):
     """Invalid price entry (message names the model and the field)."""
 
 
-@dataclass(frozen=True)
-class Tier:
-    """Prices applying when a request's input tokens exceed ``above_input_tokens``."""
+class PriceSource(Protocol):
+    """Where the prices a table has no entry for come from: the catalogue
+    (``aigw.cost.catalogue.Catalogue``)."""
 
-    above_input_tokens: int
-    price: "Price"
-
-
-@dataclass(frozen=True)
-class Price:
-    """USD per 1M tokens.  ``None`` cache/reasoning prices fall back to input/output."""
-
-    input: float
-    output: float
-    cache_read: float | None = None
-    cache_write: float | None = None
-    reasoning: float | None = None
-    tiers: tuple[Tier, ...] = ()
-
-    def for_input(self, input_tokens: int) -> "Price":
-        """The price that applies to a request with this many input tokens."""
-        chosen = self
-        for tier in self.tiers:  # sorted by threshold, ascending
-            if input_tokens > tier.above_input_tokens:
-                chosen = tier.price
-        return chosen
+    def find(self, model: str, provider_type: str | None = None,
+             api_url: str | None = None) -> Price | None: ...
 
 
 class PriceTable:
@@ -72,29 +54,31 @@ class PriceTable:
     """
 
     def __init__(self, prices: Mapping[str, Price], *, as_of: str | None = None,
-                 source: Any = None, catalogue: Any = None):
+                 source: Any = None, catalogue: PriceSource | None = None):
         self._prices: dict[str, Price] = {k.lower(): v for k, v in prices.items()}
         self.as_of = as_of
         self.source = source
         self.catalogue = catalogue
 
     @classmethod
-    def default(cls) -> "PriceTable":
-        """The catalogue alone (built once per process: importing it takes ~0.3 s)."""
+    def default(cls) -> PriceTable:
+        """The catalogue alone (built once per process: importing it takes ~0.5 s)."""
         global _DEFAULT
         if _DEFAULT is None:
-            from .catalogue import Catalogue, catalogue_info
+            # deferred: genai-prices (pydantic, ~170 modules, ~0.5 s) is loaded by the first
+            # table that needs the catalogue, not by every process that imports pricing
+            from aigw.cost.catalogue import Catalogue, catalogue_info  # noqa: PLC0415 (optional: heavy, docs/lint.md)
             info = catalogue_info()
             _DEFAULT = cls({}, as_of=info["as_of"], source=f"{info['name']} {info['version']}",
                            catalogue=Catalogue())
         return _DEFAULT
 
     @classmethod
-    def from_dict(cls, models: Mapping[str, Mapping[str, Any]]) -> "PriceTable":
+    def from_dict(cls, models: Mapping[str, Mapping[str, Any]]) -> PriceTable:
         """A table holding only ``models`` (the entry format of ai-cost ``prices``), no catalogue."""
         return cls({name: _parse(name, entry) for name, entry in models.items()})
 
-    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]] | None) -> "PriceTable":
+    def with_overrides(self, overrides: Mapping[str, Mapping[str, Any]] | None) -> PriceTable:
         """A new table where ``overrides`` replace fields of known models or add new ones.
 
         A known model is one this table prices under that name (an earlier
@@ -217,10 +201,9 @@ def _name_forms(name: str) -> Iterator[tuple[str, str | None]]:
     """Catalogue queries for a bare name: ``openai/gpt-4o`` is gpt-4o at OpenAI when the
     prefix is a provider type we know; otherwise the provider is guessed from the name
     (genai-prices' rule), then each provider we have an adapter for is tried in turn."""
-    from .catalogue import PROVIDER_IDS
-
     head, sep, rest = name.partition("/")
-    if sep and head.lower() in PROVIDER_IDS:
+    known = PROVIDERS.get(head.lower()) if sep else None
+    if known is not None and known.catalogue_id:  # the registry's types with a catalogue id
         yield from ((form, head.lower()) for form in _prefix_forms(rest))
         return
     forms = _prefix_forms(name)

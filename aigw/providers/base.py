@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 import secrets
 import time
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import orjson
@@ -30,17 +31,17 @@ __all__ = [
 class Adapter(Protocol):
     type: str
 
-    def chat_request(self, body: dict, model: str, provider: ProviderConfig, *,
+    def chat_request(self, body: dict[str, Any], model: str, provider: ProviderConfig, *,
                      stream: bool) -> UpstreamRequest: ...
 
-    def chat_response(self, data: bytes, model: str) -> dict: ...
+    def chat_response(self, data: bytes, model: str) -> dict[str, Any]: ...
 
-    def chat_stream(self, model: str) -> "StreamDecoder": ...
+    def chat_stream(self, model: str) -> StreamDecoder: ...
 
-    def embeddings_request(self, body: dict, model: str,
+    def embeddings_request(self, body: dict[str, Any], model: str,
                            provider: ProviderConfig) -> UpstreamRequest: ...
 
-    def embeddings_response(self, data: bytes, model: str) -> dict: ...
+    def embeddings_response(self, data: bytes, model: str) -> dict[str, Any]: ...
 
     def error_summary(self, status: int, data: bytes) -> str: ...
 
@@ -50,9 +51,9 @@ class StreamDecoder(Protocol):
     finish_reason: str | None
     done: bool
 
-    def feed(self, chunk: bytes) -> list[dict]: ...
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]: ...
 
-    def close(self) -> list[dict]: ...
+    def close(self) -> list[dict[str, Any]]: ...
 
 
 class SSEStreamDecoder:
@@ -69,23 +70,23 @@ class SSEStreamDecoder:
         self._created = 0
         self._usage_sent = False
 
-    def feed(self, chunk: bytes) -> list[dict]:
-        out: list[dict] = []
+    def feed(self, chunk: bytes) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         for ev in self._sse.feed(chunk):
             self._event(ev, out)
         return out
 
-    def close(self) -> list[dict]:
-        out: list[dict] = []
+    def close(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
         for ev in self._sse.close():
             self._event(ev, out)
         self._flush_usage(out)
         return out
 
-    def _event(self, ev: Event, out: list[dict]) -> None:
+    def _event(self, ev: Event, out: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
-    def _flush_usage(self, out: list[dict]) -> None:
+    def _flush_usage(self, out: list[dict[str, Any]]) -> None:
         raise NotImplementedError
 
 
@@ -105,7 +106,7 @@ class UpstreamStreamError(GatewayError):
     before the error event, so the relay can still forward them.
     """
 
-    def __init__(self, message: str, chunks: list[dict] | None = None):
+    def __init__(self, message: str, chunks: list[dict[str, Any]] | None = None):
         super().__init__(502, message, code="provider_stream_error")
         self.chunks = list(chunks or [])
 
@@ -136,7 +137,7 @@ def loads(data: bytes) -> Any:
         raise ProviderProtocolError() from None
 
 
-def loads_with_list(data: bytes, key: str) -> dict:
+def loads_with_list(data: bytes, key: str) -> dict[str, Any]:
     """A provider response: a JSON object whose ``key`` holds a list, else a protocol error."""
     resp = loads(data)
     if not isinstance(resp, dict) or not isinstance(resp.get(key), list):
@@ -206,7 +207,7 @@ def bad_request(message: str, param: str = "messages") -> GatewayError:
     return GatewayError(400, message, code="invalid_request", param=param)
 
 
-def image_url(part: dict) -> str:
+def image_url(part: dict[str, Any]) -> str:
     """The URL of an OpenAI ``image_url`` content part."""
     image = part.get("image_url")
     url = image.get("url") if isinstance(image, dict) else image
@@ -215,8 +216,8 @@ def image_url(part: dict) -> str:
     return url
 
 
-def content_parts(content: Any, text: Callable[[str], dict],
-                  image: Callable[[dict], dict]) -> list[dict]:
+def content_parts(content: Any, text: Callable[[str], dict[str, Any]],
+                  image: Callable[[dict[str, Any]], dict[str, Any]]) -> list[dict[str, Any]]:
     """OpenAI message content -> provider parts made by ``text`` and ``image``.
 
     Empty text is dropped; parts other than text and image_url are rejected."""
@@ -239,7 +240,7 @@ def content_parts(content: Any, text: Callable[[str], dict],
     return parts
 
 
-def function_tools(tools: list) -> list[dict]:
+def function_tools(tools: list[Any]) -> list[dict[str, Any]]:
     """The ``function`` objects of OpenAI ``tools``; any other kind of tool is rejected."""
     fns = []
     for tool in tools:
@@ -250,13 +251,14 @@ def function_tools(tools: list) -> list[dict]:
     return fns
 
 
-def conversation(messages: list, key: str, turn: Callable[[dict], tuple[str, list[dict]]]
-                 ) -> tuple[list[str], list[dict]]:
+def conversation(messages: list[Any], key: str,
+                 turn: Callable[[dict[str, Any]], tuple[str, list[dict[str, Any]]]]
+                 ) -> tuple[list[str], list[dict[str, Any]]]:
     """Split system/developer text off; ``turn`` maps every other message to
     (role, items), and consecutive items of one role merge into one
     ``{"role": role, key: items}`` turn (messages with no items are dropped)."""
     system: list[str] = []
-    turns: list[dict] = []
+    turns: list[dict[str, Any]] = []
     for msg in messages:
         if msg.get("role") in ("system", "developer"):
             text = text_of(msg.get("content"))
@@ -275,14 +277,14 @@ def conversation(messages: list, key: str, turn: Callable[[dict], tuple[str, lis
 
 # -- canonical chunks ------------------------------------------------------------
 
-def chunk(id_: str, created: int, model: str, index: int, delta: dict,
-          finish_reason: str | None = None) -> dict:
+def chunk(id_: str, created: int, model: str, index: int, delta: dict[str, Any],
+          finish_reason: str | None = None) -> dict[str, Any]:
     """One canonical ``chat.completion.chunk`` with a single choice."""
     return {"id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [{"index": index, "delta": delta, "finish_reason": finish_reason}]}
 
 
-def usage_chunk(id_: str, created: int, model: str, usage: Usage) -> dict:
+def usage_chunk(id_: str, created: int, model: str, usage: Usage) -> dict[str, Any]:
     return {"id": id_, "object": "chat.completion.chunk", "created": created, "model": model,
             "choices": [], "usage": usage.to_openai()}
 
@@ -324,12 +326,14 @@ def _message_of(obj: Any) -> str | None:
         if isinstance(msg, str) and msg:
             return msg
         for key in ("type", "status", "code"):
-            if isinstance(err.get(key), str):
-                return err[key]
+            name = err.get(key)
+            if isinstance(name, str):
+                return name
     if isinstance(err, str) and err:
         return err
-    if isinstance(obj.get("message"), str):
-        return obj["message"]
+    message = obj.get("message")
+    if isinstance(message, str):
+        return message
     detail = obj.get("detail")
     if isinstance(detail, str):
         return detail
@@ -366,7 +370,7 @@ _VALIDATION_NAMES = frozenset({
 })
 
 
-def _error_object(obj: Any) -> dict | None:
+def _error_object(obj: Any) -> dict[str, Any] | None:
     if isinstance(obj, list) and obj:
         obj = obj[0]
     if not isinstance(obj, dict):
@@ -377,7 +381,7 @@ def _error_object(obj: Any) -> dict | None:
     return obj if ("message" in obj or "code" in obj) and "choices" not in obj else None
 
 
-def _validation_status(err: dict) -> int | None:
+def _validation_status(err: dict[str, Any]) -> int | None:
     """The 4xx an error object names (``code: 400``), or 400 for a validation type."""
     for key in ("code", "status"):
         v = err.get(key)

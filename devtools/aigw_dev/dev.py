@@ -9,6 +9,7 @@ Ctrl-C stops every process it started.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ import urllib.request
 import jwt
 
 from . import REPO_ROOT
+from .standin.process import forward_aigw_env
 
 DEMO_JWT_SECRET = "demo-jwt-secret-change-me-0123456789"
 MOCK_KEY = "mock-key"
@@ -77,8 +79,6 @@ def main() -> None:
     port = int(os.environ.get("PORT", "8000"))
     mock_port = int(os.environ.get("MOCK_PORT", "9100"))
     _ensure_redis()
-    from .standin.process import forward_aigw_env
-
     # AIGW_* settings reach the plugin server through nginx `env` directives, as under Kong
     env = forward_aigw_env({**os.environ, **gateway_env(f"http://127.0.0.1:{mock_port}")})
     procs: list[subprocess.Popen] = []
@@ -86,10 +86,8 @@ def main() -> None:
     def stop(*_):
         for p in procs:
             if p.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
         for p in procs:
             try:
                 p.wait(timeout=5)

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 PLUGINS = ("ai-router", "ai-tokens", "ai-redact", "ai-cost", "ai-cache")
 BEGIN = "<!-- fields:begin -->"
@@ -222,8 +224,7 @@ _YAML_BLOCK = re.compile(r"^```ya?ml\n(.*?)^```", re.M | re.S)
 
 
 def yaml_examples(plugin: str, root: Path = ROOT) -> list[Any]:
-    """The parsed ```yaml blocks of the page (needs PyYAML)."""
-    import yaml
+    """The parsed ```yaml blocks of the page."""
     return [yaml.safe_load(m.group(1)) for m in _YAML_BLOCK.finditer(page_path(plugin, root).read_text())]
 
 

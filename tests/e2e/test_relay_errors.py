@@ -10,8 +10,8 @@ import pytest
 import requests
 
 from aigw.cost.pricing import usd_to_micros
-from aigw_dev.dev import demo_token
 from aigw.limits import RedisLimiter, Rule
+from aigw_dev.dev import demo_token
 
 from .conftest import add_model, plugin_config, plugin_id
 

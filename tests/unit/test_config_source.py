@@ -39,9 +39,9 @@ def test_schema_type_enum_is_the_registry():
 def test_adapters_catalogue_ids_and_log_names_come_from_the_registry():
     assert {name: type(a) for name, a in ADAPTERS.items()} == {n: p.adapter for n, p in PROVIDERS.items()}
     assert all(a.type == name for name, a in ADAPTERS.items())
-    assert catalogue.PROVIDER_IDS == {n: p.catalogue_id for n, p in PROVIDERS.items() if p.catalogue_id}
-    assert observe.PROVIDER_NAMES == {n: p.otel_name for n, p in PROVIDERS.items()}
-    assert pricing._FIRST_PARTY == tuple(n for n, p in PROVIDERS.items() if p.default_base_url)
+    assert {n: p.catalogue_id for n, p in PROVIDERS.items() if p.catalogue_id} == catalogue.PROVIDER_IDS
+    assert {n: p.otel_name for n, p in PROVIDERS.items()} == observe.PROVIDER_NAMES
+    assert tuple(n for n, p in PROVIDERS.items() if p.default_base_url) == pricing._FIRST_PARTY
 
 
 def test_registry_default_base_url_and_required_fields_apply(monkeypatch):

@@ -6,7 +6,6 @@ import pytest
 
 from aigw import context
 from aigw.context import STORE, TICKET_HEADER, Outcome
-from aigw.errors import GatewayError
 from aigw.plugin_base import AIPlugin
 from aigw.relay.intake import api_for_path
 
@@ -115,7 +114,7 @@ def test_a_failing_anchor_exits_with_a_clean_500_and_nothing_hangs(caplog):
                                      else broken(method, args))
     g = run_in_greenlet(Anchor().access, k)
     assert g.successful()  # GreenletExit counts as a clean end
-    status, body, headers = k.exited
+    status, body, _headers = k.exited
     assert status == 500 and orjson.loads(body)["error"]["code"] == "gateway_error"
     assert "jane@example.com" not in caplog.text and "KeyError" in caplog.text
 

@@ -18,7 +18,6 @@ KNOWN_CYCLE_EDGES = {
     ("aigw.plugin_base", "aigw.relay.server"),  # plugin_base <-> relay.server
     ("aigw.relay.native", "aigw.relay.app"),  # relay.app <-> relay.native
     ("aigw.redact.engine", "aigw.redact.fields"),  # redact.fields <-> redact.engine
-    ("aigw.cost.catalogue", "aigw.cost.pricing"),  # cost.pricing <-> cost.catalogue
 }
 # <<< being restructured by #15
 

@@ -280,8 +280,8 @@ def test_responses_upstream_request_and_stream_split_at_every_byte():
                                stream=True)
     assert req.url == "https://h/v1/responses" and req.headers["authorization"] == "Bearer k"
 
+    from aigw_dev.mock.behaviour import Faults, Reply
     from aigw_dev.mock.responses_api import _stream
-    from aigw_dev.mock.behaviour import Faults, Reply, Counts
     resp = {"id": "resp_1", "object": "response", "created_at": 5, "status": "completed", "model": "m",
             "output": [{"type": "reasoning", "id": "rs", "summary": [{"type": "summary_text", "text": "Reasoning it through."}]},
                        {"type": "function_call", "id": "fc", "call_id": "call_9", "name": "f",

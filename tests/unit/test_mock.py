@@ -15,9 +15,9 @@ import openai
 import pytest
 import requests
 
+from aigw.sse import SSEDecoder
 from aigw_dev.mock.behaviour import parse_faults
 from aigw_dev.mock.testing import MockProvider
-from aigw.sse import SSEDecoder
 
 KEY = "mock-key"
 TOOLS = [{"type": "function", "function": {

@@ -11,11 +11,11 @@ from botocore.credentials import Credentials
 
 from aigw import cloud_auth
 from aigw.errors import GatewayError
-from aigw_dev.mock.bedrock_api import verify_sigv4
-from aigw_dev.mock.eventstream import event, exception, frame
 from aigw.providers import NotSupported, ProviderProtocolError, UpstreamStreamError, get_adapter
 from aigw.routing import ConfigError, RouterConfig
 from aigw.types import ProviderConfig
+from aigw_dev.mock.bedrock_api import verify_sigv4
+from aigw_dev.mock.eventstream import event, exception, frame
 
 MSGS = [{"role": "user", "content": "hi"}]
 BEDROCK = ProviderConfig(name="aws", type="bedrock",

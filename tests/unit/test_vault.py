@@ -7,8 +7,8 @@ import orjson
 import pytest
 
 from aigw import schema, vault
-from aigw_dev.standin import config as standin_config
 from aigw.validate import _resolved, validate_doc
+from aigw_dev.standin import config as standin_config
 
 
 def test_kong_doc_example_parses():
@@ -73,5 +73,5 @@ def test_aigw_validate_resolves_before_the_schema(monkeypatch):
     doc = {"_format_version": "3.0", "services": [{"name": "s", "plugins": [{"name": "ai-router", "config": cfg}]}]}
     assert validate_doc(doc) == []
     monkeypatch.setenv("TEST_VAULT_URL", "ftp://not-http")
-    assert validate_doc(doc) == ["plugin service 's': ai-router: config.providers[0].base_url: "
-                                 "violates pattern=^https?://"]
+    assert validate_doc(doc) == [("plugin service 's': ai-router: config.providers[0].base_url: "
+                                  "violates pattern=^https?://")]

@@ -8,11 +8,33 @@ import orjson
 
 from aigw.errors import ANTHROPIC, error_body
 from aigw.sse import encode
-from .behaviour import (CACHE_WRITE, CUT_AFTER, TOOL_ARGS, TOOL_ARGS_JSON, Counts, Faults,
-                        Prompt, Reply, chunks, count, limit_reply, parse_faults, plan_reply,
-                        string_values, words)
-from .wire import (Request, Response, Stream, fault_headers, fault_response, json_response,
-                   stream_for)
+
+from .behaviour import (
+    CACHE_WRITE,
+    CUT_AFTER,
+    TOOL_ARGS,
+    TOOL_ARGS_JSON,
+    Counts,
+    Faults,
+    Prompt,
+    Reply,
+    chunks,
+    count,
+    limit_reply,
+    parse_faults,
+    plan_reply,
+    string_values,
+    words,
+)
+from .wire import (
+    Request,
+    Response,
+    Stream,
+    fault_headers,
+    fault_response,
+    json_response,
+    stream_for,
+)
 
 
 def error(status: int, message: str, type_: str | None = None) -> Response:

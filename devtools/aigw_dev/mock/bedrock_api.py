@@ -14,10 +14,26 @@ import re
 from typing import Any
 
 import orjson
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
-from .behaviour import (CACHE_WRITE, CUT_AFTER, TOOL_ARGS, TOOL_ARGS_JSON, Counts, Faults,
-                        Prompt, Reply, chunks, count, parse_faults, plan_reply, string_values,
-                        words)
+from .behaviour import (
+    CACHE_WRITE,
+    CUT_AFTER,
+    TOOL_ARGS,
+    TOOL_ARGS_JSON,
+    Counts,
+    Faults,
+    Prompt,
+    Reply,
+    chunks,
+    count,
+    parse_faults,
+    plan_reply,
+    string_values,
+    words,
+)
 from .eventstream import event
 from .wire import Request, Response, Stream, fault_response, json_response, stream_for
 
@@ -41,9 +57,6 @@ def error(status: int, message: str, type_: str | None = None) -> Response:
 def verify_sigv4(method: str, url: str, headers: dict[str, str], body: bytes,
                  secret: str, service: str = "bedrock") -> str | None:
     """None when ``headers`` carry a valid SigV4 signature made with ``secret``, else why not."""
-    from botocore.auth import SigV4Auth
-    from botocore.awsrequest import AWSRequest
-    from botocore.credentials import Credentials
     m = _AUTH.match(headers.get("authorization", ""))
     if not m:
         return "Missing Authentication Token"
@@ -51,10 +64,10 @@ def verify_sigv4(method: str, url: str, headers: dict[str, str], body: bytes,
     amz_date = headers.get("x-amz-date", "")
     try:
         when = datetime.datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(
-            tzinfo=datetime.timezone.utc)
+            tzinfo=datetime.UTC)
     except ValueError:
         return "x-amz-date is missing or invalid"
-    if abs(datetime.datetime.now(datetime.timezone.utc) - when) > MAX_SKEW or \
+    if abs(datetime.datetime.now(datetime.UTC) - when) > MAX_SKEW or \
             amz_date[:8] != day:
         return "Signature expired"
     if svc != service:

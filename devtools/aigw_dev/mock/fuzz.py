@@ -10,9 +10,11 @@ with a 4xx in the API's format (or serve it), never a 5xx of its own.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import random
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import orjson
 
@@ -134,15 +136,14 @@ def _raw(rng: random.Random) -> bytes:
 
 
 def _try(mutate, rng: random.Random, body: dict[str, Any]) -> None:
-    try:  # an earlier mutation may have replaced the part this one would change
+    # an earlier mutation may have replaced the part this one would change
+    with contextlib.suppress(TypeError, KeyError, IndexError, AttributeError):
         mutate(rng, body)
-    except (TypeError, KeyError, IndexError, AttributeError):
-        pass
 
 
 def cases(n: int, seed: int = 0) -> Iterator[tuple[str, bytes]]:
     rng = random.Random(seed)
-    for i in range(n):
+    for _ in range(n):
         api = rng.choice(["chat", "chat", "anthropic", "anthropic", "embeddings"])
         r = rng.random()
         if r < 0.05:

@@ -7,10 +7,31 @@ from typing import Any
 import orjson
 
 from aigw.sse import encode
-from .behaviour import (CUT_AFTER, TOOL_ARGS, Counts, Faults, Prompt, Reply, chunks, count,
-                        parse_faults, plan_reply, string_values, words)
-from .wire import (JSON, Request, Response, Stream, fault_headers, fault_response,
-                   json_response, stream_for)
+
+from .behaviour import (
+    CUT_AFTER,
+    TOOL_ARGS,
+    Counts,
+    Faults,
+    Prompt,
+    Reply,
+    chunks,
+    count,
+    parse_faults,
+    plan_reply,
+    string_values,
+    words,
+)
+from .wire import (
+    JSON,
+    Request,
+    Response,
+    Stream,
+    fault_headers,
+    fault_response,
+    json_response,
+    stream_for,
+)
 
 _STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED",
            404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL",

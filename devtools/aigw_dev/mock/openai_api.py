@@ -10,11 +10,32 @@ import orjson
 from aigw.errors import OPENAI, error_body
 from aigw.sse import DONE, encode
 from aigw.types import Usage
-from .behaviour import (CREATED, CUT_AFTER, TOOL_ARGS_JSON, Counts, Faults, Prompt,
-                        Reply, chunks, count, embedding, limit_reply, parse_faults, plan_reply,
-                        words)
-from .wire import (Request, Response, Stream, fault_headers, fault_response, json_response,
-                   stream_for)
+
+from .behaviour import (
+    CREATED,
+    CUT_AFTER,
+    TOOL_ARGS_JSON,
+    Counts,
+    Faults,
+    Prompt,
+    Reply,
+    chunks,
+    count,
+    embedding,
+    limit_reply,
+    parse_faults,
+    plan_reply,
+    words,
+)
+from .wire import (
+    Request,
+    Response,
+    Stream,
+    fault_headers,
+    fault_response,
+    json_response,
+    stream_for,
+)
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "text-embedding-3-small", "mock-model")
 

@@ -11,8 +11,22 @@ from typing import Any
 import orjson
 
 from aigw.sse import encode
-from .behaviour import (CREATED, CUT_AFTER, TOOL_ARGS_JSON, THOUGHTS, Counts, Faults, Prompt,
-                        Reply, chunks, count, parse_faults, plan_reply, words)
+
+from .behaviour import (
+    CREATED,
+    CUT_AFTER,
+    THOUGHTS,
+    TOOL_ARGS_JSON,
+    Counts,
+    Faults,
+    Prompt,
+    Reply,
+    chunks,
+    count,
+    parse_faults,
+    plan_reply,
+    words,
+)
 from .openai_api import _text, error
 from .wire import Response, Stream, fault_response, stream_for
 

@@ -113,7 +113,7 @@ class Handler(BaseHTTPRequestHandler):
     server_version = "aigw-mock"
     disable_nagle_algorithm = True  # each stream chunk leaves at once
     timeout = 300  # idle keep-alive connections are dropped after this
-    server: "MockServer"
+    server: MockServer
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass  # no access log: bodies may carry prompt content

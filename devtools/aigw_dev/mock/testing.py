@@ -20,7 +20,6 @@ from .. import child_pythonpath
 from .server import DEFAULT_API_KEY, MockServer, make_server
 
 
-
 class MockProvider:
     """The mock on a free port; ``process=True`` runs it as ``python -m aigw_dev.mock``."""
 
@@ -32,7 +31,7 @@ class MockProvider:
         self._thread: threading.Thread | None = None
         self._proc: subprocess.Popen[str] | None = None
 
-    def start(self) -> "MockProvider":
+    def start(self) -> MockProvider:
         if self.process:
             self._start_process()
         else:
@@ -87,7 +86,7 @@ class MockProvider:
                 self._proc.stdout.close()
             self._proc = None
 
-    def __enter__(self) -> "MockProvider":
+    def __enter__(self) -> MockProvider:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -12,6 +12,8 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
+import jwt
+
 from . import anthropic_api, gemini_api
 from .wire import Request, Response, Stream, json_response
 
@@ -23,7 +25,6 @@ def token(req: Request) -> Response:
     form = dict(parse_qsl(req.raw_body.decode("utf-8", "replace"))) if req.raw_body else {}
     if form.get("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer":
         return json_response(400, {"error": "unsupported_grant_type"})
-    import jwt
     try:
         claims = jwt.decode(form.get("assertion", ""), options={"verify_signature": False})
     except jwt.PyJWTError:

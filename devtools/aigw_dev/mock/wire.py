@@ -1,8 +1,9 @@
 """Request/response values passed between the HTTP server and the API modules."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import orjson
 

@@ -7,17 +7,20 @@ monkey.patch_all()
 
 import argparse  # noqa: E402
 import atexit  # noqa: E402
+import contextlib  # noqa: E402
 import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
+from email.parser import Parser  # noqa: E402
+from io import BytesIO  # noqa: E402
 from typing import Any  # noqa: E402
 
 import gevent  # noqa: E402
 import orjson  # noqa: E402
 import yaml  # noqa: E402
-from gevent.pywsgi import WSGIHandler, WSGIServer  # noqa: E402
+from gevent.pywsgi import WSGIHandler, WSGIServer, headers_factory  # noqa: E402
 
 from .. import child_pythonpath  # noqa: E402
 from .bundled import BUNDLED  # noqa: E402
@@ -25,7 +28,6 @@ from .config import ConfigError, PluginInfo, load  # noqa: E402
 from .process import Supervisor, query_info, server_defs  # noqa: E402
 from .proxy import Gateway  # noqa: E402
 from .rpc import Pool, RpcClient  # noqa: E402
-
 
 # nginx's request-head limits with Kong's defaults (kong.conf.default 3.9.1 1103-1111:
 # client_header_buffer_size 1k, large_client_header_buffers 4 8k): a header line must fit in
@@ -40,11 +42,6 @@ class HeadTooLarge(ValueError):
 
 
 def parse_head(fp: Any) -> Any:
-    from email.parser import Parser
-    from io import BytesIO
-
-    from gevent.pywsgi import headers_factory
-
     lines, total = [], 0
     while True:
         line = fp.readline(LARGE_HEADER_BUFFER + 1)
@@ -62,7 +59,7 @@ def parse_head(fp: Any) -> Any:
 class RawHeadersHandler(WSGIHandler):
     """Keeps the request headers as received (order, case, repeats) for the PDK."""
 
-    def MessageClass(self, fp: Any, *_: Any) -> Any:  # noqa: N802 - pywsgi's name
+    def MessageClass(self, fp: Any, *_: Any) -> Any:
         return parse_head(fp)
 
     def _handle_client_error(self, ex: Exception) -> Any:
@@ -75,10 +72,8 @@ class RawHeadersHandler(WSGIHandler):
     def handle(self) -> None:
         # nginx's tcp_nodelay (on by default): without it pywsgi's separate header and
         # body writes wait on the client's delayed ACK, 40 ms per keep-alive request
-        try:
+        with contextlib.suppress(OSError):
             self.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
         super().handle()
 
     def get_environ(self) -> dict[str, Any]:

@@ -20,11 +20,25 @@ import binascii
 import re
 import time
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
+from jwt.algorithms import get_default_algorithms
 
 from .config import Config, Consumer, PluginInfo
-from .pdk import Req, _error, _exit, header_clear, header_get, header_set, query_multimap, multimap
+from .pdk import (
+    Req,
+    _error,
+    _exit,
+    _get_body,
+    _nginx_var,
+    header_clear,
+    header_get,
+    header_set,
+    multimap,
+    query_multimap,
+    serialize,
+)
 
 _str = {"type": "string"}
 KEY_AUTH_FIELDS = [
@@ -161,8 +175,6 @@ def _key_auth(req: Req, cfg: Config, conf: dict[str, Any]) -> None:
         if isinstance(v, list) and v and isinstance(v[0], str):
             key = v[0]
             if conf["hide_credentials"]:
-                from urllib.parse import parse_qsl, urlencode
-
                 req.query = urlencode([(k, x) for k, x in parse_qsl(req.query, keep_blank_values=True) if k != name])
                 header_clear(req.headers, name)
                 if conf["key_in_body"]:
@@ -180,8 +192,6 @@ def _key_auth(req: Req, cfg: Config, conf: dict[str, Any]) -> None:
 
 
 def _body(req: Req) -> dict[str, Any]:
-    from .pdk import _get_body
-
     b = _get_body(req)
     return b if isinstance(b, dict) else {}
 
@@ -204,8 +214,6 @@ def _tokens(req: Req, conf: dict[str, Any]) -> list[str]:
         for t in args.get(name, []):
             if t and t not in found:
                 found.append(t)
-    from .pdk import _nginx_var
-
     for name in conf["cookie_names"]:
         c = _nginx_var(req, "cookie_" + name)
         if c and c not in found:
@@ -292,8 +300,6 @@ def _jwt(req: Req, cfg: Config, conf: dict[str, Any]) -> None:
 
 def _verify(alg: str, signing_input: bytes, signature: bytes, secret: str | bytes) -> bool:
     """Signature check through PyJWT's algorithm objects (jwt_parser.lua alg_verify)."""
-    from jwt.algorithms import get_default_algorithms
-
     algo = get_default_algorithms().get(alg)
     if algo is None:
         return False
@@ -345,10 +351,6 @@ def run_log(name: str, req: Req, conf: dict[str, Any]) -> None:
     """Run a bundled plugin's log handler (in the request's log phase, before any external
     plugin's log event, which Kong defers to a timer)."""
     if name == "file-log":
-        import orjson
-
-        from .pdk import serialize
-
         line = orjson.dumps(serialize(req)) + b"\n"
         with open(conf["path"], "ab") as f:
             f.write(line)

@@ -17,10 +17,12 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
 from aigw import vault
+
 from . import schema
 
 # Kong's default workspace id is random per database; a fixed one keeps __key__ stable here.
@@ -196,8 +198,6 @@ def drop_nulls(node: Any) -> Any:
 # ---------------------------------------------------------------- loading
 
 def _url_parts(url: str) -> dict[str, Any]:
-    from urllib.parse import urlsplit
-
     u = urlsplit(url)
     out: dict[str, Any] = {"protocol": u.scheme or "http", "host": u.hostname}
     if u.port:
@@ -284,7 +284,7 @@ def load(source: str | Path | dict[str, Any], registry: dict[str, PluginInfo],
     for i, raw_s in enumerate(doc.get("services") or []):
         svc = _service(raw_s, i)
         cfg.services.append(svc)
-        for j, raw_r in enumerate(raw_s.get("routes") or []):
+        for raw_r in raw_s.get("routes") or []:
             route = _route(raw_r, svc, len(cfg.routes))
             cfg.routes.append(route)
             for p in raw_r.get("plugins") or []:

@@ -24,8 +24,9 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlencode
 
 import orjson
@@ -200,7 +201,7 @@ def _exit(req: Req, status: Any, body: Any = None, headers: Any = None) -> None:
 def _error(req: Req, status: Any, message: Any = None, headers: Any = None) -> None:
     if isinstance(message, (dict, list)):
         message = orjson.dumps(message).decode()
-    text = message if message is not None else HTTP_MESSAGES.get(status, "The upstream server responded with %d" % status)
+    text = message if message is not None else HTTP_MESSAGES.get(status, f"The upstream server responded with {int(status)}")
     hs = dict(headers or {})
     if not any(k.lower() == "content-type" for k in hs):
         hs["Content-Type"] = JSON_CT
@@ -385,11 +386,9 @@ def _route_entity(req: Req) -> Any:
 
 
 def _authenticate(req: Req, consumer: Any = None, credential: Any = None) -> None:
-    from .config import Consumer as C
-
     if consumer is None and credential is None:
         raise PdkFailure("either credential or consumer must be provided")
-    req.consumer = C(consumer["id"], consumer.get("username"), consumer.get("custom_id"), [], consumer) \
+    req.consumer = Consumer(consumer["id"], consumer.get("username"), consumer.get("custom_id"), [], consumer) \
         if isinstance(consumer, dict) else None
     req.credential = credential
 

@@ -20,16 +20,30 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from http import HTTPStatus
+from typing import Any
 
 import gevent
 import urllib3
 
 from . import SERVER_TOKENS, bundled
 from .config import Config, Plugin, PluginInfo
-from .pdk import (ERROR_TEMPLATE, JSON_CT, METHODS, STEP_METHODS, TERMINAL, Exit, PdkFailure, Req,
-                  Response, header_get, header_set, serialize)
-from .router import Balancer, NoPeer, Router, upstream_path
+from .pdk import (
+    ERROR_TEMPLATE,
+    JSON_CT,
+    METHODS,
+    STEP_METHODS,
+    TERMINAL,
+    Exit,
+    PdkFailure,
+    Req,
+    Response,
+    header_get,
+    header_set,
+    serialize,
+)
+from .router import Balancer, Match, NoPeer, Router, upstream_path
 from .rpc import RpcClient, RpcError
 
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding",
@@ -301,9 +315,8 @@ class Gateway:
                 if balancer and target:
                     balancer.report_failure(target)
                 resp = None
-                if req.upstream_target or not upstream_name:
-                    if attempt >= svc.retries:
-                        break
+                if (req.upstream_target or not upstream_name) and attempt >= svc.retries:
+                    break
                 continue
             except urllib3.exceptions.ConnectTimeoutError as exc:  # NewConnectionError subclasses it
                 req.tries.append({"ip": host, "port": port, "error": "timeout"})
@@ -330,7 +343,7 @@ class Gateway:
         header_set(hs, "X-Forwarded-Host", req.host.split(":")[0])
         header_set(hs, "X-Forwarded-Port", str(req.server_port))
         header_set(hs, "X-Forwarded-Path", req.path)
-        if req.route and req.route.strip_path and req.matched_path and not req.matched_path == "/":
+        if req.route and req.route.strip_path and req.matched_path and req.matched_path != "/":
             header_set(hs, "X-Forwarded-Prefix", req.matched_path.rstrip("/"))
         header_set(hs, "X-Real-IP", req.client_ip)
         header_set(hs, "X-Kong-Request-Id", req.request_id)
@@ -479,14 +492,10 @@ def _relay(resp: Any, req: Req) -> Iterator[bytes]:
 
 
 def _match_of(req: Req) -> Any:
-    from .router import Match
-
     return Match(req.route, req.matched_path, req.captures)  # type: ignore[arg-type]
 
 
 def _status_line(status: int, reason: str | None = None) -> str:
-    from http import HTTPStatus
-
     if not reason:
         try:
             reason = HTTPStatus(status).phrase

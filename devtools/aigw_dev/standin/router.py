@@ -14,6 +14,7 @@ import itertools
 import re
 import time
 from dataclasses import dataclass
+from math import gcd
 
 from .config import Config, Route, Service, Target, Upstream, pcre_to_python
 
@@ -132,8 +133,6 @@ class Balancer:
 
 
 def _gcd(targets: list[Target]) -> int:
-    from math import gcd
-
     g = 0
     for t in targets:
         if t.weight > 0:

@@ -9,6 +9,7 @@ mp_rpc.lua ``Rpc:handle_event``).
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 from typing import Any
@@ -34,10 +35,8 @@ class Connection:
         self.unpacker = msgpack.Unpacker(raw=False, strict_map_key=False)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.sock.close()
-        except OSError:
-            pass
 
 
 class Pool:
@@ -189,10 +188,8 @@ class RpcClient:
         info.update({"id": status["Id"], "plugin_name": name, "seq": conf["__seq__"], "conf_plugin_id": key,
                      "rpc": self})
         if old_id is not None:
-            try:
+            with contextlib.suppress(RpcError):
                 self.call("plugin.CloseInstance", old_id)
-            except RpcError:
-                pass
         return status["Id"]
 
     def check_event(self, name: str, iid: int, step: dict[str, Any]) -> None:
@@ -223,7 +220,7 @@ def masked(conf: Any) -> Any:
         if isinstance(ref, str):
             out[field] = "***"
         elif isinstance(ref, list) and isinstance(out.get(field), list):
-            out[field] = ["***" if r is not None else v for r, v in zip(ref, out[field])] + out[field][len(ref):]
+            out[field] = ["***" if r is not None else v for r, v in zip(ref, out[field], strict=False)] + out[field][len(ref):]
         elif isinstance(ref, dict) and isinstance(out.get(field), dict):
             out[field] = {k: ("***" if k in ref else v) for k, v in out[field].items()}
     return out

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -21,9 +22,10 @@ from typing import Any
 import orjson
 import yaml
 
+from aigw.pluginserver import answers
+
 from .. import REPO_ROOT, child_pythonpath
 from .process import forward_aigw_env
-
 
 
 def free_port() -> int:
@@ -131,8 +133,6 @@ class StandIn:
 
     def pluginservers_answer(self, timeout: float = 1.0) -> bool:
         """The compose healthcheck's test: every plugin server socket answers an RPC."""
-        from aigw.pluginserver import answers
-
         sockets = self._admin("GET", "/_standin/pluginserver")["sockets"]
         return all(answers(s, timeout) for s in sockets)
 
@@ -146,10 +146,8 @@ class StandIn:
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(5)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.proc.wait(5)
         if self._tmp:
             self._tmp.cleanup()
