@@ -22,7 +22,7 @@ from typing import Any
 from gevent import GreenletExit
 
 from . import schema
-from .context import STORE, TICKET_HEADER, Outcome, RequestContext
+from .context import STORE, TICKET_HEADER, RequestContext
 from .errors import ANTHROPIC, OPENAI, GatewayError
 from .gateway.common import Respond  # noqa: F401 (re-exported)
 from .instances import REGISTRY, Instance

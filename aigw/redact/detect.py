@@ -564,7 +564,7 @@ def _alphabet(pattern: str) -> frozenset[int] | None:
 
     try:
         found = walk(_parser.parse(pattern))
-    except Exception:  # noqa: BLE001 - a pattern the stdlib cannot read: any byte
+    except Exception:
         return None
     return None if found is None or found == _ALL_BYTES else found
 

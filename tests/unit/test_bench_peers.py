@@ -13,8 +13,8 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench"))
 
-import peers
-from peers import MockProvider
+import peers  # noqa: E402 (bench/ is not a package: on the path just above)
+from peers import MockProvider  # noqa: E402
 
 
 def _streams(url: str, body: bytes, concurrency: int) -> dict:

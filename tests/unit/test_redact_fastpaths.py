@@ -25,9 +25,8 @@ from pathlib import Path
 import pytest
 from stdnum import luhn
 
-from aigw.redact import RedactConfig, scan_request
-from aigw.redact import detect, engine
-from aigw.redact.detect import _CARD_PREFIXES, Detector, CustomPattern, card_number_ok
+from aigw.redact import RedactConfig, detect, engine, scan_request
+from aigw.redact.detect import _CARD_PREFIXES, CustomPattern, Detector, card_number_ok
 from aigw.redact.normalize import normalize
 
 CORPUS_DIR = Path(__file__).resolve().parents[1] / "corpus"
@@ -197,7 +196,7 @@ def _split_bodies(seed: int) -> list[tuple[str, dict]]:
     out = []
     for text, _, _ in items:
         cuts = sorted(rng.sample(range(1, len(text)), min(len(text) - 1, rng.randrange(1, 4))))
-        pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)])]
+        pieces = [text[a:b] for a, b in zip([0] + cuts, cuts + [len(text)], strict=True)]
         pieces = [p for p in pieces if p]
         noise = _random_text(rng, rng.randrange(0, 30))
         kind = rng.randrange(3)
@@ -240,7 +239,7 @@ def test_scan_request_with_every_fast_path_is_scan_request_without(seed, monkeyp
     slow = [_outcome(slow_cfg, api, copy.deepcopy(b)) for api, b in bodies]
     assert len(fast) == len(slow)
     split_found = 0
-    for (api, body), f, s in zip(bodies, fast, slow):
+    for (api, body), f, s in zip(bodies, fast, slow, strict=True):
         assert f == s, (api, body)
         split_found += sum(f[1].values())
     assert split_found > 200
