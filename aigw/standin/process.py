@@ -111,12 +111,16 @@ def default_server_defs(plugins_dir: str, prefix: str) -> list[ServerDef]:
     d = os.path.abspath(plugins_dir)
     start = _script("aigw-pluginserver", ["-m", "aigw.pluginserver"]) + [
         "-d", d, "-p", prefix, "--socket-name", sock_name, "-g", "--no-lua-style"]
-    if start[0] == sys.executable:
-        # not installed: the worker's environment has no PYTHONPATH, so the command carries it
-        start = ["/usr/bin/env", "PYTHONPATH=" + str(Path(__file__).resolve().parents[2])] + start
+    # the worker's environment has no PYTHONPATH, so the command carries it: when not installed,
+    # and when PYTHONPATH is set (a checkout other than the installed one must win)
+    carry = ["/usr/bin/env", "PYTHONPATH=" + str(Path(__file__).resolve().parents[2])]
+    if start[0] == sys.executable or os.environ.get("PYTHONPATH"):
+        start = carry + start
     out = []
     for i, n in enumerate(names):
         query = _script("aigw-plugin-info", ["-m", "aigw.pluginserver", "plugin-info"]) + ["-d", d, n]
+        if os.environ.get("PYTHONPATH") and query[0] != sys.executable:
+            query = carry + query
         out.append(ServerDef(n, socket_path, shlex.join(start) if i == 0 else None, shlex.join(query)))
     return out
 
