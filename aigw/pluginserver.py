@@ -469,7 +469,8 @@ def _serve(ps, sock, lua_style: bool = False) -> None:
     from gevent import spawn as gspawn
     from kong_pdk.listener import watchdog
 
-    rpc = Rpc(ps, lua_style)
+    global _RPC
+    rpc = _RPC = Rpc(ps, lua_style)
     gspawn(watchdog, gsleep, ps.logger)  # exit when Kong (the parent) is gone, as kong-pdk does
     gspawn(rpc.sweep_forever)
     if os.environ.get("AIGW_MEMDEBUG"):
@@ -478,28 +479,33 @@ def _serve(ps, sock, lua_style: bool = False) -> None:
 
 
 def _memdebug(every: float, out: str | None) -> None:
-    """Diagnostics, off by default (``AIGW_MEMDEBUG=<seconds>``, ``AIGW_MEMDEBUG_OUT=<file>``,
-    default stderr): every ``every`` seconds the allocation sites that grew most since the
-    previous dump (tracemalloc) and the object types whose count grew (gc)."""
+    """Diagnostics, off by default (``AIGW_MEMDEBUG=<seconds>``, 0: only on SIGUSR1;
+    ``AIGW_MEMDEBUG_OUT=<file>``, default stderr; ``AIGW_MEMDEBUG_FRAMES``): at every dump the
+    allocation sites that grew most since the previous dump (tracemalloc, after a full gc), the
+    object types whose count grew, and the sizes of the engine's and the core's stores."""
     import gc
-    import time
+    import signal
     import tracemalloc
     from collections import Counter
 
-    from gevent import sleep as gsleep
+    import gevent
+    from gevent.event import Event
 
     tracemalloc.start(int(os.environ.get("AIGW_MEMDEBUG_FRAMES", "6")))
+    kick = Event()
+    gevent.signal_handler(signal.SIGUSR1, kick.set)
     prev_snap, prev_types = None, Counter()
     while True:
-        gsleep(every)
+        kick.wait(every or None)
+        kick.clear()
         gc.collect()
         snap = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)])
         types = Counter(type(o).__name__ for o in gc.get_objects())
         lines = [f"--- memdebug t={time.time():.0f} traced={tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB "
-                 f"objects={sum(types.values())}"]
+                 f"objects={sum(types.values())} {_store_sizes()}"]
         if prev_snap is not None:
-            for st in snap.compare_to(prev_snap, "traceback")[:12]:
+            for st in snap.compare_to(prev_snap, "traceback")[:15]:
                 lines.append(f"{st.size_diff / 1024:+9.1f} KiB {st.count_diff:+7d} blocks")
                 lines.extend("      " + str(f) for f in st.traceback.format()[-12:])
             growth = [(n, c - prev_types.get(n, 0)) for n, c in types.items()]
@@ -512,6 +518,21 @@ def _memdebug(every: float, out: str | None) -> None:
                 f.write(text)
         else:
             sys.stderr.write(text)
+
+
+def _store_sizes() -> str:
+    sizes = []
+    for mod, attr in (("aigw.context", "STORE"), ("aigw.airecord", "RECENT")):
+        m = sys.modules.get(mod)
+        obj = getattr(m, attr, None) if m else None
+        with contextlib.suppress(TypeError):
+            sizes.append(f"{attr}={len(obj)}")
+    if _RPC is not None:
+        sizes.append(f"events={len(_RPC.events)}")
+    return " ".join(sizes)
+
+
+_RPC: Rpc | None = None
 
 
 def main() -> None:
