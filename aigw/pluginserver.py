@@ -250,7 +250,12 @@ class Rpc:
             gspawn(self.connection, conn)
 
     def connection(self, sock) -> None:
-        c = _Conn(sock, self.Unpacker(strict_map_key=False), self.getcurrent())
+        # read_size: msgpack's default buffer is 1 MiB per Unpacker, and feeding walks through all
+        # of it before compacting: each of Kong's pooled connections ended up holding 1 MiB of
+        # RSS (issue 13: +63 MiB over a soak, growing with the connection count). Kong's messages
+        # are small (it reads ours with receiveany(4096), mp_rpc.lua 189-191); the buffer grows
+        # for a larger one (a raw body in a Step) up to max_buffer_size (100 MiB).
+        c = _Conn(sock, self.Unpacker(strict_map_key=False, read_size=16384), self.getcurrent())
         self.read(c)
 
     def read(self, c: _Conn) -> None:
