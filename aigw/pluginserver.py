@@ -447,16 +447,14 @@ class Rpc:
             if ev.peer is not None:
                 self.hub.loop.run_callback(ev.peer.switch, {"Data": "ret", "EventId": ev.id})
                 ev.peer = None
-            if ev.waiting and not ev.handler.dead:
+            if ev.waiting:
                 ev.ended = True
-                self.hub.loop.run_callback(ev.handler.throw, _greenlet_exit())
+                self.hub.loop.run_callback(self._end, ev)
         return len(old)
 
-
-def _greenlet_exit():
-    from gevent import GreenletExit
-
-    return GreenletExit()
+    def _end(self, ev: _Event) -> None:
+        if ev.waiting and not ev.handler.dead:  # still suspended where sweep() found it
+            ev.handler.throw(self.GreenletExit())
 
 
 def _where(exc: BaseException) -> str:
