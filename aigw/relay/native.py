@@ -495,11 +495,10 @@ class NativeStream:
             yield sse.encode(error_body(ANTHROPIC, 502, "The provider stream ended unexpectedly.",
                                         "stream_error"), event="error")
         finally:
-            if ok and not self.cap.cut:
-                resp.release_conn()
-            else:  # broken, or cut with the provider still producing: never pooled
-                from .upstream import discard
-                discard(resp)
+            from .upstream import finish
+            # pooled only once read to its end (the chunked terminator after message_stop);
+            # broken, or cut with the provider still producing: never pooled
+            finish(resp, ok and not self.cap.cut)
             if ctx.state != "finished":
                 relay.outcome.status = relay.outcome.status or 200
                 relay._finish()

@@ -22,7 +22,36 @@ from __future__ import annotations
 import gevent
 import urllib3
 
+
+
+def _unread(conn) -> bool:
+    """True when ``conn`` still has a response that was not read to its end (http.client keeps
+    it until then and refuses the next ``getresponse`` with ``ResponseNotReady('Request-sent')``
+    after the request was already sent)."""
+    r = getattr(conn, "_HTTPConnection__response", None)
+    return r is not None and not r.isclosed()
+
+
+class _CleanPutMixin:
+    """The pool's own guard of the first rule: a connection put back with its previous response
+    unread is closed first (urllib3 reconnects it on the next use), whoever released it."""
+
+    def _put_conn(self, conn):
+        if conn is not None and _unread(conn):
+            conn.close()
+        super()._put_conn(conn)  # type: ignore[misc]
+
+
+class CleanHTTPConnectionPool(_CleanPutMixin, urllib3.HTTPConnectionPool):
+    pass
+
+
+class CleanHTTPSConnectionPool(_CleanPutMixin, urllib3.HTTPSConnectionPool):
+    pass
+
+
 POOL = urllib3.PoolManager(num_pools=64, maxsize=64, block=False, retries=False)
+POOL.pool_classes_by_scheme = {"http": CleanHTTPConnectionPool, "https": CleanHTTPSConnectionPool}
 
 # after the stream's last event, how long and how much we read to reach the body's end
 DRAIN_SECONDS = 2.0

@@ -46,7 +46,9 @@ def _respawned(kong: StandIn, old: int) -> None:
 def test_cached_instance_ids_after_a_respawn(server, tmp_path):
     prefix = tmp_path / "p"
     prefix.mkdir()
-    start = f"{BIN / server} -d {PLUGINS} -p {prefix} --socket-name boom.sock -g --no-lua-style"
+    # PYTHONPATH: this checkout's launcher, not the installed one (the worker env has none)
+    start = (f"/usr/bin/env PYTHONPATH={Path(__file__).resolve().parents[2]} "
+             f"{BIN / server} -d {PLUGINS} -p {prefix} --socket-name boom.sock -g --no-lua-style")
     with StandIn(_config(9), plugins_dir=PLUGINS, extra_args=["--prefix", str(prefix)],
                  env={"KONG_PLUGINSERVER_BOOM_START_CMD": start}) as kong:
         r = requests.get(kong.url + "/ta")

@@ -236,17 +236,35 @@ def test_unknown_pdk_method_fails_loudly(env):
     assert "unimplemented PDK method kong.request.get_something_nobody_has" in kong.logs()
 
 
-def test_plugin_exception_does_not_hang_forever():
+@pytest.mark.parametrize("server", ["kong-python-pluginserver", "aigw-pluginserver"])
+def test_plugin_exception_does_not_hang_forever(server, tmp_path):
     # kong-pdk 0.36 never answers an event whose handler raised, and its handle_event holds a
-    # lock while waiting, so every later event hangs too: hence a StandIn of its own.
+    # lock while waiting, so every later event hangs too: hence a StandIn of its own. Our
+    # launcher answers at once with kong.response.error(500), as Kong does for a Lua plugin.
+    import sys
+
     cfg = {"_format_version": "3.0", "services": [{"name": "s", "url": "http://127.0.0.1:9", "routes": [
         {"name": "boom", "paths": ["/boom"], "plugins": [{"name": "boom"}]}]}]}
-    with StandIn(cfg, plugins_dir=PLUGINS, extra_args=["--pdk-timeout", "1"]) as kong:
+    prefix = tmp_path / "p"
+    prefix.mkdir()
+    start = (f"/usr/bin/env PYTHONPATH={Path(__file__).resolve().parents[2]} "
+             f"{Path(sys.executable).parent / server} -d {PLUGINS} -p {prefix} --socket-name boom.sock -g --no-lua-style")
+    with StandIn(cfg, plugins_dir=PLUGINS, extra_args=["--pdk-timeout", "1", "--prefix", str(prefix)],
+                 env={"KONG_PLUGINSERVER_BOOM_START_CMD": start}) as kong:
+        t0 = time.monotonic()
         r = requests.get(kong.url + "/boom", timeout=15)
         assert r.status_code == 500
         assert r.json()["message"] == "An unexpected error occurred"
-        assert kong.stats()["rpc_errors"] == 1
-        assert "timeout" in kong.logs()
+        if server == "kong-python-pluginserver":
+            assert kong.stats()["rpc_errors"] == 1
+            assert "timeout" in kong.logs()
+        else:
+            assert time.monotonic() - t0 < 1  # answered, not timed out
+            assert kong.stats()["rpc_errors"] == 0
+            assert "access of boom raised RuntimeError at boom.py:13" in kong.logs()
+            assert "RuntimeError: boom" not in kong.logs()  # never the message: it may hold request data
+            r = requests.get(kong.url + "/boom", timeout=15)  # and the next event too
+            assert r.status_code == 500
 
 
 def test_pdk_call_counts(env):

@@ -103,6 +103,11 @@ def _script(name: str, module_args: list[str]) -> list[str]:
     return [sys.executable, *module_args]
 
 
+def _from_checkout(root: str, call: str) -> list[str]:
+    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
+                                  f"from aigw.pluginserver import *; {call}"]
+
+
 def default_server_defs(plugins_dir: str, prefix: str) -> list[ServerDef]:
     names = sorted(p.stem for p in Path(plugins_dir).glob("*.py") if not p.name.startswith("_"))
     if not names:
@@ -112,12 +117,19 @@ def default_server_defs(plugins_dir: str, prefix: str) -> list[ServerDef]:
     d = os.path.abspath(plugins_dir)
     start = _script("aigw-pluginserver", ["-m", "aigw.pluginserver"]) + [
         "-d", d, "-p", prefix, "--socket-name", sock_name, "-g", "--no-lua-style"]
+    root = str(REPO_ROOT)
     if start[0] == sys.executable:
         # not installed: the worker's environment has no PYTHONPATH, so the command carries it
-        start = ["/usr/bin/env", "PYTHONPATH=" + str(REPO_ROOT)] + start
+        start = ["/usr/bin/env", "PYTHONPATH=" + root] + start
+    elif os.environ.get("PYTHONPATH"):
+        # a checkout other than the installed one (PYTHONPATH) must win in the plugin server
+        # too, without adding a variable to the environment Kong gives it
+        start = _from_checkout(root, "main()") + start[1:]
     out = []
     for i, n in enumerate(names):
         query = _script("aigw-plugin-info", ["-m", "aigw.pluginserver", "plugin-info"]) + ["-d", d, n]
+        if os.environ.get("PYTHONPATH") and query[0] != sys.executable:
+            query = _from_checkout(root, "plugin_info_main(sys.argv[1:])") + query[1:]
         out.append(ServerDef(n, socket_path, shlex.join(start) if i == 0 else None, shlex.join(query)))
     return out
 
