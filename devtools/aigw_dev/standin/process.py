@@ -104,8 +104,8 @@ def _script(name: str, module_args: list[str]) -> list[str]:
 
 
 def _from_checkout(root: str, call: str) -> list[str]:
-    return [sys.executable, "-c", f"import sys; sys.path.insert(0, {root!r}); "
-                                  f"from aigw.pluginserver import *; {call}"]
+    return [sys.executable, "-c", (f"import sys; sys.path.insert(0, {root!r}); "
+                                   f"from aigw.pluginserver import *; {call}")]
 
 
 def default_server_defs(plugins_dir: str, prefix: str) -> list[ServerDef]:
