@@ -505,8 +505,8 @@ def _memdebug(every: float, out: str | None) -> None:
         snap = tracemalloc.take_snapshot().filter_traces(
             [tracemalloc.Filter(False, tracemalloc.__file__)])
         types = Counter(type(o).__name__ for o in gc.get_objects())
-        lines = [f"--- memdebug t={time.time():.0f} traced={tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB "
-                 f"objects={sum(types.values())} {_store_sizes()}"]
+        lines = [(f"--- memdebug t={time.time():.0f} traced={tracemalloc.get_traced_memory()[0] / 2**20:.1f} MiB "
+                  f"objects={sum(types.values())} {_store_sizes()}")]
         if prev_snap is not None:
             for st in snap.compare_to(prev_snap, "traceback")[:15]:
                 lines.append(f"{st.size_diff / 1024:+9.1f} KiB {st.count_diff:+7d} blocks")

@@ -69,8 +69,8 @@ def rpc(tmp_path):
     d = tmp_path / "plugins"
     d.mkdir()
     for name, body in PLUGINS.items():
-        src = "version = '0.1.0'\npriority = 1\nSchema = ()\nclass Plugin:\n" \
-              "    def __init__(self, config):\n        self.config = config\n" + textwrap.indent(
+        src = ("version = '0.1.0'\npriority = 1\nSchema = ()\nclass Plugin:\n"
+               "    def __init__(self, config):\n        self.config = config\n") + textwrap.indent(
                   textwrap.dedent(body), "    ")
         (d / f"{name}.py").write_text(src)
     ps = _server_class()(loglevel=Logger.ERROR, plugin_dir=str(d), use_gevent=True, lua_style=False,
@@ -178,7 +178,7 @@ def test_a_handler_error_is_answered_and_its_message_not_logged(rpc, capsys):
 def test_exit_ends_the_event_and_a_pdk_call_after_it_raises(rpc, ask):
     k, k2 = Kong(rpc), Kong(rpc)
     iid, noop = start(k, "exiter", {"ask": ask}), start(k, "noop")
-    err, res = event(k, iid)
+    _err, res = event(k, iid)
     if ask:
         res = k2.call("plugin.Step", {"EventId": res["EventId"], "Data": "v"})[1]
     assert res["Data"] == {"Method": "kong.response.exit", "Args": [403, "no v" if ask else "no None"]}
@@ -192,7 +192,7 @@ def test_exit_ends_the_event_and_a_pdk_call_after_it_raises(rpc, ask):
 def test_a_handler_returning_normally_after_exit_is_not_left_blocked(rpc):
     k = Kong(rpc)
     iid = start(k, "exiter")
-    err, res = event(k, iid, "log")
+    _err, res = event(k, iid, "log")
     assert res["Data"] == {"Method": "kong.response.exit", "Args": [200, "x"]}
     gevent.sleep(0.01)
     assert rpc.events == {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -12,12 +13,12 @@ from aigw.relay import upstream
 
 class _Chunked(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    connections: set = set()
+    connections: ClassVar[set[tuple[str, int]]] = set()
 
-    def log_message(self, *a):  # noqa: D102
+    def log_message(self, *a):
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         _Chunked.connections.add(self.client_address)
         # the whole answer in one write: the client's buffer holds the terminator, the socket
         # is empty, so urllib3's "dropped connection" check on reuse cannot see the unread end
