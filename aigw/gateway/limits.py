@@ -128,7 +128,7 @@ class Reserver:
         if batch is None:
             batch = ctx.limits = Batch()
             ctx.on_finish(batch.settle)
-        batch.add(_Queued(self, Item(tuple(rules), amount, f"{ctx.id}:{self.kind}"),
+        batch.add(_Queued(self, Item(tuple(rules), amount, batch.new_id(f"{ctx.id}:{self.kind}")),
                           denied, actual, decided))
 
 
@@ -155,6 +155,15 @@ class Batch:
 
     queued: list[_Queued] = field(default_factory=list)
     state: str = "queued"          # queued -> committed | refused; settled after finish
+
+    def new_id(self, base: str) -> str:
+        """A reservation id unique in the batch (one per plugin instance, as a rule)."""
+        taken = {q.item.id for q in self.queued}
+        rid, n = base, 1
+        while rid in taken:
+            n += 1
+            rid = f"{base}:{n}"
+        return rid
 
     def add(self, q: _Queued) -> None:
         if self.state != "queued":
