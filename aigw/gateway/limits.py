@@ -201,7 +201,7 @@ class Batch:
                 for q, (reservation, decision) in zip(qs, results):
                     q.reservation, q.decision = reservation, decision
                 done.append((lim, qs))
-        except GatewayError:
+        except Exception:  # a refusal, or anything unexpected: hold nothing
             for lim, qs in done:
                 _settle(lim, [(q, None) for q in qs])
                 for q in qs:
@@ -218,10 +218,18 @@ class Batch:
             return  # never committed (the request did not reach the relay) or refused: nothing held
         self.state = "settled"
         for lim, qs in self.groups(only_reserved=True):
-            _settle(lim, [(q, q.actual(outcome)) for q in qs])
+            values = []
+            for q in qs:
+                try:
+                    values.append((q, q.actual(outcome)))
+                except Exception as exc:  # keeps its worst case: never undercount
+                    log.error("aigw %s settlement failed: %s", q.reserver.kind, type(exc).__name__)
+            _settle(lim, values)
 
 
 def _settle(limiter: Limiter, items: list[tuple[_Queued, int | None]]) -> None:
+    if not items:
+        return
     try:
         limiter.settle_many([(q.reservation, value) for q, value in items if q.reservation])
     except BackendUnavailable:
