@@ -87,6 +87,7 @@ class RequestContext:
     extra_headers: dict[str, str] = field(default_factory=dict)
     log_fields: dict[str, Any] = field(default_factory=dict)
     hooks: list[Callable[[Outcome], None]] = field(default_factory=list)
+    limits: Any = None             # aigw.gateway.limits.Batch: reservations until the relay commits
     # plugins whose access handler started but did not finish: if Kong gave up on an
     # event mid-way (real Kong logs an RPC error and continues), the relay refuses
     pending: set[str] = field(default_factory=set)

@@ -4,9 +4,13 @@ One mechanism serves token limits (amounts in tokens) and budgets (amounts in
 micro-USD). A request *reserves* its estimated amount against every rule at
 once (all-or-nothing); when the real amount is known it is *reconciled*
 (keeping the original timestamp) or *released* if the upstream call failed.
-``RedisLimiter`` does each step in one Lua script with Redis server time, so all
-gateway nodes share exact, atomic counters; ``MemoryLimiter`` is the
-single-node equivalent. See docs/tokens-core.md.
+
+The unit of work is a *batch*: several reservations (a request's token limits and
+its budgets, each an ``Item`` with its own id and amount) are reserved together, all
+or none (``reserve_many``), and settled together (``settle_many``).
+``RedisLimiter`` does each batch in one Lua script call with Redis server time, so all
+gateway nodes share exact, atomic counters; ``MemoryLimiter`` is the single-node
+equivalent. See docs/tokens-core.md and docs/redis.md.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import redis
 from aigw.redis_conn import RedisSettings, connect, key_prefix
 
 __all__ = [
-    "BackendUnavailable", "Decision", "LimitExceeded", "Limiter", "MemoryLimiter",
+    "BackendUnavailable", "Decision", "Item", "LimitExceeded", "Limiter", "MemoryLimiter",
     "RedisLimiter", "Reservation", "Rule", "make_limiter",
 ]
 
@@ -54,11 +58,23 @@ class Reservation:
     amount: int
 
 
+@dataclass(frozen=True)
+class Item:
+    """One reservation of a batch: ``amount`` against every rule, under ``id``."""
+
+    rules: tuple[Rule, ...]
+    amount: int
+    id: str
+
+
 class LimitExceeded(Exception):
-    def __init__(self, decision: Decision):
+    """A batch was refused (nothing of it reserved): ``index`` is the first denied item."""
+
+    def __init__(self, decision: Decision, index: int = 0):
         key = decision.rule.key if decision.rule else "?"
         super().__init__(f"limit exceeded: {key}")
         self.decision = decision
+        self.index = index
 
 
 class BackendUnavailable(Exception):
@@ -66,11 +82,39 @@ class BackendUnavailable(Exception):
 
 
 class Limiter(Protocol):
+    def reserve_many(self, items: Sequence[Item]) -> list[tuple[Reservation, Decision]]: ...
+    def settle_many(self, settlements: Sequence[tuple[Reservation, int | None]]) -> None: ...
     def reserve(self, rules: Sequence[Rule], amount: int,
                 reservation_id: str) -> tuple[Reservation, Decision]: ...
     def reconcile(self, reservation: Reservation, actual: int) -> None: ...
     def release(self, reservation: Reservation) -> None: ...
     def used(self, rule: Rule) -> int: ...
+
+
+class _Single:
+    """The one-reservation operations, as batches of one."""
+
+    def reserve_many(self, items: Sequence[Item]) -> list[tuple[Reservation, Decision]]:
+        raise NotImplementedError
+
+    def settle_many(self, settlements: Sequence[tuple[Reservation, int | None]]) -> None:
+        raise NotImplementedError
+
+    def reserve(self, rules: Sequence[Rule], amount: int,
+                reservation_id: str) -> tuple[Reservation, Decision]:
+        return self.reserve_many([Item(tuple(rules), amount, reservation_id)])[0]
+
+    def reconcile(self, reservation: Reservation, actual: int) -> None:
+        self.settle_many([(reservation, actual)])
+
+    def release(self, reservation: Reservation) -> None:
+        self.settle_many([(reservation, None)])
+
+
+def _check_settlements(settlements: Sequence[tuple[Reservation, int | None]]) -> None:
+    for _, actual in settlements:
+        if actual is not None and actual < 0:
+            raise ValueError("actual must be >= 0")
 
 
 def _check_rules(rules: Sequence[Rule], amount: int) -> tuple[Rule, ...]:
@@ -126,7 +170,7 @@ class _Log:
         return self.window
 
 
-class MemoryLimiter:
+class MemoryLimiter(_Single):
     """Exact sliding log in process memory (one node). Thread- and greenlet-safe."""
 
     SWEEP_EVERY = 1000
@@ -151,56 +195,64 @@ class MemoryLimiter:
             if not log.entries:
                 del self._logs[key]
 
-    def reserve(self, rules: Sequence[Rule], amount: int,
-                reservation_id: str) -> tuple[Reservation, Decision]:
-        rules_t = _check_rules(rules, amount)
+    def reserve_many(self, items: Sequence[Item]) -> list[tuple[Reservation, Decision]]:
+        checked = [(_check_rules(it.rules, it.amount), it) for it in items]
         with self._lock:
             now = self._clock()
             self._calls += 1
             if self._calls % self.SWEEP_EVERY == 0:
                 self._sweep(now)
-            logs = [self._log(r, now) for r in rules_t]
-            deny: Decision | None = None  # of the denying rules, the one that frees up last
-            for r, log in zip(rules_t, logs):
-                if reservation_id in log.entries or log.total + amount <= r.limit:
-                    continue
-                retry = float(r.window) if amount > r.limit else log.wait_for(
-                    now, log.total + amount - r.limit)
-                if deny is None or retry > deny.retry_after:
-                    deny = Decision(False, r, r.limit, max(r.limit - log.total, 0),
-                                    log.reset_after(now), retry)
-            if deny is not None:
-                raise LimitExceeded(deny)
-            for log in logs:
-                if reservation_id not in log.entries:
-                    log.entries[reservation_id] = [now, amount]
-                    log.total += amount
-            remaining = [max(r.limit - log.total, 0) for r, log in zip(rules_t, logs)]
-            resets = [log.reset_after(now) for log in logs]
-        return Reservation(reservation_id, rules_t, amount), _tightest(rules_t, remaining, resets)
+            pending: dict[str, int] = {}  # what earlier items of this batch add to a counter
+            all_logs = []
+            for n, (rules_t, it) in enumerate(checked):
+                logs = [self._log(r, now) for r in rules_t]
+                deny: Decision | None = None  # of the denying rules, the one that frees up last
+                for r, log in zip(rules_t, logs):
+                    total = log.total + pending.get(r.key, 0)
+                    if it.id in log.entries or total + it.amount <= r.limit:
+                        continue
+                    retry = float(r.window) if it.amount > r.limit else log.wait_for(
+                        now, total + it.amount - r.limit)
+                    if deny is None or retry > deny.retry_after:
+                        deny = Decision(False, r, r.limit, max(r.limit - total, 0),
+                                        log.reset_after(now), retry)
+                if deny is not None:
+                    raise LimitExceeded(deny, n)  # nothing written: the whole batch is refused
+                for r, log in zip(rules_t, logs):
+                    if it.id not in log.entries:
+                        pending[r.key] = pending.get(r.key, 0) + it.amount
+                all_logs.append(logs)
+            out = []
+            for (rules_t, it), logs in zip(checked, all_logs):
+                for log in logs:
+                    if it.id not in log.entries:
+                        log.entries[it.id] = [now, it.amount]
+                        log.total += it.amount
+                remaining = [max(r.limit - log.total, 0) for r, log in zip(rules_t, logs)]
+                resets = [log.reset_after(now) for log in logs]
+                out.append((Reservation(it.id, rules_t, it.amount),
+                            _tightest(rules_t, remaining, resets)))
+        return out
 
-    def reconcile(self, reservation: Reservation, actual: int) -> None:
-        if actual < 0:
-            raise ValueError("actual must be >= 0")
+    def settle_many(self, settlements: Sequence[tuple[Reservation, int | None]]) -> None:
+        _check_settlements(settlements)
         with self._lock:
             now = self._clock()
-            for r in reservation.rules:
-                log = self._logs.get(r.key)
-                if log is None:
-                    continue
-                log.purge(now)
-                entry = log.entries.get(reservation.id)
-                if entry is not None:
-                    log.total += actual - entry[1]
-                    entry[1] = actual
-
-    def release(self, reservation: Reservation) -> None:
-        with self._lock:
-            for r in reservation.rules:
-                log = self._logs.get(r.key)
-                entry = log.entries.pop(reservation.id, None) if log else None
-                if entry is not None:
-                    log.total -= entry[1]
+            for reservation, actual in settlements:
+                for r in reservation.rules:
+                    log = self._logs.get(r.key)
+                    if log is None:
+                        continue
+                    if actual is None:
+                        entry = log.entries.pop(reservation.id, None)
+                        if entry is not None:
+                            log.total -= entry[1]
+                        continue
+                    log.purge(now)
+                    entry = log.entries.get(reservation.id)
+                    if entry is not None:
+                        log.total += actual - entry[1]
+                        entry[1] = actual
 
     def used(self, rule: Rule) -> int:
         with self._lock:
@@ -216,11 +268,13 @@ class MemoryLimiter:
 _LUA = (resources.files("aigw") / "data" / "limiter.lua").read_text(encoding="utf-8")
 
 
-class RedisLimiter:
-    """Exact sliding log in Redis, one Lua script per operation (EVALSHA, NOSCRIPT reload).
+class RedisLimiter(_Single):
+    """Exact sliding log in Redis: one Lua script call per batch (EVALSHA, NOSCRIPT reload).
 
     Keys per rule: ``{prefix}{key}:log`` (sorted set id→ms), ``:amt`` (hash id→amount),
-    ``:total`` (running sum); all expire one window after the last reservation.
+    ``:total`` (running sum); all expire one window after the last reservation. In a
+    Redis Cluster the prefix is a hash tag (``aigw/redis_conn.py`` ``key_prefix``), so every
+    key of a batch is in one slot and a batch is one call there too.
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", prefix: str = "aigw:",
@@ -230,45 +284,60 @@ class RedisLimiter:
         self.prefix = key_prefix(prefix, self._redis)  # a hash tag in Redis Cluster
         self._script = self._redis.register_script(_LUA)  # EVALSHA; loads on NOSCRIPT
 
-    def _call(self, op: str, rules: tuple[Rule, ...], rid: str, amount: int):
-        keys: list[str] = []
-        args: list[str | int] = [op, rid, amount]
+    def _keys(self, rules: tuple[Rule, ...], keys: list[str]) -> None:
         for r in rules:
             base = f"{self.prefix}{r.key}"
             keys += [f"{base}:log", f"{base}:amt", f"{base}:total"]
-            args += [r.limit, r.window * 1000]
+
+    def _run(self, keys: list[str], args: list[str | int]):
         try:
             return self._script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
             raise BackendUnavailable(f"limit store unavailable: {type(exc).__name__}") from exc
 
-    def reserve(self, rules: Sequence[Rule], amount: int,
-                reservation_id: str) -> tuple[Reservation, Decision]:
-        rules_t = _check_rules(rules, amount)
-        if not rules_t:
-            return Reservation(reservation_id, rules_t, amount), _tightest(rules_t, [], [])
-        out = self._call("reserve", rules_t, reservation_id, amount)
+    def reserve_many(self, items: Sequence[Item]) -> list[tuple[Reservation, Decision]]:
+        checked = [(_check_rules(it.rules, it.amount), it) for it in items]
+        live = [(n, rules_t, it) for n, (rules_t, it) in enumerate(checked) if rules_t]
+        keys: list[str] = []
+        args: list[str | int] = ["reserve", len(live)]
+        for _, rules_t, it in live:
+            self._keys(rules_t, keys)
+            args += [it.id, it.amount, len(rules_t)]
+            for r in rules_t:
+                args += [r.limit, r.window * 1000]
+        out = self._run(keys, args) if live else [1]
         if out[0] == 0:
-            _, idx, remaining, retry_ms, reset_ms = out
+            _, n, idx, remaining, retry_ms, reset_ms = out
+            index, rules_t, _ = live[n - 1]
             r = rules_t[idx - 1]
-            raise LimitExceeded(Decision(False, r, r.limit, int(remaining),
-                                         reset_ms / 1000, retry_ms / 1000))
-        remaining = [int(v) for v in out[1::2]]
-        resets = [v / 1000 for v in out[2::2]]
-        return Reservation(reservation_id, rules_t, amount), _tightest(rules_t, remaining, resets)
+            raise LimitExceeded(Decision(False, r, r.limit, int(remaining), reset_ms / 1000,
+                                         retry_ms / 1000), index=index)
+        pos = 1
+        result = []
+        for rules_t, it in checked:
+            vals = out[pos:pos + 2 * len(rules_t)]
+            pos += 2 * len(rules_t)
+            result.append((Reservation(it.id, rules_t, it.amount),
+                           _tightest(rules_t, [int(v) for v in vals[0::2]],
+                                     [v / 1000 for v in vals[1::2]])))
+        return result
 
-    def reconcile(self, reservation: Reservation, actual: int) -> None:
-        if actual < 0:
-            raise ValueError("actual must be >= 0")
-        if reservation.rules:
-            self._call("reconcile", reservation.rules, reservation.id, actual)
-
-    def release(self, reservation: Reservation) -> None:
-        if reservation.rules:
-            self._call("release", reservation.rules, reservation.id, 0)
+    def settle_many(self, settlements: Sequence[tuple[Reservation, int | None]]) -> None:
+        _check_settlements(settlements)
+        live = [(res, actual) for res, actual in settlements if res.rules]
+        if not live:
+            return
+        keys: list[str] = []
+        args: list[str | int] = ["settle", len(live)]
+        for res, actual in live:
+            self._keys(res.rules, keys)
+            args += [res.id, -1 if actual is None else actual, len(res.rules)]
+        self._run(keys, args)
 
     def used(self, rule: Rule) -> int:
-        return int(self._call("used", (rule,), "", 0))
+        keys: list[str] = []
+        self._keys((rule,), keys)
+        return int(self._run(keys, ["used", rule.window * 1000]))
 
 
 _limiters: dict[tuple, Limiter] = {}

@@ -29,8 +29,10 @@ import threading
 
 import redis
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.connection import BlockingConnectionPool
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
+from redis.sentinel import Sentinel, SentinelConnectionPool
 
 __all__ = ["RedisSettings", "connect", "key_prefix", "DEFAULT_URL"]
 
@@ -107,29 +109,56 @@ def _tls(s: RedisSettings) -> dict[str, Any]:
             "ssl_check_hostname": bool(s.ssl_verify)}
 
 
+# Connections per client (per Redis settings; shared by every plugin instance that uses
+# them). redis-py's default pool refuses the 101st concurrent command with
+# MaxConnectionsError; with a few hundred requests in flight on a busy event loop (each
+# connection is held until its greenlet gets to read the reply) that refusal became 503
+# limits_unavailable, though Redis itself was answering (docs/redis.md "Busy event loop").
+# So the pool blocks instead: a command waits for a free connection. That wait measures
+# this process's own load, not the store, so it is bounded separately and generously.
+POOL_SIZE = 128
+POOL_WAIT = 10.0  # seconds a command may wait for a free connection (nothing hangs)
+
+
+class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
+    """Sentinel's master lookup on every new connection, with the blocking pool's waiting."""
+
+
+def _tls_connection(s: RedisSettings) -> dict[str, Any]:
+    tls = _tls(s)
+    if tls:
+        tls.pop("ssl")
+        tls["connection_class"] = redis.SSLConnection
+    return tls
+
+
 def connect(s: RedisSettings, *, fail_fast: bool = False) -> Any:
     """A client for ``s`` (``redis.Redis`` or ``redis.cluster.RedisCluster``); no I/O yet."""
     conn: dict[str, Any] = dict(socket_timeout=s.timeout, socket_connect_timeout=s.timeout,
                                 retry=_retry(fail_fast), health_check_interval=0)
+    pool = dict(max_connections=POOL_SIZE, timeout=POOL_WAIT)
     if s.mode == "standalone" and s.url:
-        return redis.Redis.from_url(s.url, **conn)
+        return redis.Redis(connection_pool=BlockingConnectionPool.from_url(s.url, **pool, **conn))
     auth = {"username": s.username, "password": s.password}
     if s.mode == "standalone":
-        return redis.Redis(host=s.host, port=s.port, db=s.database,
-                           **auth, **_tls(s), **conn)
+        return redis.Redis(connection_pool=BlockingConnectionPool(
+            host=s.host, port=s.port, db=s.database, **auth, **_tls_connection(s), **pool, **conn))
     if s.mode == "sentinel":
-        from redis.sentinel import Sentinel
         sentinel_kwargs = {"socket_timeout": s.timeout, "socket_connect_timeout": s.timeout,
                            "username": s.sentinel_username, "password": s.sentinel_password,
                            **_tls(s)}
         sentinel = Sentinel(list(s.sentinel_nodes), sentinel_kwargs=sentinel_kwargs)
-        return sentinel.master_for(s.sentinel_master, db=s.database, **auth, **_tls(s), **conn)
+        return sentinel.master_for(s.sentinel_master, connection_pool_class=_BlockingSentinelPool,
+                                   db=s.database, **auth, **_tls(s), **pool, **conn)
     conn.pop("health_check_interval")
 
     def factory() -> Any:
         from redis.cluster import ClusterNode, RedisCluster
+        # RedisCluster builds each node's pool itself (no blocking pool to pass): it gets a
+        # larger cap instead, so a burst is not refused at 100 connections per node
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in s.cluster_nodes],
-                            **auth, **_tls(s), **conn, reinitialize_steps=1)
+                            **auth, **_tls(s), **conn, reinitialize_steps=1,
+                            max_connections=8 * POOL_SIZE)
     return LazyCluster(factory)
 
 

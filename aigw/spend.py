@@ -67,18 +67,29 @@ def read_spend(client: redis.Redis, prefix: str = "aigw:", consumer: str | None 
     """Spend inside each budget counter's window, sorted by scope, subject, period."""
     sec, usec = client.time()
     now_ms = int(sec) * 1000 + int(usec) // 1000
-    out: list[Spend] = []
+    found: list[tuple[str, tuple[str, str, str, str]]] = []
     for raw in client.scan_iter(match=_glob_escape(prefix) + "usd:*:log", count=1000):
         key = raw.decode() if isinstance(raw, bytes) else raw
         parsed = _parse_key(key, prefix)
         if parsed is None:
             continue
-        counter, scope, subject, period = parsed
-        if consumer is not None and (scope, subject) != ("consumer", consumer):
+        if consumer is not None and (parsed[1], parsed[2]) != ("consumer", consumer):
             continue
+        found.append((key, parsed))
+    # two pipelined round trips for all counters (ids in the window, then their amounts)
+    pipe = client.pipeline(transaction=False)
+    for key, (_, _, _, period) in found:
         cutoff = now_ms - PERIODS[period] * 1000  # the limiter purges scores <= cutoff
-        ids = client.zrangebyscore(key, f"({cutoff}", "+inf")
-        amounts = client.hmget(key[:-4] + ":amt", ids) if ids else []
+        pipe.zrangebyscore(key, f"({cutoff}", "+inf")
+    id_lists = pipe.execute() if found else []
+    pipe = client.pipeline(transaction=False)
+    for (key, _), ids in zip(found, id_lists):
+        if ids:
+            pipe.hmget(key[:-4] + ":amt", ids)
+    amount_lists = iter(pipe.execute() if any(id_lists) else [])
+    out: list[Spend] = []
+    for (_, (counter, scope, subject, period)), ids in zip(found, id_lists):
+        amounts = next(amount_lists) if ids else []
         vals = [int(a) for a in amounts if a is not None]  # None: released meanwhile
         if vals:
             out.append(Spend(counter, scope, subject, period, sum(vals), len(vals)))

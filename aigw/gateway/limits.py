@@ -1,10 +1,15 @@
 """Reserve-before / reconcile-after, shared by ai-tokens (tokens) and ai-cost (micro-USD).
 
 Both plugins describe their limits as scoped rules; this module turns them
-into ``aigw.limits.Rule`` keys for the request, reserves the worst case
-atomically (one Redis Lua script on every node, or in memory for one node),
-and registers the finish hook that reconciles to the actual amount or
-releases the reservation when the call failed.
+into ``aigw.limits.Rule`` keys for the request and queues the worst case in the
+request's reservation *batch* (``Reserver.reserve``). Nothing reaches the store in
+the access phase: the relay calls :func:`commit` when it takes the request, before
+any provider call, and the batch reserves every queued item at once, all or none
+(one Redis script call per backend; in memory for ``policy: local``). The one
+finish hook of the batch then reconciles each item to its actual amount, or
+releases it when the call failed, again in one call per backend. A request that
+never reaches the relay (denied by a later plugin, a cache hit, a client gone) has
+reserved nothing and has nothing to release. See docs/redis.md.
 """
 from __future__ import annotations
 
@@ -13,12 +18,12 @@ import logging
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..context import Outcome, RequestContext
 from ..errors import GatewayError
-from ..limits import BackendUnavailable, LimitExceeded, Rule, make_limiter
+from ..limits import BackendUnavailable, Item, LimitExceeded, Limiter, Reservation, Rule, make_limiter
 from ..redis_conn import RedisSettings
 
 log = logging.getLogger("aigw")
@@ -102,8 +107,13 @@ class Reserver:
         return out
 
     def reserve(self, ctx: RequestContext, amount: int, denied: Callable[[Any], GatewayError],
-                actual: Callable[[Outcome], int | None], per_choice: int = 0):
-        """Reserve ``amount``; on finish reconcile to ``actual(outcome)`` (None → release).
+                actual: Callable[[Outcome], int | None], per_choice: int = 0,
+                decided: Callable[[Any], None] | None = None) -> None:
+        """Queue ``amount`` in the request's batch; :func:`commit` reserves it, and on
+        finish it is reconciled to ``actual(outcome)`` (None → released).
+
+        ``denied(decision)`` is the error the commit raises when this item is refused;
+        ``decided(decision)`` receives the tightest rule's numbers once it is reserved.
 
         ``per_choice``: the output reserved per choice; when a limit applies, the request is
         capped there (``ctx.output_cap``, the smallest of the plugins' caps): the relay sends
@@ -111,33 +121,132 @@ class Reserver:
         that reaches it (aigw/relay/output_cap.py). Unlimited requests are not capped."""
         rules = self.rules(ctx)
         if not rules or self.limiter is None:
-            return None
+            return
         if per_choice > 0 and (ctx.output_cap is None or per_choice < ctx.output_cap):
             ctx.output_cap = per_choice
+        batch = ctx.limits
+        if batch is None:
+            batch = ctx.limits = Batch()
+            ctx.on_finish(batch.settle)
+        batch.add(_Queued(self, Item(tuple(rules), amount, batch.new_id(f"{ctx.id}:{self.kind}")),
+                          denied, actual, decided))
+
+
+@dataclass
+class _Queued:
+    reserver: Reserver
+    item: Item
+    denied: Callable[[Any], GatewayError]
+    actual: Callable[[Outcome], int | None]
+    decided: Callable[[Any], None] | None
+    reservation: Reservation | None = None
+    decision: Any = None
+
+
+@dataclass
+class Batch:
+    """A request's reservations: queued in access, reserved by :func:`commit`, settled on finish.
+
+    Items on one backend (the same limiter: ``policy``, Redis settings and prefix) are
+    reserved in one call, atomically; items on different backends cannot share a script,
+    so each backend is one call, in the order of its first item. When a later backend
+    refuses, the backends already reserved are released (one more call each, only then).
+    """
+
+    queued: list[_Queued] = field(default_factory=list)
+    state: str = "queued"          # queued -> committed | refused; settled after finish
+
+    def new_id(self, base: str) -> str:
+        """A reservation id unique in the batch (one per plugin instance, as a rule)."""
+        taken = {q.item.id for q in self.queued}
+        rid, n = base, 1
+        while rid in taken:
+            n += 1
+            rid = f"{base}:{n}"
+        return rid
+
+    def add(self, q: _Queued) -> None:
+        if self.state != "queued":
+            raise RuntimeError("a reservation was queued after the batch was committed")
+        self.queued.append(q)
+
+    def groups(self, only_reserved: bool = False) -> list[tuple[Limiter, list[_Queued]]]:
+        out: dict[int, tuple[Limiter, list[_Queued]]] = {}
+        for q in self.queued:
+            if only_reserved and q.reservation is None:
+                continue
+            lim = q.reserver.limiter
+            out.setdefault(id(lim), (lim, []))[1].append(q)
+        return list(out.values())
+
+    def commit(self) -> None:
+        if self.state != "queued":
+            return
+        self.state = "refused"  # until every backend said yes
+        done: list[tuple[Limiter, list[_Queued]]] = []
         try:
-            reservation, decision = self.limiter.reserve(rules, amount, f"{ctx.id}:{self.kind}")
-        except LimitExceeded as exc:
-            raise denied(exc.decision)
-        except BackendUnavailable:
-            if self.fail_open:
-                log.warning("aigw %s limit store unavailable: failing open", self.kind)
-                return None
-            raise GatewayError(503, "The gateway's limit store is unavailable; the request was not sent.",
-                               code="limits_unavailable")
-        limiter = self.limiter
+            for lim, qs in self.groups():
+                try:
+                    results = lim.reserve_many([q.item for q in qs])
+                except LimitExceeded as exc:
+                    raise qs[exc.index].denied(exc.decision) from None
+                except BackendUnavailable:
+                    strict = [q for q in qs if not q.reserver.fail_open]
+                    if strict:
+                        raise GatewayError(503, "The gateway's limit store is unavailable; the request "
+                                                "was not sent.", code="limits_unavailable") from None
+                    for q in qs:
+                        log.warning("aigw %s limit store unavailable: failing open", q.reserver.kind)
+                    continue
+                for q, (reservation, decision) in zip(qs, results):
+                    q.reservation, q.decision = reservation, decision
+                done.append((lim, qs))
+        except Exception:  # a refusal, or anything unexpected: hold nothing
+            for lim, qs in done:
+                _settle(lim, [(q, None) for q in qs])
+                for q in qs:
+                    q.reservation = None
+            raise
+        self.state = "committed"
+        for q in self.queued:
+            if q.reservation is not None and q.decided is not None:
+                q.decided(q.decision)
 
-        def settle(outcome: Outcome) -> None:
-            value = actual(outcome)
-            try:
-                if value is None:
-                    limiter.release(reservation)
-                else:
-                    limiter.reconcile(reservation, value)
-            except BackendUnavailable:
-                log.error("aigw %s limit store unavailable while settling", self.kind)
+    def settle(self, outcome: Outcome) -> None:
+        """The finish hook: reconcile or release every reserved item, one call per backend."""
+        if self.state != "committed":
+            return  # never committed (the request did not reach the relay) or refused: nothing held
+        self.state = "settled"
+        for lim, qs in self.groups(only_reserved=True):
+            values = []
+            for q in qs:
+                try:
+                    values.append((q, q.actual(outcome)))
+                except Exception as exc:  # keeps its worst case: never undercount
+                    log.error("aigw %s settlement failed: %s", q.reserver.kind, type(exc).__name__)
+            _settle(lim, values)
 
-        ctx.on_finish(settle)
-        return decision
+
+def _settle(limiter: Limiter, items: list[tuple[_Queued, int | None]]) -> None:
+    if not items:
+        return
+    try:
+        limiter.settle_many([(q.reservation, value) for q, value in items if q.reservation])
+    except BackendUnavailable:
+        log.error("aigw %s limit store unavailable while settling",
+                  "+".join(sorted({q.reserver.kind for q, _ in items})))
+
+
+def commit(ctx: RequestContext) -> None:
+    """Reserve everything the request's plugins queued: one store call per backend.
+
+    Called by the relay when it takes the request, before any provider call. Raises the
+    first refused item's ``GatewayError`` (429/400/...), or 503 ``limits_unavailable``
+    when a store is down and its plugin does not fail open; nothing stays reserved then.
+    Calling it again, or for a request that queued nothing, does nothing."""
+    batch = ctx.limits
+    if batch is not None:
+        batch.commit()
 
 
 def output_choices(body: Any) -> int:

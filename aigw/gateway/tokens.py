@@ -44,6 +44,7 @@ class TokensRuntime:
                 return o.usage.total_tokens  # includes streams the client abandoned
             return None  # failed call, denied, or cache hit: release
 
-        decision = self.reserver.reserve(ctx, amount, denied, actual, per_choice)
-        if decision is not None:
+        def decided(decision) -> None:  # once the relay committed the batch
             ctx.extra_headers.update(ratelimit_headers(decision))
+
+        self.reserver.reserve(ctx, amount, denied, actual, per_choice, decided)

@@ -19,6 +19,7 @@ import urllib3
 
 from .. import cloud_auth, sse, tracing
 from ..context import STORE, Outcome, RequestContext, set_observer
+from ..gateway import limits
 from ..errors import ANTHROPIC, OPENAI, GatewayError, error_body
 from ..routing import default_retry_statuses
 from ..types import Usage
@@ -111,6 +112,7 @@ class Relay:
                 # never ran (Kong skips a plugin whose event failed): fail closed
                 raise GatewayError(503, "The gateway could not complete its checks for this request; "
                                         "it was not sent to any model.", code="gateway_incomplete")
+            limits.commit(ctx)  # the request's reservations, in one store call (aigw/gateway/limits.py)
             if ctx.cache_entry is not None:
                 return self._replay(start_response)
             if ctx.api == "count_tokens":

@@ -93,3 +93,115 @@ def test_the_cap_is_set_only_where_a_limit_reserved_and_is_the_smallest():
     assert c.output_cap == 256
     tokens.reserve(c, 2058, denied, lambda o: None, per_choice=2048)
     assert c.output_cap == 256
+
+
+# --- the request's batch: queued in access, one commit, one settlement ----------------
+
+class CountingLimiter:
+    """A MemoryLimiter that counts its batch calls (each would be one Redis script call)."""
+
+    def __init__(self, fail: bool = False):
+        from aigw.limits import MemoryLimiter
+        self.inner, self.fail, self.calls = MemoryLimiter(), fail, []
+
+    def reserve_many(self, items):
+        from aigw.limits import BackendUnavailable
+        self.calls.append(("reserve", len(items)))
+        if self.fail:
+            raise BackendUnavailable("down")
+        return self.inner.reserve_many(items)
+
+    def settle_many(self, settlements):
+        self.calls.append(("settle", len(settlements)))
+        return self.inner.settle_many(settlements)
+
+    def used(self, rule):
+        return self.inner.used(rule)
+
+
+def _reserver(kind, limit, limiter, **cfg):
+    r = Reserver(kind, [ScopedLimit("consumer", limit, "minute", frozenset())], {"__plugin_id": kind, **cfg})
+    r.limiter = limiter
+    return r
+
+
+def _deny(code):
+    from aigw.errors import GatewayError
+    return lambda d: GatewayError(429, "no", code=code)
+
+
+def test_reserve_queues_and_commit_reserves_both_plugins_in_one_call():
+    from aigw.context import Outcome
+    from aigw.gateway.limits import commit
+    lim = CountingLimiter()
+    tok, usd = _reserver("tok", 100, lim), _reserver("usd", 1000, lim)
+    c, seen = ctx(), []
+    tok.reserve(c, 40, _deny("t"), lambda o: 25, decided=seen.append)
+    usd.reserve(c, 300, _deny("u"), lambda o: None)
+    assert lim.calls == [] and seen == []        # nothing reached the store in access
+    commit(c)
+    commit(c)                                    # idempotent
+    assert lim.calls == [("reserve", 2)]
+    assert [d.remaining for d in seen] == [60]   # ai-tokens' headers come from here
+    assert lim.used(tok.rules(c)[0]) == 40 and lim.used(usd.rules(c)[0]) == 300
+    c.finish(Outcome(status=200))
+    assert lim.calls == [("reserve", 2), ("settle", 2)]
+    assert lim.used(tok.rules(c)[0]) == 25 and lim.used(usd.rules(c)[0]) == 0
+
+
+def test_a_refused_item_refuses_the_batch_with_its_own_error():
+    import pytest
+    from aigw.errors import GatewayError
+    from aigw.gateway.limits import commit
+    lim = CountingLimiter()
+    tok, usd = _reserver("tok", 100, lim), _reserver("usd", 10, lim)
+    c, seen = ctx(), []
+    tok.reserve(c, 40, _deny("tok_denied"), lambda o: 40, decided=seen.append)
+    usd.reserve(c, 300, _deny("usd_denied"), lambda o: 300)
+    with pytest.raises(GatewayError) as exc:
+        commit(c)
+    assert exc.value.code == "usd_denied" and seen == []
+    assert lim.used(tok.rules(c)[0]) == 0        # all or nothing
+    from aigw.context import Outcome
+    c.finish(Outcome(status=429))
+    assert lim.calls == [("reserve", 2)]         # nothing held, nothing to settle
+
+
+def test_two_backends_are_one_call_each_and_a_refusal_releases_the_other():
+    import pytest
+    from aigw.errors import GatewayError
+    from aigw.gateway.limits import commit
+    a, b = CountingLimiter(), CountingLimiter()
+    tok, usd = _reserver("tok", 100, a), _reserver("usd", 10, b)
+    c = ctx()
+    tok.reserve(c, 40, _deny("t"), lambda o: 40)
+    usd.reserve(c, 300, _deny("u"), lambda o: 300)
+    with pytest.raises(GatewayError):
+        commit(c)
+    assert a.calls == [("reserve", 1), ("settle", 1)] and b.calls == [("reserve", 1)]
+    assert a.used(tok.rules(c)[0]) == 0
+
+
+def test_an_unavailable_store_is_503_unless_the_plugin_fails_open():
+    import pytest
+    from aigw.errors import GatewayError
+    from aigw.gateway.limits import commit
+    c = ctx()
+    _reserver("tok", 100, CountingLimiter(fail=True)).reserve(c, 1, _deny("t"), lambda o: 1)
+    with pytest.raises(GatewayError) as exc:
+        commit(c)
+    assert exc.value.status == 503 and exc.value.code == "limits_unavailable"
+    c2, seen = ctx(), []
+    _reserver("tok", 100, CountingLimiter(fail=True), fail_open=True).reserve(
+        c2, 1, _deny("t"), lambda o: 1, decided=seen.append)
+    commit(c2)
+    assert seen == []
+
+
+def test_a_request_that_never_reaches_the_relay_touches_no_store():
+    from aigw.context import Outcome
+    lim = CountingLimiter()
+    c = ctx()
+    _reserver("tok", 100, lim).reserve(c, 1, _deny("t"), lambda o: 1)
+    c.finish(Outcome(status=0, error="not_proxied"))  # the log phase / the sweeper
+    assert lim.calls == []

@@ -327,3 +327,67 @@ def test_make_limiter_caches_instances():
     assert r1 is not make_limiter("redis", url, prefix="other:")
     with pytest.raises(ValueError):
         make_limiter("cluster")
+
+
+# --- batches: a request's reservations in one call ------------------------------------
+
+def test_batch_is_all_or_nothing(nodes):
+    from aigw.limits import Item
+    tokens = Rule(f"tok:c:{rid()}:minute", limit=100, window=60)
+    usd = Rule(f"usd:c:{rid()}:day", limit=50, window=60)
+    nodes.a.reserve([usd], 40, rid())
+    with pytest.raises(LimitExceeded) as exc:
+        nodes.b.reserve_many([Item((tokens,), 30, rid()), Item((usd,), 20, rid())])
+    assert exc.value.index == 1 and exc.value.decision.rule == usd
+    assert exc.value.decision.remaining == 10
+    assert nodes.a.used(tokens) == 0  # the first item was not reserved either
+    out = nodes.b.reserve_many([Item((tokens,), 30, rid()), Item((usd,), 10, rid())])
+    assert [d.remaining for _, d in out] == [70, 0]
+    assert nodes.a.used(tokens) == 30 and nodes.a.used(usd) == 50
+
+
+def test_batch_settles_every_item_at_once(nodes):
+    from aigw.limits import Item
+    a, b = Rule(f"tok:{rid()}", 100, 60), Rule(f"usd:{rid()}", 100, 60)
+    (ra, _), (rb, _) = nodes.a.reserve_many([Item((a,), 60, rid()), Item((b,), 70, rid())])
+    nodes.b.settle_many([(ra, 15), (rb, None)])  # reconcile one, release the other
+    assert nodes.a.used(a) == 15 and nodes.a.used(b) == 0
+    nodes.b.settle_many([(ra, 15), (rb, None)])  # a retried settle changes nothing
+    assert nodes.a.used(a) == 15 and nodes.a.used(b) == 0
+
+
+def test_items_of_one_batch_on_one_counter_add_up(nodes):
+    from aigw.limits import Item
+    shared = Rule(f"tok:{rid()}", 100, 60)
+    with pytest.raises(LimitExceeded) as exc:
+        nodes.a.reserve_many([Item((shared,), 60, rid()), Item((shared,), 50, rid())])
+    assert exc.value.index == 1 and nodes.a.used(shared) == 0
+    nodes.a.reserve_many([Item((shared,), 60, rid()), Item((shared,), 40, rid())])
+    assert nodes.a.used(shared) == 100
+
+
+def test_a_retried_batch_counts_once(nodes):
+    from aigw.limits import Item
+    r = Rule(f"tok:{rid()}", 100, 60)
+    items = [Item((r,), 30, rid()), Item((r,), 20, rid())]
+    nodes.a.reserve_many(items)
+    nodes.b.reserve_many(items)  # e.g. redis-py retrying after a dropped connection
+    assert nodes.a.used(r) == 50
+
+
+@needs_redis
+def test_a_batch_is_one_script_call():
+    from aigw.limits import Item
+    prefix = f"aigw-test-{uuid.uuid4().hex}:"
+    lim = RedisLimiter(REDIS_URL, prefix=prefix)
+    calls = []
+    script = lim._script
+    lim._script = lambda **kw: calls.append(kw) or script(**kw)
+    try:
+        res = lim.reserve_many([Item((Rule("tok:a", 10, 60), Rule("tok:b", 10, 60)), 1, "x:tok"),
+                                Item((Rule("usd:a", 10, 60),), 2, "x:usd")])
+        lim.settle_many([(res[0][0], 1), (res[1][0], None)])
+        assert len(calls) == 2
+        assert len(calls[0]["keys"]) == 9  # 3 keys per rule, both items
+    finally:
+        _cleanup(redis.Redis.from_url(REDIS_URL), prefix)
