@@ -14,16 +14,22 @@ so after an exit the handler greenlet ends with ``GreenletExit``.
 from __future__ import annotations
 
 import logging
-import sys
-import traceback
+import time
 from typing import Any
 
+import gevent
+import orjson
 from gevent import GreenletExit
 
-from . import schema
+from . import __version__, airecord, schema
 from .context import STORE, TICKET_HEADER, Outcome, RequestContext
-from .errors import ANTHROPIC, OPENAI, GatewayError
-from .gateway.common import Respond
+from .errors import OPENAI, GatewayError
+from .logs import log_failure, setup_logging
+from .pipeline import Respond, Stage, run_request
+from .relay.server import ensure_started
+
+__all__ = ["AIPlugin", "kong_plugin", "get_context", "log_failure", "setup_logging", "api_for_path",
+           "client_api", "flatten_headers", "request_headers", "acl_groups", "error_response"]
 
 log = logging.getLogger("aigw")
 
@@ -46,7 +52,7 @@ def api_for_path(path: str) -> str | None:
 
 
 def client_api(ctx: RequestContext | None) -> str:
-    return ANTHROPIC if ctx is not None and ctx.api in ("anthropic", "count_tokens") else OPENAI
+    return ctx.error_api if ctx is not None else OPENAI
 
 
 def flatten_headers(headers: dict[str, Any] | None) -> dict[str, str]:
@@ -132,7 +138,6 @@ class AIPlugin:
     def __init__(self, config: dict[str, Any]):
         self.config = schema.validate(self.NAME, config)
         self.setup(self.config)
-        from .relay.server import ensure_started
         ensure_started()
 
     def setup(self, config: dict[str, Any]) -> None:
@@ -193,13 +198,6 @@ def log_ai_record(plugin: str, kong) -> None:
     not the serializer). 2 PDK calls; the headers are the ones Kong saved for the log phase
     (at most lua_max_req_headers of them: past that the ticket is not seen and only the
     relay's JSON line has the record)."""
-    import time
-
-    import gevent
-    import orjson
-
-    from . import airecord
-
     try:
         ticket = flatten_headers(kong.request.get_headers()).get(TICKET_HEADER)
         cid = STORE.ticket_id(ticket)
@@ -221,10 +219,14 @@ def log_ai_record(plugin: str, kong) -> None:
         log_failure(plugin, "log", exc)
 
 
-def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = False, records: bool = False):
+def kong_plugin(name: str, stage: type[Stage], priority: int | None = None, *, settles: bool = False,
+                records: bool = False):
     """Everything a kong-pdk plugin module exports, for one of our plugins:
-    ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostRuntime, 770)``.
+    ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostStage, 770)``.
 
+    Each instance builds its stage from its validated config; the access phase is the
+    stage's request side (``aigw.pipeline.run_request``), which also puts the stage into
+    the request's pipeline, so the relay runs its response side.
     ``Schema`` is generated from ``schemas/<name>.json``; ``settles`` adds the
     ``log`` phase that settles requests which never reached the relay; ``records``
     (ai-router) puts the routing decision into Kong's log serializer in access (1 PDK call)
@@ -232,44 +234,27 @@ def kong_plugin(name: str, runtime: type, priority: int, *, settles: bool = Fals
     """
 
     def setup(self, config):
-        self.rt = runtime(config)
+        self.rt = stage(config)
+        self.stages = [self.rt]
 
     def on_access(self, kong, ctx):
-        self.rt.access(ctx)
+        run_request(ctx, self.stages)
 
     def on_access_recording(self, kong, ctx):
-        from . import airecord
-
         ctx.on_finish(lambda out: airecord.RECENT.put(ctx.id, airecord.outcome(ctx, out)))
-        self.rt.access(ctx)
+        run_request(ctx, self.stages)
         kong.log.set_serialize_value(airecord.KEY, airecord.decision(ctx))
 
     attrs: dict[str, Any] = {"NAME": name, "setup": setup,
                              "on_access": on_access_recording if records else on_access,
-                             "__doc__": runtime.__doc__, "__module__": name}
+                             "__doc__": stage.__doc__, "__module__": name}
     if records:
         attrs["log"] = lambda self, kong: log_ai_record(name, kong)
     elif settles:
         attrs["log"] = lambda self, kong: self.finish_unproxied(kong)
     cls = type("Plugin", (AIPlugin,), attrs)
-    from . import __version__
+    if priority is None:
+        priority = stage.priority
+    elif stage.priority and priority != stage.priority:
+        raise ValueError(f"{name}: priority {priority} differs from its stage's {stage.priority}")
     return cls, schema.kong_fields(name), __version__, priority
-
-
-def log_failure(plugin: str, phase: str, exc: BaseException) -> None:
-    """Log an internal failure by type and code location only (no values)."""
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in reversed(tb[-4:]))
-    log.error("aigw plugin=%s phase=%s error=%s at %s", plugin, phase, type(exc).__name__, where)
-
-
-def setup_logging() -> None:
-    if getattr(setup_logging, "_done", False):
-        return
-    setup_logging._done = True  # type: ignore[attr-defined]
-    h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("aigw")
-    root.addHandler(h)
-    root.setLevel(logging.INFO)
-    root.propagate = False

@@ -1,18 +1,37 @@
 """ai-cost: cost on every response and USD budgets reserved from the worst case."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ..context import Outcome, RequestContext
+from ..context import Outcome, RequestContext, Slice
 from ..cost.pricing import PriceTable, usd_to_micros
 from ..errors import GatewayError
+from ..pipeline import Exchange, Stage
 from .common import require_router
 from .limits import Reserver, ScopedLimit, retry_after, rule_label, worst_case_tokens
 
 
-class CostRuntime:
+@dataclass(slots=True)
+class CostState(Slice):
+    """ai-cost's part of a request: whether it prices this request's answer."""
+
+    priced: bool = False
+    cost: float | None = None     # the answer's price, once known
+    known: bool = False
+
+
+class CostStage(Stage):
+    """Reserves USD budgets from the worst case; prices the answer (outcome, header, the
+    stream's final usage chunk)."""
+
+    name = "ai-cost"
+    priority = 770
+
     def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
         self.cfg = cfg
+        self.cost_headers = bool(cfg.get("headers", True))
         self.prices = PriceTable.default().with_overrides(cfg.get("prices") or {})
         limits = [ScopedLimit(b["scope"], usd_to_micros(float(b["usd"])), b["period"],
                               frozenset(b.get("match") or ()))
@@ -26,13 +45,12 @@ class CostRuntime:
             return None
         return self.prices.cost(target, usage)
 
-    def access(self, ctx: RequestContext) -> None:
+    def request(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cost")
         if ctx.api in ("models", "count_tokens"):
             return  # counting tokens is free at the providers and here
-        ctx.cost_fn = self.price_of
-        ctx.cost_headers = bool(self.cfg.get("headers", True))
-        if ctx.cache_entry is not None or not self.reserver.limits:
+        ctx.slot(CostState).priced = True
+        if ctx.answered or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
         prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         worst = []
@@ -70,3 +88,32 @@ class CostRuntime:
             return None
 
         self.reserver.reserve(ctx, amount, denied, actual, per_choice)
+
+    # ------------------------------------------------------------ response side
+    def _cost(self, ctx: RequestContext, ex: Exchange) -> float | None:
+        st = ctx.slots.get(CostState)
+        if not isinstance(st, CostState) or not st.priced or ex.usage is None:
+            return None
+        if not st.known or ex.stream:  # a stream's usage grows until it ends
+            st.cost = 0.0 if ex.replayed else self.price_of(ex.usage, ex.target)  # replays cost nothing
+            st.known = True
+        return st.cost
+
+    def response(self, ctx: RequestContext, ex: Exchange) -> None:
+        cost = self._cost(ctx, ex)
+        if cost is None:
+            return
+        ex.outcome.cost_usd = cost
+        if self.cost_headers:
+            ex.trailer["cost"] = cost
+            ex.usage_fields["cost"] = cost
+
+    def headers(self, ctx: RequestContext, ex: Exchange, headers: list[tuple[str, str]]) -> None:
+        if not self.cost_headers:
+            return
+        cost = self._cost(ctx, ex)
+        if cost is not None:
+            headers.append(("X-AI-Cost-USD", f"{cost:.8f}".rstrip("0").rstrip(".") if cost else "0"))
+
+
+CostRuntime = CostStage  # the name aigw.validate builds instances by

@@ -140,6 +140,12 @@ class Reserver:
         return decision
 
 
+def commit(ctx: RequestContext) -> None:
+    """Run the reservations the limit stages queued for this request, once, before any
+    provider call (raises ``GatewayError`` on a denial). Until reservations are batched,
+    ``Reserver.reserve`` reserves at once and there is nothing left to commit."""
+
+
 def output_choices(body: Any) -> int:
     """How many completions one request makes the provider generate (and bill): ``n``,
     or ``best_of`` where an OpenAI-compatible server honours it (it generates best_of
