@@ -175,6 +175,13 @@ class Engine:
             if not chunkers:  # nothing rewrites: items go to the client as they come
                 for item in items:
                     yield egress.chunk(item)
+            elif len(chunkers) == 1:
+                stage = chunkers[0]
+                for item in items:
+                    for out in stage.chunk(ctx, ex, item):
+                        yield egress.chunk(out)
+                for out in stage.flush(ctx, ex):
+                    yield egress.chunk(out)
             else:
                 for item in items:
                     for out in _through(chunkers, 0, ctx, ex, [item]):
