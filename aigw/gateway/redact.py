@@ -269,7 +269,7 @@ def _restore_event(state: RedactState, item: tuple[str, dict[str, Any]]) -> list
     kind = obj.get("type") or event
     if kind == "content_block_delta":
         delta = obj.get("delta") or {}
-        spec = _NATIVE_FIELDS.get(delta.get("type"))
+        spec = _NATIVE_FIELDS.get(str(delta.get("type")))
         if spec is not None and isinstance(delta.get(spec[0]), str):
             idx = obj.get("index", 0)
             delta[spec[0]] = _restorer(state, (idx, spec[1]), spec[1] == "json").feed(delta[spec[0]])

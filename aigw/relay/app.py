@@ -119,7 +119,7 @@ class Engine:
                 log_failure(s.name or type(s).__name__, "headers", exc)
         return headers
 
-    def _error(self, start_response: Callable, err: GatewayError) -> list[bytes]:
+    def _error(self, start_response: Callable, err: GatewayError) -> Iterable[bytes]:
         body = err.encode(self.ctx.error_api)
         self.ex.usage = None
         headers = self._headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
@@ -150,7 +150,7 @@ class Engine:
             s.response(self.ctx, ex)
 
     # ------------------------------------------------------------ non-stream
-    def _respond(self, start_response: Callable) -> list[bytes]:
+    def _respond(self, start_response: Callable) -> Iterable[bytes]:
         ex = self.ex
         self._settle(ex.usage)
         self.outcome.status = 200

@@ -340,7 +340,7 @@ class NativeStream:
                     if isinstance(args, str):
                         self.text.append(args)
 
-    def event(self, ev: sse.Event) -> Iterator[tuple[str, dict[str, Any]]]:
+    def event(self, ev: sse.Event) -> Iterator[tuple[str | None, dict[str, Any]]]:
         if self.cap.cut or not ev.data.strip():
             return  # after a cut nothing more of the provider's is relayed
         try:
@@ -368,7 +368,7 @@ class NativeStream:
             self.finished = True
         yield (ev.event or kind, obj)
 
-    def _cut(self, obj: dict[str, Any], ev: sse.Event, index: int) -> Iterator[tuple[str, dict[str, Any]]]:
+    def _cut(self, obj: dict[str, Any], ev: sse.Event, index: int) -> Iterator[tuple[str | None, dict[str, Any]]]:
         """The cap was hit in this delta: relay its part, end the block and the message."""
         delta = obj.get("delta") or {}
         if any(isinstance(v, str) and v for k, v in delta.items() if k != "type"):
@@ -391,7 +391,7 @@ class NativeStream:
         return with_prompt(ctx, self.canonical.usage or counted_usage(ctx, self.target.model,
                                                                       "".join(self.text)))
 
-    def items(self) -> Iterator[tuple[str, dict[str, Any]]]:
+    def items(self) -> Iterator[tuple[str | None, dict[str, Any]]]:
         resp = self.resp
         try:
             for ev in self.first:

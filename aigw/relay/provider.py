@@ -133,7 +133,7 @@ class Attempts:
         elif ctx.api == "embeddings":
             up = adapter.embeddings_request(ctx.canonical, target.model, p)
         else:
-            up = adapter.chat_request(upstream_body(ctx.canonical, ctx.output_cap, adapter),
+            up = adapter.chat_request(upstream_body(ctx.canonical or {}, ctx.output_cap, adapter),
                                       target.model, p, stream=ctx.stream)
         self.engine.trace.provider_call(target, up)
         try:
@@ -185,11 +185,11 @@ class Attempts:
     def _complete(self, resp: dict[str, Any], target) -> None:
         """A whole canonical answer: its usage (the provider's, else ours), the output cap."""
         ctx = self.ctx
-        usage = Usage.from_openai(resp.get("usage"))
-        counted = usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0
-                                    and ctx.api != "embeddings")
-        if counted:
-            usage = counted_usage(ctx, target.model, response_text(resp))
+        reported = Usage.from_openai(resp.get("usage"))
+        counted = reported is None or (reported.input_tokens == 0 and reported.output_tokens == 0
+                                       and ctx.api != "embeddings")
+        usage = counted_usage(ctx, target.model, response_text(resp)) if counted or reported is None \
+            else reported
         usage = with_prompt(ctx, usage)
         cut = False
         if ctx.api != "embeddings":
