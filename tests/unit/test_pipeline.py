@@ -195,3 +195,33 @@ def test_no_terminal_fails_closed():
     head = {}
     body = b"".join(Engine(ctx).run(lambda status, headers: head.update(status=status)))
     assert head["status"].startswith("503") and orjson.loads(body)["error"]["code"] == "gateway_incomplete"
+
+
+def test_a_plugin_takes_its_priority_from_its_stage():
+    from aigw.gateway.cost import CostStage
+    from aigw.plugin_base import kong_plugin
+    assert kong_plugin("ai-cost", CostStage)[3] == 770 == kong_plugin("ai-cost", CostStage, 770)[3]
+    with pytest.raises(ValueError):
+        kong_plugin("ai-cost", CostStage, 771)
+
+
+def test_a_request_side_answer_is_served_by_the_engine():
+    from aigw.pipeline import Respond
+
+    class Answers(Stage):
+        def request(self, ctx):
+            ctx.provide(self)
+
+        def check(self, ctx):
+            pass
+
+        def answer(self, engine, ex):
+            raise Respond(200, {"ok": True}, {"X-Early": "1"})
+
+    ctx = _ctx()
+    run_request(ctx, [Answers({})])
+    head = {}
+    body = Engine(ctx).run(lambda status, headers: head.update(status=status, headers=dict(headers)))
+    assert b"".join(body) == b'{"ok":true}' and head["headers"]["X-Early"] == "1"
+    body.close()
+    assert ctx.state == "finished"
