@@ -1,4 +1,4 @@
-"""Per-request state shared by the plugins and the relay, in memory.
+"""Per-request state shared by the stages and the relay, in memory.
 
 Kong runs our plugins' access handlers and then proxies the request to the
 relay; all of them live in the one plugin-server process, so the request's
@@ -12,6 +12,10 @@ Kong that call changes the request headers that later plugins read through
 ``ngx.req.set_header``), so each later plugin finds the context with the
 single ``get_headers`` call it needs anyway.  The relay accepts a request
 only with a valid, unexpired, unclaimed ticket.
+
+Each stage (aigw/pipeline.py) keeps its own state in a typed ``Slice`` of the
+context (``ctx.slot(CacheState)``); the context's own fields are what every
+stage reads.
 """
 from __future__ import annotations
 
@@ -22,7 +26,7 @@ import os
 import secrets
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import gevent
 
@@ -51,8 +55,28 @@ class Outcome:
     reached_provider: bool = False
 
 
+class Slice:
+    """Base of a stage's typed slice of the request context (a dataclass per stage,
+    ``ctx.slot(CacheState)``): the only way stages keep per-request state, so that each
+    feature's state has one owner and one type (after kong/llm/plugin/ctx.lua, where a key
+    must be registered with its type in its namespace and a mismatch raises)."""
+
+    __slots__ = ()
+
+    def log_fields(self) -> dict[str, Any]:
+        """Fields this slice adds to the request's log line (counts and names only)."""
+        return {}
+
+
+S = TypeVar("S", bound=Slice)
+
+
 @dataclass
 class RequestContext:
+    """What every stage and the engine share about one request. Feature state lives in
+    typed slices (``slot``); the fields here are the request as the gateway understands it
+    (set by the stage that decides them, read by all)."""
+
     id: str
     api: str                       # chat | embeddings | models | anthropic | responses | count_tokens
     path: str
@@ -64,38 +88,30 @@ class RequestContext:
     body: Any = None               # parsed client body; redaction rewrites it in place
     canonical: dict[str, Any] | None = None  # OpenAI-shaped request sent to adapters
     groups: list[str] | None = None
-    # routing
+    # the request as routed (set by the routing stage, read by the others)
     model: Any = None              # aigw.routing.ModelSpec
-    plan: list[Any] = field(default_factory=list)
-    router: Any = None             # the RouterRuntime that planned this request
+    plan: list[Any] = field(default_factory=list)  # aigw.routing.Target, in failover order
     stream: bool = False
     include_usage: bool = False    # the client asked for stream usage
     prompt_count: Any = None       # aigw.tokens.counting.Count
     max_output: int | None = None
     output_cap: int | None = None  # output tokens per choice reserved by ai-tokens/ai-cost
-    # redaction
-    data_classes: set[str] = field(default_factory=set)
-    redaction_counts: dict[str, int] = field(default_factory=dict)
-    restore_map: dict[str, str] = field(default_factory=dict)
-    # cache
-    cache_entry: Any = None        # aigw.cache.Entry on a hit
-    cache_status: str | None = None
-    # response decoration
-    token_headers: bool = False
-    cost_fn: Callable[[Any, Any], float | None] | None = None  # (usage, target) -> USD
-    cost_headers: bool = True
-    extra_headers: dict[str, str] = field(default_factory=dict)
-    log_fields: dict[str, Any] = field(default_factory=dict)
+    data_classes: set[str] = field(default_factory=set)  # sensitive data found (steers routing)
+    prices: Any = None             # aigw.cost.pricing.PriceTable: the route's one table (ai-router's)
+    log_fields: dict[str, Any] = field(default_factory=dict)  # core fields of the log line (trace ids)
     hooks: list[Callable[[Outcome], None]] = field(default_factory=list)
+    # the pipeline: stages whose request side ran (aigw.pipeline.run_request), the terminal
+    # step one of them provides, an early answer, and the client API's writer
+    stages: list[Any] = field(default_factory=list)
     limits: Any = None             # aigw.gateway.limits.Batch: reservations until the relay commits
+    terminal: Any = None           # aigw.pipeline.Terminal
+    early: Any = None              # aigw.pipeline.Replay
+    egress: Any = None             # aigw.pipeline.Egress
     # plugins whose access handler started but did not finish: if Kong gave up on an
     # event mid-way (real Kong logs an RPC error and continues), the relay refuses
     pending: set[str] = field(default_factory=set)
     done: set[str] = field(default_factory=set)  # plugins whose access decision completed
-    # client APIs translated in several steps (Responses API): the ingress's own state, and
-    # ai-redact's scan deferred until the router has rebuilt the whole conversation
-    ingress: Any = None
-    deferred_scan: Callable[[dict[str, Any]], None] | None = None
+    canonical_hooks: list[Callable[[dict[str, Any]], None]] = field(default_factory=list)
     # Kong's scope of the request: the ai-router instance that issued the ticket
     # (aigw.instances.Instance) and the route/service ids the registry picks configs by
     anchor: Any = None
@@ -103,6 +119,7 @@ class RequestContext:
     service_id: str | None = None
     state: str = "open"            # open -> claimed -> finished
     ticket: str = ""
+    slots: dict[type, Slice] = field(default_factory=dict)
 
     @property
     def consumer_name(self) -> str | None:
@@ -110,6 +127,53 @@ class RequestContext:
         if not c:
             return None
         return c.get("username") or c.get("custom_id") or c.get("id")
+
+    @property
+    def error_api(self) -> str:
+        """The client API errors are written in: ``anthropic`` or ``openai``."""
+        return "anthropic" if self.api in ("anthropic", "count_tokens") else "openai"
+
+    # -------------------------------------------------------------- typed slices
+    def slot(self, cls: type[S]) -> S:
+        """The request's instance of a stage's slice, created empty on first use."""
+        s = self.slots.get(cls)
+        if s is None:
+            if not (isinstance(cls, type) and issubclass(cls, Slice)):
+                raise TypeError(f"{cls!r} is not a context slice (aigw.context.Slice)")
+            s = self.slots[cls] = cls()
+        return s  # type: ignore[return-value]
+
+    def put(self, value: Slice) -> None:
+        """Set a slice (replacing the request's instance of its class)."""
+        if not isinstance(value, Slice):
+            raise TypeError(f"{type(value).__name__} is not a context slice (aigw.context.Slice)")
+        self.slots[type(value)] = value
+
+    def has(self, cls: type[Slice]) -> bool:
+        return cls in self.slots
+
+    # ------------------------------------------------------------------ pipeline
+    def provide(self, terminal: Any) -> None:
+        """The stage that calls the provider offers its terminal step (one per request)."""
+        self.terminal = terminal
+
+    def answer_early(self, replay: Any) -> None:
+        """Answer without a provider call (a cache hit): later stages see ``answered``."""
+        self.early = replay
+
+    @property
+    def answered(self) -> bool:
+        return self.early is not None
+
+    def on_canonical(self, fn: Callable[[dict[str, Any]], None]) -> None:
+        """Run ``fn`` on the canonical request once the routing stage has built it (an API
+        whose whole request only the router can rebuild: the Responses API)."""
+        self.canonical_hooks.append(fn)
+
+    def canonical_ready(self, canonical: dict[str, Any]) -> None:
+        hooks, self.canonical_hooks = self.canonical_hooks, []
+        for fn in hooks:
+            fn(canonical)
 
     def on_finish(self, fn: Callable[[Outcome], None]) -> None:
         self.hooks.append(fn)
@@ -126,12 +190,13 @@ class RequestContext:
             except Exception as exc:  # logged without request content
                 log.error("aigw finish hook failed: %s", type(exc).__name__)
         self.hooks.clear()
-        self.restore_map = {}
         if _observer is not None:
             try:
                 _observer(self, outcome)
             except Exception as exc:
                 log.error("aigw observer failed: %s", type(exc).__name__)
+        self.slots.clear()  # restore maps and other request state go as soon as it ends
+        self.early = None
 
 
 _observer: Callable[["RequestContext", Outcome], None] | None = None

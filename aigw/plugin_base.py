@@ -15,22 +15,28 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
-import traceback
+import time
 from typing import Any
 
+import gevent
+import orjson
 from gevent import GreenletExit
 
-from . import schema
+from . import __version__, airecord, schema
 from .context import STORE, TICKET_HEADER, RequestContext
-from .errors import ANTHROPIC, OPENAI, GatewayError
-from .gateway.common import Respond  # noqa: F401 (re-exported)
+from .errors import OPENAI, GatewayError
 from .instances import REGISTRY, Instance
+from .logs import log_failure, setup_logging
+from .pipeline import Stage, run_request
+from .relay.server import ensure_started
+
+__all__ = ["AIPlugin", "kong_plugin", "issue_ticket", "log_failure", "setup_logging", "client_api",
+           "flatten_headers", "error_response"]
 
 log = logging.getLogger("aigw")
 
 def client_api(ctx: RequestContext | None) -> str:
-    return ANTHROPIC if ctx is not None and ctx.api in ("anthropic", "count_tokens") else OPENAI
+    return ctx.error_api if ctx is not None else OPENAI
 
 
 def flatten_headers(headers: dict[str, Any] | None) -> dict[str, str]:
@@ -137,7 +143,6 @@ class AIPlugin:
         self.config = schema.validate(self.NAME, config)
         self.setup(self.config)
         self.instance = REGISTRY.register(self.NAME, self.ORDER, self.config, self)
-        from .relay.server import ensure_started
         ensure_started()
 
     def setup(self, config: dict[str, Any]) -> None:
@@ -184,21 +189,14 @@ def log_ai_record(plugin: str, kong) -> None:
     notice (aigw/airecord.py says why not the serializer). 2 PDK calls; the headers are the
     ones Kong saved for the log phase (at most lua_max_req_headers of them: past that the
     ticket is not seen and only the relay's JSON line has the record)."""
-    import time as _time
-
-    import gevent
-    import orjson
-
-    from . import airecord
-
     try:
         ticket = flatten_headers(kong.request.get_headers()).get(TICKET_HEADER)
         cid = STORE.ticket_id(ticket)
         if cid is None:
             return
         rec = airecord.RECENT.pop(cid)
-        deadline = _time.monotonic() + 2.0
-        while rec is None and STORE.lookup(ticket) is not None and _time.monotonic() < deadline:
+        deadline = time.monotonic() + 2.0
+        while rec is None and STORE.lookup(ticket) is not None and time.monotonic() < deadline:
             gevent.sleep(0.02)  # the relay is writing the last bytes (claimed, not finished yet)
             rec = airecord.RECENT.pop(cid)
         if rec is not None:
@@ -209,53 +207,39 @@ def log_ai_record(plugin: str, kong) -> None:
         log_failure(plugin, "log", exc)
 
 
-def kong_plugin(name: str, runtime: type, priority: int, *, anchor: bool = False,
-                order: int | None = None):
+def kong_plugin(name: str, stage: type[Stage], priority: int | None = None, *, anchor: bool = False):
     """Everything a kong-pdk plugin module exports, for one of our plugins:
-    ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostRuntime, 770)``.
+    ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostStage)``.
 
-    ``Schema`` is generated from ``schemas/<name>.json``; ``anchor`` (ai-router) issues the
-    ticket in access and, with AIGW_KONG_LOG_RECORD on, writes the outcome record to Kong's log
-    in its log phase (aigw/airecord.py)."""
+    Each instance builds its stage from its validated config. The stage's request side runs
+    in the relay (aigw/relay/intake.py) through ``on_access``, in the pipeline's order, which is
+    the stage's ``priority``. ``priority`` here is Kong's, when it differs from the stage's:
+    ai-router's (769) makes it the last AI plugin in Kong. ``Schema`` is generated from
+    ``schemas/<name>.json``; ``anchor`` (ai-router) issues the ticket in access and, with
+    AIGW_KONG_LOG_RECORD on, writes the outcome record to Kong's log in its log phase
+    (aigw/airecord.py)."""
 
     def setup(self, config):
-        self.rt = runtime(config)
+        self.rt = stage(config)
+        self.stages = [self.rt]
 
     def on_access(self, kong, ctx):
-        self.rt.access(ctx)
+        run_request(ctx, self.stages)
 
     def on_access_recording(self, kong, ctx):
-        from . import airecord
-
         ctx.on_finish(lambda out: airecord.RECENT.put(ctx.id, airecord.outcome(ctx, out)))
-        self.rt.access(ctx)
+        run_request(ctx, self.stages)
 
     records = anchor and KONG_LOG_RECORD
-    attrs: dict[str, Any] = {"NAME": name, "PRIORITY": priority, "ANCHOR": anchor,
-                             "ORDER": priority if order is None else order, "setup": setup,
+    kong_priority = stage.priority if priority is None else priority
+    if kong_priority != stage.priority and not anchor:
+        # only the anchor runs at another place in Kong than in the pipeline (see above)
+        raise ValueError(f"{name}: priority {kong_priority} differs from its stage's {stage.priority}")
+    attrs: dict[str, Any] = {"NAME": name, "PRIORITY": kong_priority, "ANCHOR": anchor,
+                             "ORDER": stage.priority, "setup": setup,
                              "on_access": on_access_recording if records else on_access,
-                             "__doc__": runtime.__doc__, "__module__": name}
+                             "__doc__": stage.__doc__, "__module__": name}
     if records:
         attrs["log"] = lambda self, kong: log_ai_record(name, kong)
     cls = type("Plugin", (AIPlugin,), attrs)
-    from . import __version__
-    return cls, schema.kong_fields(name), __version__, priority
-
-
-def log_failure(plugin: str, phase: str, exc: BaseException) -> None:
-    """Log an internal failure by type and code location only (no values)."""
-    tb = traceback.extract_tb(exc.__traceback__)
-    where = " <- ".join(f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}:{f.name}" for f in reversed(tb[-4:]))
-    log.error("aigw plugin=%s phase=%s error=%s at %s", plugin, phase, type(exc).__name__, where)
-
-
-def setup_logging() -> None:
-    if getattr(setup_logging, "_done", False):
-        return
-    setup_logging._done = True  # type: ignore[attr-defined]
-    h = logging.StreamHandler(sys.stderr)
-    h.setFormatter(logging.Formatter("%(message)s"))
-    root = logging.getLogger("aigw")
-    root.addHandler(h)
-    root.setLevel(logging.INFO)
-    root.propagate = False
+    return cls, schema.kong_fields(name), __version__, kong_priority

@@ -212,7 +212,7 @@ class RouterConfig:
         self.data_class_policy: dict[str, frozenset[str]] = dict(data_class_policy or {})
         self.max_body_bytes = max_body_bytes
         # the route's one price table (catalogue + this config's ``prices``): cost routing
-        # orders by it and ai-cost charges by it (ctx.router.prices); docs/pricing.md
+        # orders by it and ai-cost charges by it (ctx.prices); docs/pricing.md
         self.prices = prices
 
     # -- building -------------------------------------------------------

@@ -55,8 +55,20 @@ def schemas_dir() -> Path:
     raise FileNotFoundError("schemas/ directory not found; set AIGW_SCHEMAS_DIR")
 
 
+_REGISTERED: dict[str, dict[str, Any]] = {}
+
+
+def register(name: str, doc: dict[str, Any]) -> None:
+    """The schema of a plugin that ships it beside its code instead of in ``schemas/``."""
+    _REGISTERED[name] = doc
+    load.cache_clear()
+    _validator.cache_clear()
+
+
 @functools.cache
 def load(name: str) -> dict[str, Any]:
+    if name in _REGISTERED:
+        return _REGISTERED[name]
     schema: dict[str, Any] = orjson.loads((schemas_dir() / f"{name}.json").read_bytes())
     return schema
 

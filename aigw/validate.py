@@ -161,7 +161,7 @@ def unpriced_targets(doc: dict[str, Any], only_enforced: bool = True) -> list[st
                 continue
             for spec in routes.models.values():
                 for t in spec.targets:
-                    # the router's table is the one ai-cost charges by (ctx.router.prices)
+                    # the router's table is the one ai-cost charges by (ctx.prices)
                     if routes.prices.lookup(t) is None and t.key not in out:
                         out.append(t.key)
     return out

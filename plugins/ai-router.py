@@ -1,9 +1,9 @@
 """Kong plugin `ai-router`: Routes requests by model to providers: one OpenAI-compatible API (and Anthropic Messages) over every provider.
 
-kong-python-pluginserver loads this module; the decision is made by
-`aigw.gateway.router.RouterRuntime`. Reference: docs/plugins/ai-router.md.
+kong-python-pluginserver loads this module; the feature is its stage
+`aigw.gateway.router.RouterStage`. Reference: docs/plugins/ai-router.md.
 """
-from aigw.gateway.router import RouterRuntime
+from aigw.gateway.router import RouterStage
 from aigw.plugin_base import kong_plugin
 
-Plugin, Schema, version, priority = kong_plugin("ai-router", RouterRuntime, 769, anchor=True, order=775)
+Plugin, Schema, version, priority = kong_plugin("ai-router", RouterStage, 769, anchor=True)

@@ -1,7 +1,6 @@
-"""Per-plugin access logic over a RequestContext (no PDK).
-
-Each ``*Runtime`` is built once per plugin instance from its validated config
-and decides in ``access(ctx)``: it mutates the context or raises
-``GatewayError`` (deny) / ``Respond`` (answer directly).  ``plugins/*.py``
-only move data between Kong's PDK and these objects.
+"""One stage per feature (aigw/pipeline.py), beside the feature's core: ai-redact
+(``redact.RedactStage``), ai-router (``router.RouterStage``), ai-cache
+(``cache.CacheStage``), ai-tokens (``tokens.TokensStage``), ai-cost (``cost.CostStage``);
+and the client APIs' writers (``egress``). No PDK here: ``plugins/*.py`` only move data
+between Kong's PDK and these stages.
 """

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..cache import CacheUnavailable, Entry, MemoryStore, Partition, RedisStore, cache_key, cacheable
-from ..context import Outcome, RequestContext
+from ..cache import CacheUnavailable, Entry, MemoryStore, Partition, RedisStore, cache_key, cacheable, replay_stream
+from ..context import Outcome, RequestContext, Slice
+from ..pipeline import Exchange, Replay, Stage
 from .common import off_loop, require_router
 from ..redis_conn import RedisSettings
 from .limits import redis_prefix
@@ -40,8 +42,35 @@ def _store(cfg: dict[str, Any]):
     return st
 
 
-class CacheRuntime:
+# cache statuses after which the answer is stored (Bypass and Hit store nothing)
+_STORES_ANSWER = ("Miss", "Refresh")
+
+
+@dataclass(slots=True)
+class CacheState(Slice):
+    """ai-cache's part of a request: its status and headers, and where a miss is stored."""
+
+    status: str | None = None                 # Hit | Miss | Refresh | Bypass
+    headers: dict[str, str] = field(default_factory=dict)
+    key: str | None = None
+    partition: Partition | None = None
+    sem_text: str | None = None
+    sem_scope: str | None = None
+    similarity: float | None = None
+
+    def log_fields(self) -> dict[str, Any]:
+        return {"aigw.cache.similarity": round(self.similarity, 4)} if self.similarity is not None else {}
+
+
+class CacheStage(Stage):
+    """Answers from the cache before any provider call (an early answer), and stores the
+    provider's canonical answer when the request finishes."""
+
+    name = "ai-cache"
+    priority = 772
+
     def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
         self.cfg = cfg
         self.store = _store(cfg)
         self.ttl = int(cfg.get("ttl", 300))
@@ -57,74 +86,96 @@ class CacheRuntime:
             from ..cache.embed import get_model
             get_model()  # load once at instance start (fails the config if the model is missing)
 
-    def access(self, ctx: RequestContext) -> None:
+    def request(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cache")
         if ctx.api not in ("chat", "anthropic", "responses") or not ctx.plan:
             return
+        st = ctx.slot(CacheState)
         ok, reason = cacheable(ctx.canonical, ctx.headers,
                                allow_nondeterministic=bool(self.cfg.get("allow_nondeterministic")))
         if ctx.api == "anthropic" and isinstance(ctx.body, dict) and ctx.body.get("thinking"):
             ok, reason = False, "thinking"  # a replay could not give back the signed thinking blocks
         if not ok and reason != "refresh":
-            ctx.cache_status = "Bypass"
-            ctx.extra_headers["X-Cache-Status"] = "Bypass"
+            st.status = "Bypass"
+            st.headers["X-Cache-Status"] = "Bypass"
             return
         who = ctx.consumer_name or "anonymous"
         if self.by_group:
             who = "group:" + (sorted(ctx.groups)[0] if ctx.groups else who)
         part = Partition(consumer=who, route=str(self.route), target=ctx.plan[0].key)
         key = cache_key(part, "chat", ctx.canonical)
-        ctx.extra_headers["X-Cache-Key"] = key.rsplit(":", 1)[-1][:32]
-        sem_text = sem_scope = None
+        st.headers["X-Cache-Key"] = key.rsplit(":", 1)[-1][:32]
         if reason == "refresh":
-            ctx.cache_status = "Refresh"
+            st.status = "Refresh"
         else:
             try:
                 entry = self.store.get(key)
             except CacheUnavailable:
-                entry = None
-                ctx.cache_status = "Bypass"
-                ctx.extra_headers["X-Cache-Status"] = "Bypass"
+                st.status = "Bypass"
+                st.headers["X-Cache-Status"] = "Bypass"
                 return
             if entry is None and self.semantic:
-                entry, sem_text, sem_scope = self._semantic_lookup(ctx, part)
+                entry = self._semantic_lookup(ctx, part, st)
             if entry is not None:
-                ctx.cache_entry = entry
-                ctx.cache_status = "Hit"
+                st.status = "Hit"
                 ctx.plan = [t for t in ctx.plan if t.key == part.target] or ctx.plan
-                ctx.extra_headers["X-Cache-Status"] = "Hit"
-                ctx.extra_headers["X-Cache-Age"] = str(max(0, int(time.time() - entry.created)))
+                st.headers["X-Cache-Status"] = "Hit"
+                st.headers["X-Cache-Age"] = str(max(0, int(time.time() - entry.created)))
+                ctx.answer_early(Replay(response=entry.response, usage=entry.usage,
+                                        target=ctx.plan[0] if ctx.plan else None,
+                                        chunks=lambda: replay_stream(entry)))
                 return
-            ctx.cache_status = "Miss"
+            st.status = "Miss"
         if reason == "refresh" and self.semantic:
             from ..cache.semantic import last_user_text, semantic_scope
-            sem_text = last_user_text(ctx.canonical)
-            sem_scope = semantic_scope(ctx.canonical, target=part.target) if sem_text else None
-        ctx.extra_headers["X-Cache-Status"] = ctx.cache_status
-        store, ttl = self.store, self.ttl
+            st.sem_text = last_user_text(ctx.canonical)
+            st.sem_scope = semantic_scope(ctx.canonical, target=part.target) if st.sem_text else None
+        st.headers["X-Cache-Status"] = st.status
+        st.key, st.partition = key, part
 
-        def save(o: Outcome) -> None:
-            if o.status != 200 or not o.response or o.target is None or o.target.key != part.target:
-                return
-            entry = Entry(response=o.response, created=time.time(), model=o.target.model,
-                          provider=o.target.provider.name,
-                          usage=o.usage.to_openai() if o.usage is not None else {})
+    def keeps_answer(self, ctx: RequestContext) -> bool:
+        st = ctx.slots.get(CacheState)
+        return isinstance(st, CacheState) and st.status in _STORES_ANSWER
+
+    def headers(self, ctx: RequestContext, ex: Exchange, headers: list[tuple[str, str]]) -> None:
+        st = ctx.slots.get(CacheState)
+        if isinstance(st, CacheState):
+            ex.outcome.cache_status = st.status
+            headers.extend(st.headers.items())
+
+    def response(self, ctx: RequestContext, ex: Exchange) -> None:
+        if ex.replayed:
+            ex.trailer["cached"] = True  # the stream's final usage chunk says it was a replay
+
+    def finish(self, ctx: RequestContext, o: Outcome) -> None:
+        st = ctx.slots.get(CacheState)
+        if not isinstance(st, CacheState) or st.key is None or st.partition is None:
+            return
+        part, key = st.partition, st.key
+        if o.status != 200 or not o.response or o.target is None or o.target.key != part.target:
+            return
+        entry = Entry(response=o.response, created=time.time(), model=o.target.model,
+                      provider=o.target.provider.name,
+                      usage=o.usage.to_openai() if o.usage is not None else {})
+        try:
+            stored = self.store.set(key, entry, self.ttl)
+        except CacheUnavailable:
+            log.warning("aigw cache store unavailable; answer not cached")
+            return
+        if stored is not False and st.sem_text:
             try:
-                stored = store.set(key, entry, ttl)
-            except CacheUnavailable:
-                log.warning("aigw cache store unavailable; answer not cached")
-                return
-            if stored is not False and sem_text:
-                try:
-                    off_loop(_semantic_index().add, part, sem_scope, sem_text, key)
-                except Exception as exc:
-                    log.warning("aigw semantic index add failed: %s", type(exc).__name__)
+                off_loop(_semantic_index().add, part, st.sem_scope, st.sem_text, key)
+            except Exception as exc:
+                log.warning("aigw semantic index add failed: %s", type(exc).__name__)
 
-        ctx.on_finish(save)
-
-    def _semantic_lookup(self, ctx: RequestContext, part: Partition):
+    def _semantic_lookup(self, ctx: RequestContext, part: Partition, st: CacheState):
         """Nearest earlier answer for the last user turn, in the same partition and scope
-        (same model, system prompt, tools, parameters and earlier turns)."""
+        (same model, system prompt, tools, parameters and earlier turns); on no hit, the
+        text and scope a miss is indexed under."""
+        entry, st.sem_text, st.sem_scope = self._semantic_find(ctx, part, st)
+        return entry
+
+    def _semantic_find(self, ctx: RequestContext, part: Partition, st: CacheState):
         from ..cache.semantic import last_user_text, semantic_scope
         text = last_user_text(ctx.canonical)
         if not text:
@@ -146,7 +197,10 @@ class CacheRuntime:
         if entry is None:
             index.discard(part, key)
             return None, text, scope
-        ctx.extra_headers["X-Cache-Similarity"] = f"{similarity:.4f}"
-        ctx.extra_headers["X-Cache-Key"] = key.rsplit(":", 1)[-1][:32]
-        ctx.log_fields["aigw.cache.similarity"] = round(similarity, 4)
+        st.headers["X-Cache-Similarity"] = f"{similarity:.4f}"
+        st.headers["X-Cache-Key"] = key.rsplit(":", 1)[-1][:32]
+        st.similarity = similarity
         return entry, None, None
+
+
+CacheRuntime = CacheStage  # the name aigw.validate builds instances by

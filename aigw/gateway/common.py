@@ -2,20 +2,18 @@ from __future__ import annotations
 
 from typing import Any
 
+import gevent
 import orjson
 
 from ..context import RequestContext
 from ..errors import GatewayError
+from ..ingress.anthropic import to_openai_request
+from ..ingress.openai import validate_chat, validate_embeddings
+from ..pipeline import Respond
 
 
-class Respond(Exception):
-    """Answer the client directly from the access phase (e.g. GET /v1/models)."""
-
-    def __init__(self, status: int, body: Any, headers: dict[str, str] | None = None):
-        super().__init__(status)
-        self.status = status
-        self.body = body if isinstance(body, bytes) else orjson.dumps(body)
-        self.headers = {"Content-Type": "application/json", **(headers or {})}
+__all__ = ["Respond", "parse_body", "validate_shape", "anthropic_body", "require_router",
+           "off_loop", "maybe_off_loop"]
 
 
 def parse_body(ctx: RequestContext) -> Any:
@@ -50,13 +48,10 @@ def validate_shape(api: str, body: dict) -> None:
 
 def _validate_shape(api: str, body: dict) -> None:
     if api == "chat":
-        from ..ingress.openai import validate_chat
         validate_chat(body)
     elif api == "embeddings":
-        from ..ingress.openai import validate_embeddings
         validate_embeddings(body)
     elif api in ("anthropic", "count_tokens"):
-        from ..ingress.anthropic import to_openai_request
         # the translation checks every field it reads; blocks only an Anthropic target
         # reads (documents, server tools) are collected, not refused
         to_openai_request(anthropic_body(api, body), dropped=[])
@@ -70,7 +65,7 @@ def anthropic_body(api: str, body: dict) -> dict:
 
 
 def require_router(ctx: RequestContext, plugin: str) -> None:
-    if ctx.router is None and ctx.api != "models":
+    if ctx.terminal is None and ctx.api != "models":
         raise GatewayError(500, f"{plugin} needs the ai-router plugin on the same route.",
                            code="gateway_misconfigured")
 
@@ -83,7 +78,6 @@ OFF_LOOP_BYTES = 64 * 1024
 def off_loop(fn, *args):
     """Run CPU-heavy work (large scans and counts, embeddings) in a real thread of the
     gevent hub's pool, so the loop keeps serving other requests meanwhile."""
-    import gevent
     return gevent.get_hub().threadpool.apply(fn, args)
 
 

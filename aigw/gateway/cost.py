@@ -1,11 +1,13 @@
 """ai-cost: cost on every response and USD budgets reserved from the worst case."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ..context import Outcome, RequestContext
+from ..context import Outcome, RequestContext, Slice
 from ..cost.pricing import PriceTable, usd_to_micros
 from ..errors import GatewayError
+from ..pipeline import Exchange, Stage
 from ..schema import ConfigInvalid
 from .common import require_router
 from .limits import Reserver, ScopedLimit, retry_after, rule_label, worst_case_tokens
@@ -15,11 +17,30 @@ MOVED_PRICES = ("price overrides moved to ai-router's config.prices (same entry 
                 "cost routing and ai-cost's charges use one price table; move these entries there")
 
 
-class CostRuntime:
+@dataclass(slots=True)
+class CostState(Slice):
+    """ai-cost's part of a request: whether it prices this request's answer."""
+
+    priced: bool = False
+    cost: float | None = None     # the answer's price, once known
+    known: bool = False
+    prices: PriceTable | None = None  # the route's one price table (ai-router's, ctx.prices)
+
+
+class CostStage(Stage):
+    """Reserves USD budgets from the worst case; prices the answer (outcome, header, the
+    stream's final usage chunk)."""
+
+    name = "ai-cost"
+    priority = 770
+
     def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
         self.cfg = cfg
         if cfg.get("prices"):
             raise ConfigInvalid("ai-cost", "prices", MOVED_PRICES)
+        # cfg is schema-validated (plugin_base): its defaults are filled from schemas/ai-cost.json
+        self.cost_headers = bool(cfg["headers"])
         limits = [ScopedLimit(b["scope"], usd_to_micros(float(b["usd"])), b["period"],
                               frozenset(b.get("match") or ()))
                   for b in cfg.get("budgets") or ()]
@@ -28,20 +49,18 @@ class CostRuntime:
         # cfg is schema-validated (plugin_base): its defaults are filled from schemas/ai-cost.json
         self.default_max_output = int(cfg["default_max_output"])
 
-    def access(self, ctx: RequestContext) -> None:
+    def request(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cost")
         if ctx.api in ("models", "count_tokens"):
             return  # counting tokens is free at the providers and here
-        prices: PriceTable = ctx.router.prices  # the table the router ordered the plan by
+        prices: PriceTable = ctx.prices  # the table the router ordered the plan by
+        st = ctx.slot(CostState)
+        st.priced, st.prices = True, prices
 
-        def price_of(usage, target) -> float | None:
-            if target is None or usage is None:
-                return None
-            return prices.cost(target, usage)
+        def price_of(usage: Any, target: Any) -> float | None:
+            return _price(prices, usage, target)
 
-        ctx.cost_fn = price_of
-        ctx.cost_headers = bool(self.cfg["headers"])
-        if ctx.cache_entry is not None or not self.reserver.limits:
+        if ctx.answered or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
         prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         worst = []
@@ -79,3 +98,38 @@ class CostRuntime:
             return None
 
         self.reserver.reserve(ctx, amount, denied, actual, per_choice)
+
+    # ------------------------------------------------------------ response side
+    def _cost(self, ctx: RequestContext, ex: Exchange) -> float | None:
+        st = ctx.slots.get(CostState)
+        if not isinstance(st, CostState) or not st.priced or ex.usage is None:
+            return None
+        if not st.known or ex.stream:  # a stream's usage grows until it ends
+            st.cost = 0.0 if ex.replayed else _price(st.prices, ex.usage, ex.target)  # replays cost nothing
+            st.known = True
+        return st.cost
+
+    def response(self, ctx: RequestContext, ex: Exchange) -> None:
+        cost = self._cost(ctx, ex)
+        if cost is None:
+            return
+        ex.outcome.cost_usd = cost
+        if self.cost_headers:
+            ex.trailer["cost"] = cost
+            ex.usage_fields["cost"] = cost
+
+    def headers(self, ctx: RequestContext, ex: Exchange, headers: list[tuple[str, str]]) -> None:
+        if not self.cost_headers:
+            return
+        cost = self._cost(ctx, ex)
+        if cost is not None:
+            headers.append(("X-AI-Cost-USD", f"{cost:.8f}".rstrip("0").rstrip(".") if cost else "0"))
+
+
+def _price(prices: PriceTable | None, usage: Any, target: Any) -> float | None:
+    if prices is None or target is None or usage is None:
+        return None
+    return prices.cost(target, usage)
+
+
+CostRuntime = CostStage  # the name aigw.validate builds instances by

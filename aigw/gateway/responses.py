@@ -13,14 +13,14 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..context import RequestContext
+from ..context import RequestContext, Slice
 from ..ingress import responses as ingress
 from ..ingress.responses_state import not_found
 
 
-@dataclass
-class ResponsesTurn:
-    """Per-request state of a Responses API call (``ctx.ingress``)."""
+@dataclass(slots=True)
+class ResponsesTurn(Slice):
+    """Per-request state of a Responses API call (its slice of the context)."""
 
     shell: ingress.Shell
     store: Any                       # MemoryState | RedisState | None (store: false)
@@ -47,19 +47,17 @@ def prepare(ctx: RequestContext, body: dict, store: Any) -> dict:
             raise not_found(prev)
         history = state.get("messages") or []
     canonical, turn = ingress.to_chat(body, history)
-    scan = ctx.deferred_scan
-    if scan is not None:
-        ctx.deferred_scan = None
-        scan(canonical)
+    ctx.canonical_ready(canonical)  # ai-redact scans the whole conversation here
     keep = body.get("store", True) is not False
-    ctx.ingress = ResponsesTurn(shell=ingress.Shell(body, ""), store=store if keep else None,
-                                consumer=consumer, turn=copy.deepcopy(turn) if keep else [])
+    ctx.put(ResponsesTurn(shell=ingress.Shell(body, ""), store=store if keep else None,
+                                consumer=consumer, turn=copy.deepcopy(turn) if keep else []))
     return canonical
 
 
 def answer(ctx: RequestContext, resp: dict, usage) -> dict:
     """Canonical (restored) chat.completion -> Response object; saved for the next turn."""
-    turn: ResponsesTurn = ctx.ingress
+    turn = ctx.slots[ResponsesTurn]
+    assert isinstance(turn, ResponsesTurn)
     turn.shell.model = ctx.model.name if ctx.model else resp.get("model", "")
     out = ingress.build_response(resp, turn.shell, usage)
     turn.save(out)
@@ -67,6 +65,7 @@ def answer(ctx: RequestContext, resp: dict, usage) -> dict:
 
 
 def encoder(ctx: RequestContext) -> ingress.StreamEncoder:
-    turn: ResponsesTurn = ctx.ingress
+    turn = ctx.slots[ResponsesTurn]
+    assert isinstance(turn, ResponsesTurn)
     turn.shell.model = ctx.model.name if ctx.model else ""
     return ingress.StreamEncoder(turn.shell, on_done=turn.save)

@@ -6,9 +6,17 @@ import time
 from typing import Any
 
 from ..context import RequestContext
+from ..cost.pricing import PriceTable
 from ..errors import GatewayError
+from ..ingress.anthropic import to_openai_request
+from ..ingress.responses_state import state_store
+from ..pipeline import Exchange, Stage
+from ..relay.provider import ProviderCall
 from ..routing import Needs, RouterConfig, sticky_key
+from ..tokens import counting
+from . import egress
 from .common import Respond, anthropic_body, maybe_off_loop, parse_body
+from .responses import prepare
 
 
 def provider_env_overrides(cfg: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
@@ -51,8 +59,15 @@ def refuse_anonymous(ctx: RequestContext, cfg: dict[str, Any] | None = None,
                                 "Bearer <key>' or 'x-api-key: <key>'.", code="unauthorized")
 
 
-class RouterRuntime:
+class RouterStage(Stage):
+    """Resolves the model and plans the targets (request side); calls the provider with
+    failover as the pipeline's terminal step; names the served target in the headers."""
+
+    name = "ai-router"
+    priority = 775
+
     def __init__(self, cfg: dict[str, Any]):
+        super().__init__(cfg)
         cfg = provider_env_overrides(cfg)
         self.config = RouterConfig.from_dict(cfg)
         self.breaker = self.config.make_breaker()
@@ -65,11 +80,11 @@ class RouterRuntime:
         self.required_plugins = frozenset(cfg["required_plugins"])
         self.allow_anonymous = bool(cfg["allow_anonymous"])
         _ANONYMOUS_ALLOWED[_scope(cfg)] = self.allow_anonymous
-        from ..ingress.responses_state import state_store
         self.responses_store = state_store(cfg.get("responses"))
+        self.call = ProviderCall(self.breaker, self.failover_status, self.required_plugins)
 
     # ------------------------------------------------------------------
-    def access(self, ctx: RequestContext) -> None:
+    def request(self, ctx: RequestContext) -> None:
         refuse_anonymous(ctx, allowed=self.allow_anonymous)
         consumer = ctx.consumer_name
         groups = ctx.groups or []
@@ -81,10 +96,8 @@ class RouterRuntime:
         body = parse_body(ctx)  # checks the shape (common.validate_shape)
         native_only: list[str] = []  # Anthropic content only an Anthropic target can read
         if ctx.api == "responses":
-            from .responses import prepare
             canonical = prepare(ctx, body, self.responses_store)
         elif ctx.api in ("anthropic", "count_tokens"):
-            from ..ingress.anthropic import to_openai_request
             canonical = to_openai_request(anthropic_body(ctx.api, body), dropped=native_only)
         else:
             canonical = body
@@ -129,14 +142,15 @@ class RouterRuntime:
         ctx.include_usage = include_usage
         ctx.prompt_count = count
         ctx.max_output = max_out
-        ctx.router = self
+        ctx.prices = self.prices  # ai-cost charges by the table the plan was ordered by
+        ctx.provide(self.call)
+        ctx.egress = egress.for_request(ctx)
         if ctx.api == "count_tokens" and not any(t.provider.type == "anthropic" for t in targets):
             # the gateway's own count, in Anthropic's format (exact counts come from the
             # provider's count_tokens endpoint, for Anthropic targets, in the relay)
             raise Respond(200, {"input_tokens": count.tokens}, {"X-AI-Token-Count": "estimated"})
 
     def _count(self, canonical: dict[str, Any], spec, capability: str):
-        from ..tokens import counting
         model = spec.targets[0].model
         if capability == "embeddings":
             return counting.count_embeddings(canonical.get("input", ""), model)
@@ -149,6 +163,25 @@ class RouterRuntime:
             for name in (spec.name, *spec.aliases):
                 data.append({"id": name, "object": "model", "created": now, "owned_by": "aigw"})
         return {"object": "list", "data": data}
+
+
+    def headers(self, ctx: RequestContext, ex: Exchange, headers: list[tuple[str, str]]) -> None:
+        """Which target answered, after which attempts."""
+        out = ex.outcome
+        t = out.target
+        if t is not None:
+            headers.append(("X-AI-Model", t.model))
+            headers.append(("X-AI-Provider", t.provider.name))
+            if t.variant:
+                headers.append(("X-AI-Variant", t.variant))
+        if out.attempts:
+            headers.append(("X-AI-Attempts", str(len(out.attempts))))
+            headers.append(("X-AI-Attempt-Log", ", ".join(
+                f"{a['provider']}/{a['model']}={a.get('result', '?')}"
+                + (f":{a['status']}" if a.get("status") else "") for a in out.attempts)))
+
+
+RouterRuntime = RouterStage  # the name aigw.validate builds instances by
 
 
 def _has_images(body: dict[str, Any]) -> bool:

@@ -8,11 +8,13 @@ rewrote it in place; only ``model`` is replaced by the target's) with the
 client's ``anthropic-version`` and ``anthropic-beta`` headers, and relays the
 provider's answer as it came: a Message, or its SSE events one by one.
 
-The plugins still apply: placeholders are restored in text and tool input
-(streamed deltas included, split anywhere), thinking blocks and signatures
-are never touched; usage (with prompt-cache reads and writes) comes from the
-provider; the adapter's own decoder runs beside the stream to count, price
-and give ai-cache a canonical copy.
+The stages still apply: the answer goes through them as Anthropic items
+(``ex.wire == "anthropic"``: a Message, or ``(event, object)`` stream items), so
+ai-redact restores placeholders in text and tool input (streamed deltas
+included, split anywhere) and never touches thinking blocks and signatures;
+usage (with prompt-cache reads and writes) comes from the provider; the
+adapter's own decoder runs beside the stream to count, price and give a stage
+that keeps the answer (ai-cache) a canonical copy.
 
 Also here: ``POST /v1/messages/count_tokens`` for Anthropic targets, answered
 exactly by the provider's own endpoint (the gateway's count is the fallback).
@@ -20,30 +22,37 @@ exactly by the provider's own endpoint (the gateway's count is the fallback).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import gevent
 import orjson
 import urllib3
 
 from .. import sse
-from ..errors import ANTHROPIC, GatewayError, error_body
+from ..cache import assemble_stream
+from ..errors import GatewayError
+from ..gateway.egress import RawEgress
+from ..logs import log_failure
+from ..pipeline import Exchange, StreamBroken, counted_usage, with_prompt
 from ..providers.anthropic import API_VERSION, anthropic_usage
-from ..providers.base import ProviderProtocolError
+from ..providers.base import ProviderProtocolError, summarize_error
+from ..providers.openai_responses import ADAPTER as RESPONSES_ADAPTER
 from ..types import UpstreamRequest, Usage
+from .failover import Retryable, read_all
+from .output_cap import _prefix_within, allowed_tokens, choice_tokens, delivered_usage
+from .upstream import POOL, finish
 
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 # what the count_tokens endpoint accepts (a Messages body minus the generation settings)
 _COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
-_STORES_ANSWER = ("Miss", "Refresh")
 
 
 def upstream_adapter(ctx, target):
     """Responses API clients reach ``openai`` targets on OpenAI's own Responses API."""
     if ctx.api == "responses" and target.provider.type == "openai":
-        from ..providers.openai_responses import ADAPTER
-        return ADAPTER
+        return RESPONSES_ADAPTER
     return None
 
 
@@ -102,31 +111,6 @@ def request(ctx, target) -> UpstreamRequest:
                            _headers(ctx, target.provider), orjson.dumps(body))
 
 
-# -------------------------------------------------------------- restoring
-
-def _restore_leaves(value: Any, restore_map: dict[str, str]) -> Any:
-    from ..redact.restore import restore_text
-    if isinstance(value, str):
-        return restore_text(value, restore_map)
-    if isinstance(value, dict):
-        return {k: _restore_leaves(v, restore_map) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_restore_leaves(v, restore_map) for v in value]
-    return value
-
-
-def _restore_message(msg: dict[str, Any], restore_map: dict[str, str]) -> None:
-    from ..redact.restore import restore_text
-    for block in msg.get("content") or ():
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
-            block["text"] = restore_text(block["text"], restore_map)
-        elif block.get("type") in ("tool_use", "server_tool_use") and "input" in block:
-            block["input"] = _restore_leaves(block["input"], restore_map)
-        # thinking / redacted_thinking: signed by the provider, never changed
-
-
 def _text_of(msg: dict[str, Any]) -> str:
     parts = []
     for block in msg.get("content") or ():
@@ -147,7 +131,6 @@ class _Cap:
     """One answer's delivered output against ``ctx.output_cap`` (None: no cap)."""
 
     def __init__(self, cap: int | None, model: str):
-        from .output_cap import allowed_tokens
         self.cap = cap or None
         self.limit, self.count = allowed_tokens(self.cap, model) if self.cap else (None, None)
         self.text = ""
@@ -176,7 +159,6 @@ class _Cap:
             self.sum = exact
             self.text += text
             return text, False
-        from .output_cap import _prefix_within
         part = _prefix_within(self.count, self.text, text, self.limit)
         self.text += part
         self.sum = self.limit
@@ -184,7 +166,6 @@ class _Cap:
         return part, True
 
     def delivered(self) -> int:
-        from .output_cap import choice_tokens
         return choice_tokens(self.text, None, self.cap, self.count)
 
 
@@ -236,12 +217,15 @@ def _cap_message(msg: dict[str, Any], cap: int | None, model: str) -> int | None
 
 # ------------------------------------------------------------------ answers
 
-def answer(relay, adapter, target, attempt: dict[str, Any], resp, start_response: Callable):
-    from .app import Retryable, _read_all
-    if relay.ctx.stream:
-        return _stream(relay, adapter, target, attempt, resp, start_response)
+def answer(engine, ex: Exchange, adapter, target, attempt: dict[str, Any], resp):
+    """The Anthropic target's answer, as it came: a Message (filled into ``ex``) or a
+    stream source of its events."""
+    ex.wire = "anthropic"
+    ex.egress = RawEgress()
+    if engine.ctx.stream:
+        return _stream(engine, ex, adapter, target, attempt, resp)
     try:
-        data = _read_all(resp, target.provider.total_timeout)
+        data = read_all(resp, target.provider.total_timeout)
     except gevent.Timeout:
         raise Retryable("timeout")
     except (urllib3.exceptions.HTTPError, OSError):
@@ -254,53 +238,37 @@ def answer(relay, adapter, target, attempt: dict[str, Any], resp, start_response
     except Exception:
         raise Retryable("protocol")
     attempt["result"] = "ok"
-    return _respond(relay, start_response, msg, canonical, target)
+    _complete(engine.ctx, ex, msg, canonical, target)
+    return None
 
 
-def _respond(relay, start_response: Callable, msg: dict[str, Any], canonical: dict[str, Any],
-             target) -> list[bytes]:
-    from .app import _Closing
-    ctx = relay.ctx
+def _complete(ctx, ex: Exchange, msg: dict[str, Any], canonical: dict[str, Any], target) -> None:
     usage = anthropic_usage(msg["usage"]) if isinstance(msg.get("usage"), dict) else None
     if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
-        usage = relay._counted_usage(_text_of(msg))
-    usage = relay._with_prompt(usage)
+        usage = counted_usage(ctx, target.model, _text_of(msg))
+    usage = with_prompt(ctx, usage)
     delivered = _cap_message(msg, ctx.output_cap, target.model)
-    if delivered is not None:  # cut: charged what was delivered, never cached
-        import dataclasses
-        from .output_cap import delivered_usage
-        ours = dataclasses.replace(relay._counted_usage(""), output_tokens=delivered)
-        usage = relay._with_prompt(delivered_usage(None if usage.estimated else usage, ours))
+    if delivered is not None:  # cut: charged what was delivered, never kept
+        ours = dataclasses.replace(counted_usage(ctx, target.model, ""), output_tokens=delivered)
+        usage = with_prompt(ctx, delivered_usage(None if usage.estimated else usage, ours))
         if isinstance(msg.get("usage"), dict):
             msg["usage"]["output_tokens"] = usage.output_tokens
         else:
             msg["usage"] = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
-    relay.outcome.response = copy.deepcopy(canonical) if (
-        ctx.cache_status in _STORES_ANSWER and delivered is None) else None
-    if ctx.restore_map:
-        _restore_message(msg, ctx.restore_map)
+    ex.outcome.response = copy.deepcopy(canonical) if ex.keep_answer and delivered is None else None
     if ctx.model is not None:
         msg["model"] = ctx.model.name
-    relay.outcome.usage = usage
-    relay.outcome.status = 200
-    cost = relay._cost(usage, target)
-    relay.outcome.cost_usd = cost
-    body = orjson.dumps(msg)
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
-    headers += relay._served_headers()
-    headers += relay._usage_headers(usage, cost, False)
-    start_response("200 OK", headers)
-    return _Closing(body, relay._finish)
+    ex.response = msg
+    ex.usage = usage
 
 
 _FIRST = ("content_block_start", "content_block_delta", "message_delta", "message_stop")
 
 
-def _stream(relay, adapter, target, attempt: dict[str, Any], resp, start_response: Callable):
+def _stream(engine, ex: Exchange, adapter, target, attempt: dict[str, Any], resp) -> "NativeStream":
     """Wait for the first content event (failover is still possible), then relay."""
-    from .app import Retryable
     p = target.provider
-    out = NativeStream(relay, adapter, target)
+    out = NativeStream(engine.ctx, ex, adapter, target, resp)
     first: list[sse.Event] = []
     try:
         with gevent.Timeout(p.first_byte_timeout):
@@ -317,12 +285,10 @@ def _stream(relay, adapter, target, attempt: dict[str, Any], resp, start_respons
         raise Retryable("protocol")
     if not any(_kind(ev) in _FIRST for ev in first):
         raise Retryable("protocol")
-    relay.outcome.ttft = time.perf_counter() - relay.t0
+    engine.outcome.ttft = time.perf_counter() - engine.t0
     attempt["result"] = "ok"
-    headers = [("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")]
-    headers += relay._served_headers()
-    start_response("200 OK", headers)
-    return out.body(first, resp)
+    out.first = first
+    return out
 
 
 def _kind(ev: sse.Event) -> str | None:
@@ -336,19 +302,22 @@ def _kind(ev: sse.Event) -> str | None:
 
 
 class NativeStream:
-    """The provider's Messages events, restored and re-encoded one by one."""
+    """The provider's Messages events as ``(event, object)`` items, one by one (capped)."""
 
-    def __init__(self, relay, adapter, target):
-        self.relay = relay
-        self.ctx = relay.ctx
+    def __init__(self, ctx, ex: Exchange | None, adapter, target, resp=None):
+        self.ctx = ctx
+        self.ex = ex
         self.target = target
+        self.resp = resp
         self.events = sse.SSEDecoder()
-        self.canonical = adapter.chat_stream(target.model)  # accounting and the cache's copy
+        self.canonical = adapter.chat_stream(target.model)  # accounting and the kept copy
+        self.keep = ex is not None and ex.keep_answer
         self.chunks: list[dict[str, Any]] = []
         self.text: list[str] = []
-        self.restorers: dict[tuple[int, str], Any] = {}
         self.finished = False
-        self.cap = _Cap(self.ctx.output_cap, target.model)
+        self.first: list[sse.Event] = []
+        self.cap = _Cap(ctx.output_cap, target.model)
+        self.closed = False
 
     def decode(self, raw: bytes) -> list[sse.Event]:
         self._account(self.canonical.feed(raw))
@@ -360,7 +329,7 @@ class NativeStream:
 
     def _account(self, chunks: list[dict[str, Any]]) -> None:
         for c in chunks:
-            if self.ctx.cache_status in _STORES_ANSWER:
+            if self.keep:
                 self.chunks.append(c)
             for ch in c.get("choices") or ():
                 d = ch.get("delta") or {}
@@ -371,17 +340,7 @@ class NativeStream:
                     if isinstance(args, str):
                         self.text.append(args)
 
-    def _restorer(self, index: int, kind: str):
-        from ..redact.restore import StreamRestorer
-        from .app import _json_escaped
-        key = (index, kind)
-        r = self.restorers.get(key)
-        if r is None:
-            m = self.ctx.restore_map if kind == "text" else _json_escaped(self.ctx.restore_map)
-            r = self.restorers[key] = StreamRestorer(m)
-        return r
-
-    def event(self, ev: sse.Event) -> Iterator[bytes]:
+    def event(self, ev: sse.Event) -> Iterator[tuple[str | None, dict[str, Any]]]:
         if self.cap.cut or not ev.data.strip():
             return  # after a cut nothing more of the provider's is relayed
         try:
@@ -402,57 +361,40 @@ class NativeStream:
             elif field and isinstance(delta.get(field), str):
                 part, hit = self.cap.take(delta[field])
                 delta[field] = part
-                if self.ctx.restore_map:
-                    delta[field] = self._restorer(idx, "text" if field == "text" else "json").feed(part)
                 if hit:
                     yield from self._cut(obj, ev, idx)
                     return
-        elif kind == "content_block_stop" and self.ctx.restore_map:
-            yield from self._flush(obj.get("index", 0))
         elif kind == "message_stop":
             self.finished = True
-        yield sse.encode(obj, event=ev.event or kind)
+        yield (ev.event or kind, obj)
 
-    def _cut(self, obj: dict[str, Any], ev: sse.Event, index: int) -> Iterator[bytes]:
+    def _cut(self, obj: dict[str, Any], ev: sse.Event, index: int) -> Iterator[tuple[str | None, dict[str, Any]]]:
         """The cap was hit in this delta: relay its part, end the block and the message."""
         delta = obj.get("delta") or {}
         if any(isinstance(v, str) and v for k, v in delta.items() if k != "type"):
-            yield sse.encode(obj, event=ev.event or "content_block_delta")
-        if self.ctx.restore_map:
-            yield from self._flush(index)
-        yield sse.encode({"type": "content_block_stop", "index": index}, event="content_block_stop")
-        yield sse.encode({"type": "message_delta",
-                          "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
-                          "usage": {"output_tokens": self._usage().output_tokens}}, event="message_delta")
-        yield sse.encode({"type": "message_stop"}, event="message_stop")
+            yield (ev.event or "content_block_delta", obj)
+        yield ("content_block_stop", {"type": "content_block_stop", "index": index})
+        yield ("message_delta", {"type": "message_delta",
+                                 "delta": {"stop_reason": "max_tokens", "stop_sequence": None},
+                                 "usage": {"output_tokens": self.usage().output_tokens}})
+        yield ("message_stop", {"type": "message_stop"})
         self.finished = True
 
-    def _flush(self, index: int) -> Iterator[bytes]:
-        for kind, field, dtype in (("text", "text", "text_delta"),
-                                   ("json", "partial_json", "input_json_delta")):
-            r = self.restorers.pop((index, kind), None)
-            tail = r.flush() if r is not None else ""
-            if tail:
-                yield sse.encode({"type": "content_block_delta", "index": index,
-                                  "delta": {"type": dtype, field: tail}}, event="content_block_delta")
-
-    def _usage(self) -> Usage:
-        relay = self.relay
-        if self.cap.cut:  # charged what was delivered (aigw/relay/output_cap.py)
-            import dataclasses
-            from .output_cap import delivered_usage
-            ours = dataclasses.replace(relay._counted_usage(""), output_tokens=self.cap.delivered())
-            provider = self.canonical.usage
-            return relay._with_prompt(delivered_usage(
-                None if provider is None or provider.estimated else provider, ours))
-        return relay._with_prompt(self.canonical.usage or relay._counted_usage("".join(self.text)))
-
-    def body(self, first: list[sse.Event], resp) -> Iterator[bytes]:
-        relay = self.relay
+    def usage(self) -> Usage:
         ctx = self.ctx
-        ok = False
+        if self.cap.cut:  # charged what was delivered (aigw/relay/output_cap.py)
+            ours = dataclasses.replace(counted_usage(ctx, self.target.model, ""),
+                                       output_tokens=self.cap.delivered())
+            provider = self.canonical.usage
+            return with_prompt(ctx, delivered_usage(
+                None if provider is None or provider.estimated else provider, ours))
+        return with_prompt(ctx, self.canonical.usage or counted_usage(ctx, self.target.model,
+                                                                      "".join(self.text)))
+
+    def items(self) -> Iterator[tuple[str | None, dict[str, Any]]]:
+        resp = self.resp
         try:
-            for ev in first:
+            for ev in self.first:
                 yield from self.event(ev)
             with gevent.Timeout(self.target.provider.total_timeout):
                 while not self.finished:
@@ -463,62 +405,47 @@ class NativeStream:
                         break
                     for ev in self.decode(raw):
                         yield from self.event(ev)
-            ok = self.finished
-            usage = self._usage()
-            relay.outcome.usage = usage
-            relay.outcome.cost_usd = relay._cost(usage, self.target)
-            if ok and self.chunks and not self.cap.cut:  # a cut answer is not cached
-                from ..cache import assemble_stream
-                try:
-                    relay.outcome.response = assemble_stream(self.chunks)
-                except Exception:
-                    relay.outcome.response = None
-            if not ok:
-                relay.outcome.error = "stream_broken"
-                yield sse.encode(error_body(ANTHROPIC, 502, "The provider stream ended unexpectedly.",
-                                            "stream_error"), event="error")
         except gevent.Timeout:
-            relay.outcome.error = "stream_timeout"
-            relay.outcome.usage = self._usage()
-            yield sse.encode(error_body(ANTHROPIC, 502, "The provider stream timed out.",
-                                        "stream_error"), event="error")
+            raise StreamBroken("The provider stream timed out.", "stream_timeout") from None
         except GeneratorExit:
-            relay.outcome.error = relay.outcome.error or "client_disconnected"
-            relay.outcome.usage = self._usage()
-            relay.outcome.status = 499
             raise
         except Exception as exc:
-            from ..plugin_base import log_failure
             log_failure("relay", "native-stream", exc)
-            relay.outcome.error = "stream_broken"
-            relay.outcome.usage = self._usage()
-            yield sse.encode(error_body(ANTHROPIC, 502, "The provider stream ended unexpectedly.",
-                                        "stream_error"), event="error")
-        finally:
-            from .upstream import finish
-            # pooled only once read to its end (the chunked terminator after message_stop);
-            # broken, or cut with the provider still producing: never pooled
-            finish(resp, ok and not self.cap.cut)
-            if ctx.state != "finished":
-                relay.outcome.status = relay.outcome.status or 200
-                relay._finish()
+            raise StreamBroken("The provider stream ended unexpectedly.", "stream_broken") from None
+        if not self.finished:
+            raise StreamBroken("The provider stream ended unexpectedly.", "stream_broken")
+        if self.ex is not None:
+            self.ex.complete = True
+            if self.chunks and not self.cap.cut:  # a cut answer is not kept
+                try:
+                    self.ex.outcome.response = assemble_stream(self.chunks)
+                except Exception:
+                    self.ex.outcome.response = None
+
+    def close(self) -> None:
+        if self.closed or self.resp is None:
+            return
+        self.closed = True
+        # pooled only once read to its end (the chunked terminator after message_stop);
+        # broken, or cut with the provider still producing: never pooled
+        finish(self.resp, self.finished and not self.cap.cut)
 
 
 # -------------------------------------------------------------- count_tokens
 
-def count_tokens(relay, start_response: Callable) -> list[bytes]:
+def count_tokens(engine, ex: Exchange) -> None:
     """Exact count from the first Anthropic target; the gateway's own count otherwise
     (or when that provider fails: a count is an estimate the client can live with)."""
-    from .app import POOL, _Closing
-    ctx = relay.ctx
+    ctx = engine.ctx
+    outcome = ex.outcome
     exact = None
     for target in ctx.plan:
         if target.provider.type != "anthropic":
             continue
         p = target.provider
-        relay.outcome.target = target
+        outcome.target = target
         attempt: dict[str, Any] = {"provider": p.name, "model": target.model}
-        relay.outcome.attempts.append(attempt)
+        outcome.attempts.append(attempt)
         src = client_body(ctx)
         body = {k: src[k] for k in _COUNT_FIELDS if k in src}
         body["model"] = target.model
@@ -530,7 +457,7 @@ def count_tokens(relay, start_response: Callable) -> list[bytes]:
         except (urllib3.exceptions.HTTPError, OSError):
             attempt["result"] = "connect"
             continue
-        relay.outcome.reached_provider = True
+        outcome.reached_provider = True
         attempt["status"] = r.status
         if r.status >= 400:
             if 400 <= r.status < 500 and r.status not in (401, 403, 404, 429):
@@ -549,15 +476,12 @@ def count_tokens(relay, start_response: Callable) -> list[bytes]:
         attempt["result"] = "ok"
         break
     tokens = exact if exact is not None else (ctx.prompt_count.tokens if ctx.prompt_count else 0)
-    body = orjson.dumps({"input_tokens": tokens})
-    headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-               ("X-AI-Token-Count", "exact" if exact is not None else "estimated")]
-    headers += relay._served_headers()
-    relay.outcome.status = 200
-    start_response("200 OK", headers)
-    return _Closing(body, relay._finish)
+    ex.wire = "raw"
+    ex.egress = RawEgress()
+    ex.response = {"input_tokens": tokens}
+    ex.head.append(("X-AI-Token-Count", "exact" if exact is not None else "estimated"))
+    return None
 
 
 def relay_summary(data: bytes) -> str:
-    from ..providers.base import summarize_error
     return summarize_error(400, data)[:200]

@@ -53,9 +53,8 @@ def observe(ctx: RequestContext, outcome: Outcome) -> None:
         event["aigw.usage.estimated"] = outcome.usage.estimated
     if ctx.prompt_count is not None:
         event["aigw.prompt_tokens.counted"] = ctx.prompt_count.tokens
-    if ctx.redaction_counts:
-        event["aigw.redaction.counts"] = ctx.redaction_counts
-        event["aigw.data_classes"] = sorted(ctx.data_classes)
+    for part in ctx.slots.values():  # each stage's own fields (aigw.context.Slice.log_fields)
+        event.update(part.log_fields())
     event.update(ctx.log_fields)
     log.info(orjson.dumps(event, default=str).decode())
     try:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from ..gateway.limits import output_choices
 from ..tokens.counting import tokenizer_for
 from ..types import Usage
 
@@ -99,7 +100,6 @@ class StreamCap:
     def for_request(cls, ctx: Any, model: str) -> "StreamCap | None":
         if ctx.api == "embeddings":
             return None
-        from ..gateway.limits import output_choices
         return cls(ctx.output_cap, model, output_choices(ctx.canonical))
 
     @property

@@ -7,7 +7,7 @@ import socket
 
 from gevent.pywsgi import WSGIHandler, WSGIServer
 
-from ..plugin_base import setup_logging
+from ..logs import setup_logging
 
 log = logging.getLogger("aigw")
 

@@ -171,11 +171,10 @@ def test_api_for_path(path, api):
 
 
 def test_relay_refuses_when_a_required_plugin_never_ran():
-    from types import SimpleNamespace
-
     from aigw.relay.app import Relay
+    from aigw.relay.provider import ProviderCall
     ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"{}", consumer=None)
-    ctx.router = SimpleNamespace(required_plugins=frozenset({"ai-redact", "ai-tokens"}))
+    ctx.provide(ProviderCall(None, set(), frozenset({"ai-redact", "ai-tokens"})))
     ctx.done = {"ai-router", "ai-tokens"}  # ai-redact's event never ran
     seen = {}
     body = b"".join(Relay(ctx).run(lambda status, headers: seen.setdefault("status", status)))

@@ -149,20 +149,11 @@ def test_memory_state_is_scoped_and_expires(monkeypatch):
 
 # ----------------------------------------------- Anthropic pass-through restore
 
-class _Ctx:
-    def __init__(self, restore_map):
-        self.restore_map = restore_map
-        self.model = None
-        self.cache_status = None
-        self.output_cap = None  # no limit reserved output: nothing to cut
-
-
-class _Relay:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
-
 def test_native_stream_restores_placeholders_split_anywhere_and_leaves_thinking():
+    from aigw.context import Outcome, RequestContext
+    from aigw.gateway.egress import RawEgress
+    from aigw.gateway.redact import RedactStage, RedactState
+    from aigw.pipeline import Exchange
     from aigw.providers.anthropic import AnthropicAdapter
     from aigw.relay.native import NativeStream
     from aigw.sse import encode
@@ -187,14 +178,22 @@ def test_native_stream_restores_placeholders_split_anywhere_and_leaves_thinking(
         ev({"type": "message_stop"}),
     ])
     restore = {"<EMAIL_1>": "a@b.c", "<KEY_1>": "line1\nline2"}
+    stage, egress = RedactStage({}), RawEgress()
     for split in (1, 7, 50, 333, len(stream) - 3):
-        ns = NativeStream(_Relay(_Ctx(restore)), AnthropicAdapter(), type("T", (), {"model": "x"})())
+        ctx = RequestContext(id="t", api="anthropic", path="/v1/messages", headers={}, raw_body=b"",
+                             consumer=None)  # no limit reserved output: nothing to cut
+        ctx.slot(RedactState).restore_map = dict(restore)
+        ex = Exchange(outcome=Outcome(), stream=True, wire="anthropic")
+        ns = NativeStream(ctx, ex, AnthropicAdapter(), type("T", (), {"model": "x"})())
         out = []
+
+        def relay(events):
+            for e in events:
+                for item in ns.event(e):
+                    out.extend(egress.chunk(o) for o in stage.chunk(ctx, ex, item))
         for piece in (stream[:split], stream[split:]):
-            for e in ns.decode(piece):
-                out += list(ns.event(e))
-        for e in ns.close_decoders():
-            out += list(ns.event(e))
+            relay(ns.decode(piece))
+        relay(ns.close_decoders())
         got = events(out)
         thinking = "".join(e["delta"].get("thinking", "") for e in got if e["type"] == "content_block_delta")
         text = "".join(e["delta"].get("text", "") for e in got
