@@ -43,8 +43,9 @@ response headers, response body with end-of-stream, token usage).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -200,7 +201,7 @@ class Terminal(Protocol):
     provider (with failover) until one target answers; it fills ``ex`` (``response`` and
     ``usage`` for a non-stream answer) and returns a Source for a stream, or None."""
 
-    def answer(self, engine: "Engine", ex: Exchange) -> Source | None: ...
+    def answer(self, engine: Engine, ex: Exchange) -> Source | None: ...
 
     def check(self, ctx: RequestContext) -> None:
         """Before anything is sent: refuse (``GatewayError``) a request whose checks are

@@ -6,7 +6,6 @@ import time
 from typing import Any
 
 from ..context import RequestContext
-from ..cost.pricing import PriceTable
 from ..errors import GatewayError
 from ..ingress.anthropic import to_openai_request
 from ..ingress.responses_state import state_store

@@ -182,7 +182,7 @@ def test_startup_and_aigw_validate_report_the_same_message(breakage):
     _, breaks = breakage
     cfg = _minimal()
     breaks(cfg)
-    plugin_cls, *_ = kong_plugin("ai-router", RouterRuntime, 769, anchor=True, order=775)
+    plugin_cls, *_ = kong_plugin("ai-router", RouterRuntime, 769, anchor=True)
     with pytest.raises(schema.ConfigInvalid) as at_start:
         plugin_cls(copy.deepcopy(cfg))  # what StartInstance runs (fails before the relay starts)
     errors = validate_doc(_doc_with(cfg))

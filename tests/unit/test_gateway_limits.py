@@ -151,6 +151,7 @@ def test_reserve_queues_and_commit_reserves_both_plugins_in_one_call():
 
 def test_a_refused_item_refuses_the_batch_with_its_own_error():
     import pytest
+
     from aigw.errors import GatewayError
     from aigw.gateway.limits import commit
     lim = CountingLimiter()
@@ -169,6 +170,7 @@ def test_a_refused_item_refuses_the_batch_with_its_own_error():
 
 def test_two_backends_are_one_call_each_and_a_refusal_releases_the_other():
     import pytest
+
     from aigw.errors import GatewayError
     from aigw.gateway.limits import commit
     a, b = CountingLimiter(), CountingLimiter()
@@ -184,6 +186,7 @@ def test_two_backends_are_one_call_each_and_a_refusal_releases_the_other():
 
 def test_an_unavailable_store_is_503_unless_the_plugin_fails_open():
     import pytest
+
     from aigw.errors import GatewayError
     from aigw.gateway.limits import commit
     c = ctx()

@@ -184,7 +184,7 @@ def test_an_early_answer_is_served_without_the_terminal():
     run_request(ctx, [Counter({})])
     ctx.answer_early(Replay(response={"choices": [{"message": {"content": "hi"}}],
                                       "usage": {"prompt_tokens": 2, "completion_tokens": 1, "total_tokens": 3}},
-                            usage={}, target=None, chunks=lambda: []))
+                            usage={}, target=None, chunks=list))
     head, out = _serve(ctx, [], terminal)
     assert terminal.calls == 0 and head["status"] == "200 OK"
     assert orjson.loads(out)["choices"][0]["message"]["content"] == "hi"

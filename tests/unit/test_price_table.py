@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import yaml
 
 from aigw import schema
+from aigw.context import STORE, Outcome
 from aigw.gateway.cost import CostRuntime
 from aigw.gateway.router import RouterRuntime
+from aigw.pipeline import Exchange
 from aigw.plugin_base import kong_plugin
 from aigw.routing import Needs, RouterConfig
 from aigw.types import Usage
@@ -44,14 +45,18 @@ def test_router_override_changes_the_cost_routing_pick():
 def test_ai_cost_charges_by_the_routers_table():
     router = RouterRuntime(schema.validate("ai-router", _router_cfg({"openai/gpt-4o": CHEAP})))
     cost = CostRuntime(schema.validate("ai-cost", {}))
-    # the request state ai-cost reads (ai-router's access sets router and plan)
-    ctx = SimpleNamespace(api="chat", router=router, plan=list(router.config.models["m"].targets),
-                          cache_entry=None, cost_fn=None, cost_headers=None)
-    cost.access(ctx)
+    # the request state ai-cost reads: what ai-router's request side sets
+    ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"", consumer=None)
+    ctx.prices, ctx.plan = router.prices, list(router.config.models["m"].targets)
+    ctx.provide(router.call)
+    cost.request(ctx)
     usage = Usage(input_tokens=1000, output_tokens=1000)
     target = ctx.plan[1]
-    assert ctx.cost_fn(usage, target) == pytest.approx((1000 * CHEAP["input"] + 1000 * CHEAP["output"]) / 1e6)
-    assert ctx.cost_fn(usage, target) == router.prices.cost(target, usage)
+    ex = Exchange(outcome=Outcome(target=target), usage=usage)
+    cost.response(ctx, ex)
+    assert ex.outcome.cost_usd == pytest.approx((1000 * CHEAP["input"] + 1000 * CHEAP["output"]) / 1e6)
+    assert ex.outcome.cost_usd == router.prices.cost(target, usage)
+
 
 
 def test_ai_cost_prices_are_refused_with_the_same_message_at_startup_and_in_aigw_validate():
