@@ -198,7 +198,7 @@ class Batch:
                     for q in qs:
                         log.warning("aigw %s limit store unavailable: failing open", q.reserver.kind)
                     continue
-                for q, (reservation, decision) in zip(qs, results):
+                for q, (reservation, decision) in zip(qs, results, strict=True):
                     q.reservation, q.decision = reservation, decision
                 done.append((lim, qs))
         except Exception:  # a refusal, or anything unexpected: hold nothing

@@ -84,11 +84,6 @@ class Engine:
         self.trace = tracing.begin(ctx, environ)  # spans, traceparent (aigw/tracing.py)
         self._settled = False
 
-    @property
-    def api(self) -> str:
-        """The client's API format (known once the intake has read the path)."""
-        return ANTHROPIC if self.ctx.api in ("anthropic", "count_tokens") else OPENAI
-
     # ------------------------------------------------------------------ entry
     def run(self, start_response: Callable) -> Iterable[bytes]:
         ctx = self.ctx

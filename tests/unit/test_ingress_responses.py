@@ -187,7 +187,7 @@ def test_native_stream_restores_placeholders_split_anywhere_and_leaves_thinking(
         ns = NativeStream(ctx, ex, AnthropicAdapter(), type("T", (), {"model": "x"})())
         out = []
 
-        def relay(events):
+        def relay(events, ns=ns, out=out, ctx=ctx, ex=ex):  # this iteration's stream
             for e in events:
                 for item in ns.event(e):
                     out.extend(egress.chunk(o) for o in stage.chunk(ctx, ex, item))

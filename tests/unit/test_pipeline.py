@@ -155,7 +155,7 @@ def test_items_pass_untouched_when_no_stage_asks_for_chunks():
     finished: list = []
     ctx.on_finish(finished.append)
     head, out = _serve(ctx, [Stage({})], Terminal(src))
-    assert ctx.egress.seen == items and all(a is b for a, b in zip(ctx.egress.seen, items))
+    assert ctx.egress.seen == items and all(a is b for a, b in zip(ctx.egress.seen, items, strict=True))
     assert head["status"] == "200 OK" and out.endswith(b"end {}\n")
     assert src.closed == 1 and len(finished) == 1 and finished[0].usage.output_tokens == 3
 
