@@ -38,11 +38,35 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import fcntl
+import gc
+import itertools
 import os
+import random
+import signal
+import socket
 import sys
 import time
+import tracemalloc
+from collections import Counter
 from typing import Any
 
+import gevent
+import msgpack
+import orjson
+from gevent import GreenletExit, get_hub, getcurrent, monkey, spawn
+from gevent import sleep as gsleep
+from gevent import socket as gsocket
+from gevent.event import Event
+from kong_pdk import cli
+from kong_pdk.exception import PDKException, PluginServerException
+from kong_pdk.listener import watchdog
+from kong_pdk.logger import Logger
+from kong_pdk.pdk import FakeClasses
+from kong_pdk.server import PluginServer
+
+from .cost.pricing import PriceTable
 
 GEN_BITS, SLOT_BITS, N_BITS = 11, 5, 15  # 31 bits: Kong's Lua numbers and msgpack ints hold them
 MAX_GEN = (1 << GEN_BITS) - 1
@@ -50,13 +74,9 @@ MAX_GEN = (1 << GEN_BITS) - 1
 
 def next_generation(path: str) -> int:
     """Bump the generation counter kept in ``path`` (1..2047, wrapping); random if unwritable."""
-    import random
-
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            import fcntl
-
             fcntl.flock(fd, fcntl.LOCK_EX)
             raw = os.read(fd, 32).strip()
             prev = int(raw) if raw.isdigit() else random.randint(1, MAX_GEN)
@@ -71,63 +91,60 @@ def next_generation(path: str) -> int:
         return random.randint(1, MAX_GEN)
 
 
-def _server_class():
-    from kong_pdk.exception import PluginServerException
-    from kong_pdk.server import PluginServer
+class AigwPluginServer(PluginServer):
+    """kong-pdk's PluginServer with instance ids unique across restarts (module docstring)."""
 
-    class AigwPluginServer(PluginServer):
-        """kong-pdk's PluginServer with instance ids unique across restarts (module docstring)."""
+    def __init__(self, *args, gen_file: str, **kw):
+        super().__init__(*args, **kw)
+        self.gen_file = gen_file
+        self.slots = {name: i for i, name in enumerate(sorted(self.plugins)[: 1 << SLOT_BITS])}
+        self.generation = next_generation(gen_file)
+        self.next_n: dict[str, int] = {}
 
-        def __init__(self, *args, gen_file: str, **kw):
-            super().__init__(*args, **kw)
-            self.gen_file = gen_file
-            self.slots = {name: i for i, name in enumerate(sorted(self.plugins)[: 1 << SLOT_BITS])}
-            self.generation = next_generation(gen_file)
-            self.next_n: dict[str, int] = {}
+    def _new_id(self, name: str) -> int:
+        n = self.next_n.get(name, 0)
+        if n >= 1 << N_BITS:  # this generation's ids for the plugin are used up: take a new one
+            self.generation, self.next_n = next_generation(self.gen_file), {}
+            n = 0
+        self.next_n[name] = n + 1
+        return (self.generation << (SLOT_BITS + N_BITS)) | (self.slots[name] << N_BITS) | n
 
-        def _new_id(self, name: str) -> int:
-            n = self.next_n.get(name, 0)
-            if n >= 1 << N_BITS:  # this generation's ids for the plugin are used up: take a new one
-                self.generation, self.next_n = next_generation(self.gen_file), {}
-                n = 0
-            self.next_n[name] = n + 1
-            return (self.generation << (SLOT_BITS + N_BITS)) | (self.slots[name] << N_BITS) | n
+    def start_instance(self, cfg):
+        name = cfg["Name"]
+        if name not in self.slots:
+            raise PluginServerException(f"{name} not initizlied")  # kong-pdk's words
+        self.i_lock.acquire()
+        try:
+            self.instance_id = self._new_id(name)
+        finally:
+            self.i_lock.release()
+        # kong-pdk's own start_instance takes ``self.instance_id`` as the id (under i_lock);
+        # two concurrent starts cannot interleave here: gevent switches only on I/O
+        return super().start_instance(cfg)
 
-        def start_instance(self, cfg):
-            name = cfg["Name"]
-            if name not in self.slots:
-                raise PluginServerException("%s not initizlied" % name)
-            self.i_lock.acquire()
-            try:
-                self.instance_id = self._new_id(name)
-            finally:
-                self.i_lock.release()
-            # kong-pdk's own start_instance takes ``self.instance_id`` as the id (under i_lock);
-            # two concurrent starts cannot interleave here: gevent switches only on I/O
-            return super().start_instance(cfg)
+    def instance_for(self, iid):
+        """The instance ``iid`` names, or "no plugin instance" (Kong then restarts it)."""
+        ins = self.instances.get(iid) if type(iid) is int else None
+        if ins is None or self.slots.get(ins.name) != (iid >> N_BITS) & ((1 << SLOT_BITS) - 1):
+            # Kong expects the error to start with "no plugin instance" (mp_rpc.lua 312)
+            raise PluginServerException(f"no plugin instance #{iid}")
+        return ins
 
-        def instance_for(self, iid):
-            """The instance ``iid`` names, or "no plugin instance" (Kong then restarts it)."""
-            ins = self.instances.get(iid) if type(iid) is int else None
-            if ins is None or self.slots.get(ins.name) != (iid >> N_BITS) & ((1 << SLOT_BITS) - 1):
-                # Kong expects the error to start with "no plugin instance" (mp_rpc.lua 312)
-                raise PluginServerException("no plugin instance #%s" % iid)
-            return ins
+    def handle_event(self, event):
+        """kong-pdk's own event path (``Rpc`` serves Kong; kept for kong-pdk's API)."""
+        ins = self.instance_for(event.get("InstanceId"))
+        out = super().handle_event(event)
+        out["Name"] = ins.name
+        return out
 
-        def handle_event(self, event):
-            """kong-pdk's own event path (``Rpc`` serves Kong; kept for kong-pdk's API)."""
-            ins = self.instance_for(event.get("InstanceId"))
-            out = super().handle_event(event)
-            out["Name"] = ins.name
-            return out
 
+def _server_class() -> type[AigwPluginServer]:
+    """The plugin-server class ``main`` runs (kept for the tests' and the bench's callers)."""
     return AigwPluginServer
 
 
 def _listener(path: str, backlog: int):
     """Bind and listen on the Unix socket now (before the plugins load)."""
-    from gevent import socket as gsocket
-
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
     sock = gsocket.socket(gsocket.AF_UNIX, gsocket.SOCK_STREAM)
@@ -210,13 +227,6 @@ class Rpc:
     """
 
     def __init__(self, ps, lua_style: bool = False):
-        import itertools
-
-        import msgpack
-        from gevent import GreenletExit, get_hub, getcurrent, spawn
-        from kong_pdk.exception import PDKException, PluginServerException
-        from kong_pdk.pdk import FakeClasses
-
         self.ps, self.lua_style = ps, lua_style
         self.hub = get_hub()
         self.events: dict[int, _Event] = {}
@@ -234,11 +244,6 @@ class Rpc:
 
     def serve(self, sock) -> None:
         """Accept Kong's connections on the listening ``sock`` forever."""
-        import errno
-
-        from gevent import sleep as gsleep
-        from gevent import spawn as gspawn
-
         while True:
             try:
                 conn, _ = sock.accept()
@@ -247,7 +252,7 @@ class Rpc:
                     gsleep(0.1)
                     continue
                 raise
-            gspawn(self.connection, conn)
+            spawn(self.connection, conn)
 
     def connection(self, sock) -> None:
         # read_size: msgpack's default buffer is 1 MiB per Unpacker, and feeding walks through all
@@ -273,7 +278,7 @@ class Rpc:
                     return
                 unpacker.feed(data)
         except (OSError, *self.unpack_errors) as exc:
-            self.ps.logger.warn("rpc connection closed: %s" % type(exc).__name__)
+            self.ps.logger.warning("rpc connection closed: %s", type(exc).__name__)
         finally:
             if c.owner is me:
                 c.owner = None
@@ -283,7 +288,7 @@ class Rpc:
         try:
             c.sock.sendall(self.notice + self.packb([1, msgid, err, result]))
         except OSError as exc:  # Kong went away; its reader sees the same and closes
-            self.ps.logger.warn("rpc answer not sent: %s" % type(exc).__name__)
+            self.ps.logger.warning("rpc answer not sent: %s", type(exc).__name__)
 
     def answer(self, c: _Conn, msg) -> None:
         if type(msg) is not list or len(msg) != 4 or type(msg[3]) is not list:
@@ -297,15 +302,15 @@ class Rpc:
         fn = self.method(name)
         err, result = None, None
         if fn is None:
-            err = "RPC for %s is not supported" % name
+            err = f"RPC for {name} is not supported"
         else:
             try:
                 result = fn(*args)
             except (self.PluginServerException, self.PDKException) as exc:
-                self.ps.logger.warn("rpc: #%d error: %s" % (msgid, exc))
+                self.ps.logger.warning("rpc: #%d error: %s", msgid, exc)
                 err = str(exc)
             except Exception as exc:
-                self.ps.logger.error("rpc: #%d %s exception: %s" % (msgid, name, _where(exc)))
+                self.ps.logger.error("rpc: #%d %s exception: %s", msgid, name, _where(exc))
                 err = str(exc)
         self.send(c, msgid, err, result)
 
@@ -329,7 +334,7 @@ class Rpc:
             phase = event["EventName"]
             handler = getattr(ins.cls, phase)
         except (self.PluginServerException, self.PDKException) as exc:
-            self.ps.logger.warn("rpc: #%d error: %s" % (msgid, exc))
+            self.ps.logger.warning("rpc: #%d error: %s", msgid, exc)
             return self.send(c, msgid, str(exc), None)
         except Exception as exc:  # malformed event, or a phase the plugin lacks
             return self.send(c, msgid, str(exc), None)
@@ -341,7 +346,7 @@ class Rpc:
         except self.GreenletExit:  # our plugins end so after kong.response.exit; or EVENT_TTL
             out = "ret"
         except Exception as exc:
-            self.ps.logger.error("event %s %s of %s raised %s" % (ev.id, phase, ins.name, _where(exc)))
+            self.ps.logger.error("event %s %s of %s raised %s", ev.id, phase, ins.name, _where(exc))
             out = {"Method": "kong.response.error", "Args": [500]} if phase in EXIT_PHASES else "ret"
         if not ev.ended:
             ev.ended = True
@@ -359,7 +364,7 @@ class Rpc:
                 return None
             if self.lua_style:
                 return None, err
-            raise self.PDKException("%s: %s" % (method, err))
+            raise self.PDKException(f"{method}: {err}")
         if terminal:
             ev.ended = True
             self.output(ev, {"Method": method, "Args": list(args)}, False)
@@ -368,7 +373,7 @@ class Rpc:
         if self.lua_style:
             return data, err
         if err:
-            raise self.PDKException("exception from %s: %s" % (method, err))
+            raise self.PDKException(f"exception from {method}: {err}")
         return data
 
     def output(self, ev: _Event, data, wait: bool, last: bool = False):
@@ -420,7 +425,7 @@ class Rpc:
         except Exception as exc:
             return self.send(c, msgid, str(exc), None)
         if ev is None or ev.peer is not None:
-            return self.send(c, msgid, "event id %s not found" % data.get("EventId"), None)
+            return self.send(c, msgid, f"event id {data.get('EventId')} not found", None)
         if ev.final is not None:  # the handler ended while nobody waited for it
             self.events.pop(ev.id, None)
             return self.send(c, msgid, None, ev.final)
@@ -433,8 +438,6 @@ class Rpc:
         self.send(c, msgid, None, out)
 
     def sweep_forever(self, every: float = 60.0) -> None:
-        from gevent import sleep as gsleep
-
         while True:
             gsleep(every)
             self.sweep()
@@ -468,16 +471,12 @@ def _where(exc: BaseException) -> str:
 
 def _serve(ps, sock, lua_style: bool = False) -> None:
     """Answer Kong's MessagePack-RPC on ``sock`` (``Rpc``)."""
-    from gevent import sleep as gsleep
-    from gevent import spawn as gspawn
-    from kong_pdk.listener import watchdog
-
     global _RPC
     rpc = _RPC = Rpc(ps, lua_style)
-    gspawn(watchdog, gsleep, ps.logger)  # exit when Kong (the parent) is gone, as kong-pdk does
-    gspawn(rpc.sweep_forever)
+    spawn(watchdog, gsleep, ps.logger)  # exit when Kong (the parent) is gone, as kong-pdk does
+    spawn(rpc.sweep_forever)
     if os.environ.get("AIGW_MEMDEBUG"):
-        gspawn(_memdebug, float(os.environ["AIGW_MEMDEBUG"]), os.environ.get("AIGW_MEMDEBUG_OUT"))
+        spawn(_memdebug, float(os.environ["AIGW_MEMDEBUG"]), os.environ.get("AIGW_MEMDEBUG_OUT"))
     rpc.serve(sock)
 
 
@@ -486,14 +485,6 @@ def _memdebug(every: float, out: str | None) -> None:
     ``AIGW_MEMDEBUG_OUT=<file>``, default stderr; ``AIGW_MEMDEBUG_FRAMES``): at every dump the
     allocation sites that grew most since the previous dump (tracemalloc, after a full gc), the
     object types whose count grew, and the sizes of the engine's and the core's stores."""
-    import gc
-    import signal
-    import tracemalloc
-    from collections import Counter
-
-    import gevent
-    from gevent.event import Event
-
     tracemalloc.start(int(os.environ.get("AIGW_MEMDEBUG_FRAMES", "6")))
     kick = Event()
     gevent.signal_handler(signal.SIGUSR1, kick.set)
@@ -540,24 +531,19 @@ _RPC: Rpc | None = None
 
 def main() -> None:
     """Console script ``aigw-pluginserver``: same argv as ``kong-python-pluginserver``."""
-    from gevent import monkey
-
     monkey.patch_all()
-    from kong_pdk import cli
-
     args = cli.parse()
     if args.dump_info or args.dump_all_info or not args.gevent:
         cli.start_server()  # kong-pdk's own paths (dumps, threading/multiprocessing modes)
         return
-    from kong_pdk.logger import Logger
-
     path = os.path.join(args.prefix, args.socket_name)
     sock = _listener(path, args.listen_queue_size)
     _warm_prices()  # Kong's first connections wait in the listen queue meanwhile
     ps = _server_class()(loglevel=Logger.WARNING - args.verbose, plugin_dir=args.directory,
                          use_gevent=True, lua_style=not args.no_lua_style, gen_file=path + ".gen")
     cli.display_lua_style_notice(not args.no_lua_style, ps)
-    ps.logger.info("server (gevent) listening at path %s, instance generation %d" % (path, ps.generation))
+    ps.logger.info("server (gevent) listening at path %s, instance generation %d", path,
+                   ps.generation)
     try:
         _serve(ps, sock, lua_style=not args.no_lua_style)
     except KeyboardInterrupt:
@@ -567,7 +553,6 @@ def main() -> None:
 def _warm_prices() -> None:
     """Load the price catalogue (~0.5 s) before serving, not on the first request."""
     try:
-        from .cost.pricing import PriceTable
         PriceTable.default()
     except Exception as exc:  # the first request loads it (and reports) instead
         print(f"aigw: price catalogue not preloaded: {type(exc).__name__}", file=sys.stderr)
@@ -575,9 +560,6 @@ def _warm_prices() -> None:
 
 def plugin_info(plugins_dir: str, name: str) -> dict:
     """The info dict kong-pdk reports for one plugin (loads the plugin modules, starts nothing)."""
-    from kong_pdk.logger import Logger
-    from kong_pdk.server import PluginServer
-
     # kong-pdk's Logger and the plugin modules write to stdout; stdout must carry only the JSON
     with contextlib.redirect_stdout(sys.stderr):
         ps = PluginServer(loglevel=Logger.WARNING, plugin_dir=plugins_dir, use_gevent=True)
@@ -586,8 +568,6 @@ def plugin_info(plugins_dir: str, name: str) -> dict:
 
 def plugin_info_main(argv: list[str] | None = None) -> None:
     """Console script ``aigw-plugin-info -d PLUGINS_DIR NAME``: a one-element JSON array."""
-    import orjson
-
     parser = argparse.ArgumentParser(prog="aigw-plugin-info", description=__doc__)
     parser.add_argument("-d", "--plugins-directory", dest="directory", required=True)
     parser.add_argument("name")
@@ -607,10 +587,6 @@ def answers(socket_path: str, timeout: float = 2.0) -> bool:
     within ``timeout``: its socket exists AND its plugins are loaded. Kong's own health check
     (``kong health``) only checks that nginx runs, and Kong serves traffic before the plugin
     server is up."""
-    import socket
-
-    import msgpack
-
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
