@@ -50,7 +50,8 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
-from typing import Any
+from collections.abc import Callable, Sized
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import msgpack
@@ -66,7 +67,8 @@ from kong_pdk.logger import Logger
 from kong_pdk.pdk import FakeClasses
 from kong_pdk.server import PluginServer
 
-from .cost.pricing import PriceTable
+if TYPE_CHECKING:
+    from greenlet import greenlet
 
 GEN_BITS, SLOT_BITS, N_BITS = 11, 5, 15  # 31 bits: Kong's Lua numbers and msgpack ints hold them
 MAX_GEN = (1 << GEN_BITS) - 1
@@ -91,10 +93,11 @@ def next_generation(path: str) -> int:
         return random.randint(1, MAX_GEN)
 
 
-class AigwPluginServer(PluginServer):
+# kong-pdk publishes no type information, so mypy sees its PluginServer as Any
+class AigwPluginServer(PluginServer):  # type: ignore[misc]
     """kong-pdk's PluginServer with instance ids unique across restarts (module docstring)."""
 
-    def __init__(self, *args, gen_file: str, **kw):
+    def __init__(self, *args: Any, gen_file: str, **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.gen_file = gen_file
         self.slots = {name: i for i, name in enumerate(sorted(self.plugins)[: 1 << SLOT_BITS])}
@@ -109,7 +112,7 @@ class AigwPluginServer(PluginServer):
         self.next_n[name] = n + 1
         return (self.generation << (SLOT_BITS + N_BITS)) | (self.slots[name] << N_BITS) | n
 
-    def start_instance(self, cfg):
+    def start_instance(self, cfg: dict[str, Any]) -> Any:
         name = cfg["Name"]
         if name not in self.slots:
             raise PluginServerException(f"{name} not initizlied")  # kong-pdk's words
@@ -122,7 +125,7 @@ class AigwPluginServer(PluginServer):
         # two concurrent starts cannot interleave here: gevent switches only on I/O
         return super().start_instance(cfg)
 
-    def instance_for(self, iid):
+    def instance_for(self, iid: Any) -> Any:
         """The instance ``iid`` names, or "no plugin instance" (Kong then restarts it)."""
         ins = self.instances.get(iid) if type(iid) is int else None
         if ins is None or self.slots.get(ins.name) != (iid >> N_BITS) & ((1 << SLOT_BITS) - 1):
@@ -130,7 +133,7 @@ class AigwPluginServer(PluginServer):
             raise PluginServerException(f"no plugin instance #{iid}")
         return ins
 
-    def handle_event(self, event):
+    def handle_event(self, event: dict[str, Any]) -> Any:
         """kong-pdk's own event path (``Rpc`` serves Kong; kept for kong-pdk's API)."""
         ins = self.instance_for(event.get("InstanceId"))
         out = super().handle_event(event)
@@ -143,7 +146,7 @@ def _server_class() -> type[AigwPluginServer]:
     return AigwPluginServer
 
 
-def _listener(path: str, backlog: int):
+def _listener(path: str, backlog: int) -> gsocket.socket:
     """Bind and listen on the Unix socket now (before the plugins load)."""
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
@@ -171,7 +174,7 @@ class _Conn:
 
     __slots__ = ("sock", "unpacker", "owner")
 
-    def __init__(self, sock, unpacker, owner):
+    def __init__(self, sock: gsocket.socket, unpacker: Any, owner: greenlet | None) -> None:
         self.sock, self.unpacker, self.owner = sock, unpacker, owner
 
 
@@ -183,13 +186,14 @@ class _Event:
     __slots__ = ("id", "name", "handler", "reply", "peer", "waiting", "broken", "ended", "final",
                  "since")
 
-    def __init__(self, eid, name, handler, reply):
+    def __init__(self, eid: int, name: str, handler: greenlet,
+                 reply: tuple[_Conn, Any] | None) -> None:
         self.id, self.name, self.handler, self.reply = eid, name, handler, reply
-        self.peer = None
+        self.peer: greenlet | None = None
         self.waiting = False   # the handler is suspended until a Step brings its PDK result
         self.broken = False    # that wait was interrupted (e.g. a gevent.Timeout of the handler)
         self.ended = False     # the handler returned, or ended the request with a terminal call
-        self.final = None      # an output nobody was waiting for yet (after an interrupted wait)
+        self.final: dict[str, Any] | None = None  # an output nobody was waiting for yet (after an interrupted wait)
         self.since = 0.0
 
 
@@ -226,7 +230,7 @@ class Rpc:
       Only the exception's type and place are logged, never its message (it may hold request data).
     """
 
-    def __init__(self, ps, lua_style: bool = False):
+    def __init__(self, ps: AigwPluginServer, lua_style: bool = False) -> None:
         self.ps, self.lua_style = ps, lua_style
         self.hub = get_hub()
         self.events: dict[int, _Event] = {}
@@ -242,7 +246,7 @@ class Rpc:
 
     # -- connections ------------------------------------------------------------------------
 
-    def serve(self, sock) -> None:
+    def serve(self, sock: gsocket.socket) -> None:
         """Accept Kong's connections on the listening ``sock`` forever."""
         while True:
             try:
@@ -254,7 +258,7 @@ class Rpc:
                 raise
             spawn(self.connection, conn)
 
-    def connection(self, sock) -> None:
+    def connection(self, sock: gsocket.socket) -> None:
         # read_size: msgpack's default buffer is 1 MiB per Unpacker, and feeding walks through all
         # of it before compacting: each of Kong's pooled connections ended up holding 1 MiB of
         # RSS (issue 13: +63 MiB over a soak, growing with the connection count). Kong's messages
@@ -284,13 +288,13 @@ class Rpc:
                 c.owner = None
                 sock.close()
 
-    def send(self, c: _Conn, msgid, err, result) -> None:
+    def send(self, c: _Conn, msgid: Any, err: str | None, result: Any) -> None:
         try:
             c.sock.sendall(self.notice + self.packb([1, msgid, err, result]))
         except OSError as exc:  # Kong went away; its reader sees the same and closes
             self.ps.logger.warning("rpc answer not sent: %s", type(exc).__name__)
 
-    def answer(self, c: _Conn, msg) -> None:
+    def answer(self, c: _Conn, msg: Any) -> None:
         if type(msg) is not list or len(msg) != 4 or type(msg[3]) is not list:
             raise ValueError("not a MessagePack-RPC request")
         _, msgid, name, args = msg
@@ -314,7 +318,7 @@ class Rpc:
                 err = str(exc)
         self.send(c, msgid, err, result)
 
-    def method(self, name: str):
+    def method(self, name: str) -> Callable[..., Any] | None:
         """``plugin.GetStatus`` -> ``ps.get_status`` (kong-pdk's names), cached."""
         fn = self.methods.get(name)
         if fn is None:
@@ -327,7 +331,7 @@ class Rpc:
 
     # -- events -----------------------------------------------------------------------------
 
-    def handle_event(self, c: _Conn, msgid, args) -> None:
+    def handle_event(self, c: _Conn, msgid: Any, args: list[Any]) -> None:
         try:
             event = args[0]
             ins = self.ps.instance_for(event.get("InstanceId"))
@@ -340,6 +344,7 @@ class Rpc:
             return self.send(c, msgid, str(exc), None)
         ins.last_used_time = time.time()  # kong-pdk's reset_expire_ts (GetStatus shows it)
         ev = _Event(next(self.ids), ins.name, self.getcurrent(), (c, msgid))
+        out: dict[str, Any] | str
         try:
             handler(self.FakeClasses("kong", lambda m, *a: self.pdk(ev, m, a)))
             out = "ret"
@@ -352,7 +357,7 @@ class Rpc:
             ev.ended = True
             self.output(ev, out, False, last=True)
 
-    def pdk(self, ev: _Event, method: str, args: tuple):
+    def pdk(self, ev: _Event, method: str, args: tuple[Any, ...]) -> Any:
         """A PDK call of the handler of ``ev`` (kong_pdk/pdk/__init__.py ``rpc_of``)."""
         if method == "kong.log" or method.startswith("kong.log."):  # as rpc_of: loggable args
             args = tuple(a if type(a) in (str, int, list, dict) else str(a) for a in args)
@@ -376,7 +381,7 @@ class Rpc:
             raise self.PDKException(f"exception from {method}: {err}")
         return data
 
-    def output(self, ev: _Event, data, wait: bool, last: bool = False):
+    def output(self, ev: _Event, data: Any, wait: bool, last: bool = False) -> Any:
         """Give the handler's next output to the call waiting for it; with ``wait``, suspend
         the handler until the Step with its result arrives and return ``(data, err)``;
         ``last``: the handler has returned."""
@@ -407,7 +412,7 @@ class Rpc:
             return None, "no Step is waiting for this PDK call"
         return self.suspend(ev, peer.switch, body)
 
-    def suspend(self, ev: _Event, switch, *arg):
+    def suspend(self, ev: _Event, switch: Callable[..., Any], *arg: Any) -> Any:
         ev.waiting, ev.since = True, time.monotonic()
         try:
             got = switch(*arg)  # resumed by step() with the result
@@ -418,7 +423,7 @@ class Rpc:
             ev.waiting = False
         return got
 
-    def step(self, c: _Conn, msgid, args, is_error: bool) -> None:
+    def step(self, c: _Conn, msgid: Any, args: list[Any], is_error: bool) -> None:
         try:
             data = args[0]
             ev = self.events.get(data["EventId"])
@@ -469,7 +474,7 @@ def _where(exc: BaseException) -> str:
     return type(exc).__name__ + where
 
 
-def _serve(ps, sock, lua_style: bool = False) -> None:
+def _serve(ps: AigwPluginServer, sock: gsocket.socket, lua_style: bool = False) -> None:
     """Answer Kong's MessagePack-RPC on ``sock`` (``Rpc``)."""
     global _RPC
     rpc = _RPC = Rpc(ps, lua_style)
@@ -488,7 +493,8 @@ def _memdebug(every: float, out: str | None) -> None:
     tracemalloc.start(int(os.environ.get("AIGW_MEMDEBUG_FRAMES", "6")))
     kick = Event()
     gevent.signal_handler(signal.SIGUSR1, kick.set)
-    prev_snap, prev_types = None, Counter()
+    prev_snap: tracemalloc.Snapshot | None = None
+    prev_types: Counter[str] = Counter()
     while True:
         kick.wait(every or None)
         kick.clear()
@@ -519,7 +525,7 @@ def _store_sizes() -> str:
     for mod, attr in (("aigw.context", "STORE"), ("aigw.airecord", "RECENT")):
         m = sys.modules.get(mod)
         obj = getattr(m, attr, None) if m else None
-        with contextlib.suppress(TypeError):
+        if isinstance(obj, Sized):
             sizes.append(f"{attr}={len(obj)}")
     if _RPC is not None:
         sizes.append(f"events={len(_RPC.events)}")
@@ -553,17 +559,24 @@ def main() -> None:
 def _warm_prices() -> None:
     """Load the price catalogue (~0.5 s) before serving, not on the first request."""
     try:
+        # a preload for the plugins (they import it themselves): importing it at the top would add
+        # ~80 modules, ~60 ms CPU to every process that imports this module without serving
+        # (the compose healthcheck's ``check``, every 5 s); and its failure is reported here, not
+        # fatal (docs/lint.md)
+        from .cost.pricing import PriceTable  # noqa: PLC0415 (preload, start-up cost: above)
+
         PriceTable.default()
     except Exception as exc:  # the first request loads it (and reports) instead
         print(f"aigw: price catalogue not preloaded: {type(exc).__name__}", file=sys.stderr)
 
 
-def plugin_info(plugins_dir: str, name: str) -> dict:
+def plugin_info(plugins_dir: str, name: str) -> dict[str, Any]:
     """The info dict kong-pdk reports for one plugin (loads the plugin modules, starts nothing)."""
     # kong-pdk's Logger and the plugin modules write to stdout; stdout must carry only the JSON
     with contextlib.redirect_stdout(sys.stderr):
         ps = PluginServer(loglevel=Logger.WARNING, plugin_dir=plugins_dir, use_gevent=True)
-        return ps.get_plugin_info(name)
+        info: dict[str, Any] = ps.get_plugin_info(name)
+        return info
 
 
 def plugin_info_main(argv: list[str] | None = None) -> None:
