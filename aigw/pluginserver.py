@@ -193,7 +193,8 @@ class _Event:
         self.waiting = False   # the handler is suspended until a Step brings its PDK result
         self.broken = False    # that wait was interrupted (e.g. a gevent.Timeout of the handler)
         self.ended = False     # the handler returned, or ended the request with a terminal call
-        self.final: dict[str, Any] | None = None  # an output nobody was waiting for yet (after an interrupted wait)
+        # an output nobody was waiting for yet (after an interrupted wait)
+        self.final: dict[str, Any] | None = None
         self.since = 0.0
 
 
