@@ -15,10 +15,10 @@ import bisect
 import functools
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from re import _constants as _sre  # the stdlib's regex parser reads the built-in patterns alike
 from re import _parser
-from typing import Callable, Iterable, Sequence
 
 import orjson
 import phonenumbers
@@ -644,7 +644,7 @@ class _Compiled:
 _SET_MAX_BYTES = 16 * 1024
 
 
-def _pattern_set(patterns: list[str]) -> "re2.Set | None":
+def _pattern_set(patterns: list[str]) -> re2.Set | None:
     """An RE2 Set of the empty pattern (index 0, it matches every text: a Set answer without
     it is an engine error) and ``patterns`` (index i + 1); None when RE2 refuses it."""
     opts = re2.Options()

@@ -21,8 +21,9 @@ messages for the prompt guard.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import orjson
 
@@ -59,7 +60,7 @@ def media_type(value: str, parent: dict) -> bool:
     return _MEDIA_TYPE.fullmatch(value) is not None
 
 
-def _reasoning_field(block: str, base64_only: bool) -> "Predicate":
+def _reasoning_field(block: str, base64_only: bool) -> Predicate:
     """The signed or opaque field of an Anthropic reasoning block of type ``block``."""
     def exempt(value: str, parent: dict) -> bool:
         return parent.get("type") == block and (not base64_only or _BASE64.fullmatch(value) is not None)
@@ -69,7 +70,7 @@ def _reasoning_field(block: str, base64_only: bool) -> "Predicate":
 thinking_signature = _reasoning_field("thinking", base64_only=True)
 redacted_thinking = _reasoning_field("redacted_thinking", base64_only=False)
 # every reasoning block of the Anthropic shape (aigw/ingress/anthropic.py) with its exemption
-_REASONING_EXEMPT: dict[str, "Predicate"] = {"thinking": thinking_signature,
+_REASONING_EXEMPT: dict[str, Predicate] = {"thinking": thinking_signature,
                                              "redacted_thinking": redacted_thinking}
 
 
@@ -79,6 +80,19 @@ def data_url(value: str, parent: dict) -> bool:
 
 
 Predicate = Callable[[str, dict], bool]
+
+
+class ScanTooLarge(GatewayError):
+    """The prompt is bigger than a scan limit (bytes, strings, time): refused (413), never
+    half-scanned."""
+
+    _WHY: ClassVar[dict[str, str]] = {"bytes": "it has more text than the scan limit",
+            "strings": "it has more strings than the scan limit",
+            "time": "scanning it took longer than the scan time budget"}
+
+    def __init__(self, budget: str = "bytes") -> None:
+        super().__init__(413, f"Request too large to be scanned for sensitive data: {self._WHY[budget]}. "
+                              "Send a smaller request.", code="redact_scan_limit")
 
 
 class BadShape(GatewayError):
@@ -174,7 +188,7 @@ class Slot:
     msg: int = -1             # message index (for the guard), -1 = not a message
     role: str | None = None
     guard: bool = False       # prompt text the guard looks at
-    owner: "JsonDoc | None" = None  # set when the string sits inside a parsed JSON string
+    owner: JsonDoc | None = None  # set when the string sits inside a parsed JSON string
     is_key: bool = False      # an object key: a replacement renames it
     stream: bool = True       # part of the running text scanned across boundaries
 
@@ -203,7 +217,6 @@ class _Walker:
 
     def _add(self, slot: Slot) -> None:
         if len(self.out.slots) >= self.max_strings:
-            from .engine import ScanTooLarge
             raise ScanTooLarge(budget="strings")
         self.out.slots.append(slot)
 

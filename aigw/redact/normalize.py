@@ -26,9 +26,9 @@ import bisect
 import html
 import re
 import unicodedata
+from dataclasses import dataclass, field
 
 import re2
-from dataclasses import dataclass, field
 
 _MAX_STAGES = 4
 _NEEDS_ESCAPES = re.compile(r"[%&\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
