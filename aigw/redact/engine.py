@@ -413,7 +413,7 @@ def _resolve(own: list[_Hit], cross: list[_Hit]) -> list[_Hit]:
     return kept
 
 
-def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
+def scan_request(cfg: RedactConfig, api: str, body: dict[str, Any]) -> ScanResult:
     """Scan a request body; apply redact/mask/hash in place unless something is blocked."""
     if not isinstance(body, dict):
         raise BadShape("The request body must be a JSON object.")
@@ -475,7 +475,7 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
 
     # 1. values (inside parsed JSON strings and in the body), 2. keys (after the values,
     # which are written under the old key), 3. JSON strings re-serialised
-    renames: dict[int, tuple[dict, dict[str, str]]] = {}
+    renames: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
     writes = 0
     for i, new in new_texts.items():
         slot = slots[i]
