@@ -15,10 +15,14 @@ import bisect
 import functools
 import ipaddress
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from re import _constants as _sre  # the stdlib's regex parser reads the built-in patterns alike
-from re import _parser
-from typing import Callable, Iterable, Sequence
+
+# the stdlib's regex parser reads the built-in patterns alike; typeshed stubs only the deprecated
+# sre_constants/sre_parse aliases of these modules, not the modules themselves (so: Any)
+from re import _constants as _sre  # type: ignore[attr-defined]
+from re import _parser  # type: ignore[attr-defined]
+from typing import Any
 
 import orjson
 import phonenumbers
@@ -324,7 +328,10 @@ def _github(value: str) -> list[Span]:
 def _national_lengths(region: str) -> frozenset[int]:
     """Digit counts a number written without "+" can have in ``region``."""
     meta = phonenumbers.PhoneMetadata.metadata_for_region(region)
-    lengths = set(meta.general_desc.possible_length or range(7, 16))
+    if meta is None:
+        raise ValueError(f"unknown phone region {region!r}")
+    desc = meta.general_desc
+    lengths = set((desc.possible_length if desc is not None else None) or range(7, 16))
     extra = {len(meta.national_prefix or ""), len(str(meta.country_code))}
     return frozenset(n + e for n in lengths for e in extra | {0})
 
@@ -507,6 +514,8 @@ def _builtin_specs(region: str) -> dict[str, _Spec]:
 _RAW_MATCH = hasattr(re2.compile("a"), "_regexp") and hasattr(re2, "_Anchor")
 _UNANCHORED = re2._Anchor.UNANCHORED if _RAW_MATCH else None
 _ANCHOR_START = re2._Anchor.ANCHOR_START if _RAW_MATCH else None
+# RE2.Match(anchor, data, start, end): the spans of the match and its groups, (-1, -1) for none
+_RawMatch = Callable[[Any, bytes, int, int], Sequence[Span]]
 
 
 _ALL_BYTES = frozenset(range(256))
@@ -523,7 +532,8 @@ def _alphabet(pattern: str) -> frozenset[int] | None:
     def chars(code: int) -> frozenset[int]:
         return frozenset(chr(code).encode("utf-8"))
 
-    def walk(tree) -> frozenset[int] | None:
+    def walk(tree: Iterable[tuple[Any, Any]]) -> frozenset[int] | None:
+        """``tree``: (opcode, argument) pairs; the argument's type depends on the opcode."""
         out: set[int] = set()
         for op, arg in tree:
             if op is _sre.LITERAL:
@@ -580,7 +590,7 @@ class _Compiled:
         self.regex = re2.compile(spec.pattern.encode(), opts)
         self.priority = priority
         self.classes = classes
-        self._match = self.regex._regexp.Match if _RAW_MATCH else None
+        self._match: _RawMatch | None = self.regex._regexp.Match if _RAW_MATCH else None
         # what a match can consist of (None: anything); custom patterns are not read
         self.alphabet = _alphabet(spec.pattern) if spec.entity in _CLASSES else None
 
@@ -588,15 +598,17 @@ class _Compiled:
         """The spans ``self.regex.finditer(data)`` yields (leftmost-first, non-overlapping),
         found with fewer engine calls where the spec's hints allow it."""
         spec = self.spec
-        if self._match is None:
+        match = self._match
+        if match is None:
             if spec.hints and not any(h in data for h in spec.hints):
                 return []
             return [m.span() for m in self.regex.finditer(data)]
         if spec.hint_reach is not None:
-            return self._spans_at_hints(data, spec.hints, spec.hint_reach)
+            return self._spans_at_hints(match, data, spec.hints, spec.hint_reach)
         if spec.hints and not any(h in data for h in spec.hints):
             return []
-        match, n, pos, out = self._match, len(data), 0, []
+        n, pos = len(data), 0
+        out: list[Span] = []
         while True:
             sp = match(_UNANCHORED, data, pos, n)[0]
             if sp[0] < 0:
@@ -609,7 +621,9 @@ class _Compiled:
             else:
                 pos = sp[1]
 
-    def _spans_at_hints(self, data: bytes, hints: tuple[bytes, ...], reach: int) -> list[Span]:
+    @staticmethod
+    def _spans_at_hints(match: _RawMatch, data: bytes, hints: tuple[bytes, ...],
+                        reach: int) -> list[Span]:
         """Every match contains a hint starting at most ``reach`` bytes into it, so no match
         starts before (next hint - reach): the search resumes there, not at the last match's
         end (for reach 0: an anchored match at each hint)."""
@@ -623,7 +637,8 @@ class _Compiled:
             return []
         if len(hints) > 1:
             where = sorted(set(where))
-        match, n, pos, out = self._match, len(data), 0, []
+        n, pos = len(data), 0
+        out: list[Span] = []
         for p in where:
             if p < pos:
                 continue  # inside the last match (or before the resumed search)
@@ -644,7 +659,7 @@ class _Compiled:
 _SET_MAX_BYTES = 16 * 1024
 
 
-def _pattern_set(patterns: list[str]) -> "re2.Set | None":
+def _pattern_set(patterns: list[str]) -> re2.Set | None:
     """An RE2 Set of the empty pattern (index 0, it matches every text: a Set answer without
     it is an engine error) and ``patterns`` (index i + 1); None when RE2 refuses it."""
     opts = re2.Options()

@@ -19,10 +19,18 @@ from typing import Any
 import orjson
 import re2
 
-from aigw.errors import GatewayError
-
-from .detect import BUILTIN_ENTITIES, SECRET_ENTITIES, CustomPattern, Detector, Found, cached_detector, resolve, looks_random
+from .detect import (
+    BUILTIN_ENTITIES,
+    SECRET_ENTITIES,
+    CustomPattern,
+    Detector,
+    Found,
+    cached_detector,
+    looks_random,
+    resolve,
+)
 from .fields import BadShape, walk
+from .fields import ScanTooLarge as ScanTooLarge  # re-exported: the scan's public error
 from .fields import Slot as _Slot
 from .normalize import Normalized, normalize, warm_up
 
@@ -33,18 +41,6 @@ DEFAULT_MAX_SCAN_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_SCAN_STRINGS = 200_000
 # data-class keys in ``actions`` are consulted in this order after the entity itself
 _CLASS_ORDER = ("secret", "financial", "pii")
-
-
-class ScanTooLarge(GatewayError):
-    """The prompt is bigger than ``max_scan_bytes``: refused, never half-scanned."""
-
-    _WHY = {"bytes": "it has more text than the scan limit",
-            "strings": "it has more strings than the scan limit",
-            "time": "scanning it took longer than the scan time budget"}
-
-    def __init__(self, budget: str = "bytes") -> None:
-        super().__init__(413, f"Request too large to be scanned for sensitive data: {self._WHY[budget]}. "
-                              "Send a smaller request.", code="redact_scan_limit")
 
 
 @dataclass
@@ -78,7 +74,7 @@ class RedactConfig:
         warm_up()  # the normaliser's character class, built once per process (~30 ms)
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> "RedactConfig":
+    def from_dict(cls, cfg: dict[str, Any]) -> RedactConfig:
         custom = [CustomPattern(name=str(p["name"]), pattern=str(p["pattern"]),
                                 data_class=str(p.get("data_class") or p.get("class") or "custom"))
                   for p in cfg.get("custom_patterns") or ()]
@@ -102,7 +98,7 @@ class RedactConfig:
     def detector(self) -> Detector:
         return cached_detector(tuple(self.entities), tuple(self.custom_patterns), self.phone_region)
 
-    def _guard(self) -> "_Guard":
+    def _guard(self) -> _Guard:
         return _compile_guard(tuple(self.deny_patterns), tuple(self.allow_patterns))
 
     def action_for(self, entity: str) -> str:
@@ -263,12 +259,12 @@ def _find(detector: Detector, slots: list[_Slot],
     ``datas``: the slots' texts in UTF-8, when the caller has them."""
     if datas is None:
         datas = [s.text.encode("utf-8") for s in slots]
-    norms = [normalize(s.text, d) for s, d in zip(slots, datas)]
+    norms = [normalize(s.text, d) for s, d in zip(slots, datas, strict=True)]
     texts = [n.text for n in norms]
     hits: list[_Hit] = []
     # 1. every string on its own, in one detector pass over all of them (a text that
     # normalisation left as it was is scanned in the bytes already encoded)
-    joined = _SEP_B.join(n.text.encode("utf-8") if n.changed else d for n, d in zip(norms, datas))
+    joined = _SEP_B.join(n.text.encode("utf-8") if n.changed else d for n, d in zip(norms, datas, strict=True))
     starts = _offsets(texts, 1)
     for prio, f in detector.candidates_utf8(joined, max(0, sum(map(len, texts)) + len(texts) - 1)):
         i = bisect.bisect_right(starts, f.start) - 1
@@ -317,10 +313,10 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
             texts: list[str], joiner: str) -> list[_Hit]:
     full = joiner.join(texts)
     starts = _offsets(texts, len(joiner))
-    ends = [st + len(t) for st, t in zip(starts, texts)]
+    ends = [st + len(t) for st, t in zip(starts, texts, strict=True)]
     # windows around each boundary, merged where they overlap
     ranges: list[list[int]] = []
-    joints: list[set[bytes]] = []  # per range: the bytes at each of its boundaries
+    joints: list[set[bytes | None]] = []  # per range: the bytes at each of its boundaries (None: unknown)
     for b in range(len(texts) - 1):
         tail = texts[b][-MAX_BOUNDARY_WINDOW:]
         head = texts[b + 1][:MAX_BOUNDARY_WINDOW]
@@ -338,7 +334,7 @@ def _across(detector: Detector, slots: list[_Slot], norms: list[Normalized], str
             ranges.append([lo, hi])
             joints.append({joint})
     out: list[_Hit] = []
-    for (lo, hi), joint_set in zip(ranges, joints):
+    for (lo, hi), joint_set in zip(ranges, joints, strict=True):
         only = detector.can_join(joint_set)
         if only is not None and not only:
             continue  # no detector can reach across these joints
@@ -417,7 +413,7 @@ def _resolve(own: list[_Hit], cross: list[_Hit]) -> list[_Hit]:
     return kept
 
 
-def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
+def scan_request(cfg: RedactConfig, api: str, body: dict[str, Any]) -> ScanResult:
     """Scan a request body; apply redact/mask/hash in place unless something is blocked."""
     if not isinstance(body, dict):
         raise BadShape("The request body must be a JSON object.")
@@ -479,7 +475,7 @@ def scan_request(cfg: RedactConfig, api: str, body: dict) -> ScanResult:
 
     # 1. values (inside parsed JSON strings and in the body), 2. keys (after the values,
     # which are written under the old key), 3. JSON strings re-serialised
-    renames: dict[int, tuple[dict, dict[str, str]]] = {}
+    renames: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
     writes = 0
     for i, new in new_texts.items():
         slot = slots[i]

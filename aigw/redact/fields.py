@@ -21,8 +21,9 @@ messages for the prompt guard.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, ClassVar
 
 import orjson
 
@@ -37,17 +38,17 @@ _BASE64 = re.compile(r"[A-Za-z0-9+/=_\-\s]*")
 _DATA_URL = re.compile(r"data:[A-Za-z0-9.+\-]+/[A-Za-z0-9.+\-]+(?:;[A-Za-z0-9=.\-]+)*;base64,[A-Za-z0-9+/=_\-\s]*")
 
 
-def enum_value(value: str, parent: dict) -> bool:
+def enum_value(value: str, parent: dict[str, Any]) -> bool:
     """An API enum: a short lower-case word (letters, digits, ``_``)."""
     return _ENUM.fullmatch(value) is not None
 
 
-def base64_data(value: str, parent: dict) -> bool:
+def base64_data(value: str, parent: dict[str, Any]) -> bool:
     """Binary data (images, audio, PDFs): base64 only."""
     return _BASE64.fullmatch(value) is not None
 
 
-def base64_source(value: str, parent: dict) -> bool:
+def base64_source(value: str, parent: dict[str, Any]) -> bool:
     """Anthropic ``source.data``: binary only when the source says base64 (text sources are read)."""
     return parent.get("type") == _anthropic.BINARY_SOURCE and _BASE64.fullmatch(value) is not None
 
@@ -55,13 +56,13 @@ def base64_source(value: str, parent: dict) -> bool:
 _MEDIA_TYPE = re.compile(r"[a-z]+/[a-z0-9.+\-]{1,80}")
 
 
-def media_type(value: str, parent: dict) -> bool:
+def media_type(value: str, parent: dict[str, Any]) -> bool:
     return _MEDIA_TYPE.fullmatch(value) is not None
 
 
-def _reasoning_field(block: str, base64_only: bool) -> "Predicate":
+def _reasoning_field(block: str, base64_only: bool) -> Predicate:
     """The signed or opaque field of an Anthropic reasoning block of type ``block``."""
-    def exempt(value: str, parent: dict) -> bool:
+    def exempt(value: str, parent: dict[str, Any]) -> bool:
         return parent.get("type") == block and (not base64_only or _BASE64.fullmatch(value) is not None)
     return exempt
 
@@ -69,16 +70,29 @@ def _reasoning_field(block: str, base64_only: bool) -> "Predicate":
 thinking_signature = _reasoning_field("thinking", base64_only=True)
 redacted_thinking = _reasoning_field("redacted_thinking", base64_only=False)
 # every reasoning block of the Anthropic shape (aigw/ingress/anthropic.py) with its exemption
-_REASONING_EXEMPT: dict[str, "Predicate"] = {"thinking": thinking_signature,
+_REASONING_EXEMPT: dict[str, Predicate] = {"thinking": thinking_signature,
                                              "redacted_thinking": redacted_thinking}
 
 
-def data_url(value: str, parent: dict) -> bool:
+def data_url(value: str, parent: dict[str, Any]) -> bool:
     """An image given inline as a base64 data URL (a plain ``http`` URL is scanned)."""
     return value.startswith("data:") and _DATA_URL.fullmatch(value) is not None
 
 
-Predicate = Callable[[str, dict], bool]
+Predicate = Callable[[str, dict[str, Any]], bool]
+
+
+class ScanTooLarge(GatewayError):
+    """The prompt is bigger than a scan limit (bytes, strings, time): refused (413), never
+    half-scanned."""
+
+    _WHY: ClassVar[dict[str, str]] = {"bytes": "it has more text than the scan limit",
+            "strings": "it has more strings than the scan limit",
+            "time": "scanning it took longer than the scan time budget"}
+
+    def __init__(self, budget: str = "bytes") -> None:
+        super().__init__(413, f"Request too large to be scanned for sensitive data: {self._WHY[budget]}. "
+                              "Send a smaller request.", code="redact_scan_limit")
 
 
 class BadShape(GatewayError):
@@ -174,7 +188,7 @@ class Slot:
     msg: int = -1             # message index (for the guard), -1 = not a message
     role: str | None = None
     guard: bool = False       # prompt text the guard looks at
-    owner: "JsonDoc | None" = None  # set when the string sits inside a parsed JSON string
+    owner: JsonDoc | None = None  # set when the string sits inside a parsed JSON string
     is_key: bool = False      # an object key: a replacement renames it
     stream: bool = True       # part of the running text scanned across boundaries
 
@@ -184,7 +198,7 @@ class JsonDoc:
     """A JSON document carried in a string (tool-call arguments)."""
     parent: Any
     key: Any
-    holder: list
+    holder: list[Any]         # [the parsed document]: a parent like any other for the walker
     dirty: bool = False
 
 
@@ -203,7 +217,6 @@ class _Walker:
 
     def _add(self, slot: Slot) -> None:
         if len(self.out.slots) >= self.max_strings:
-            from .engine import ScanTooLarge
             raise ScanTooLarge(budget="strings")
         self.out.slots.append(slot)
 
@@ -244,7 +257,7 @@ class _Walker:
             for i in range(len(v)):
                 self.value(v, i, key, depth + 1, msg, role, guard, owner)
 
-    def json_string(self, parent: dict, key: str, depth: int) -> None:
+    def json_string(self, parent: dict[str, Any], key: str, depth: int) -> None:
         raw = parent[key]
         try:
             doc = orjson.loads(raw)
@@ -256,7 +269,7 @@ class _Walker:
         self.out.jsons.append(jd)
         self.value(jd.holder, 0, key, depth + 1, owner=jd)
 
-    def body(self, body: dict) -> Walk:
+    def body(self, body: dict[str, Any]) -> Walk:
         p = self.p
         for key in list(body):
             if key:
@@ -288,7 +301,7 @@ class _Walker:
         return self.out
 
 
-def walk(api: str, body: dict, max_strings: int) -> Walk:
+def walk(api: str, body: dict[str, Any], max_strings: int) -> Walk:
     profile = PROFILES.get(api)
     if profile is None:
         raise ValueError(f"unknown api {api!r}")

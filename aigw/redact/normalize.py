@@ -26,9 +26,10 @@ import bisect
 import html
 import re
 import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import re2
-from dataclasses import dataclass, field
 
 _MAX_STAGES = 4
 _NEEDS_ESCAPES = re.compile(r"[%&\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -126,32 +127,31 @@ class Normalized:
 
 _NON_ASCII = re.compile(r"[^\x00-\x7f]+")
 _SPECIAL_CATS = frozenset({"Cf", "Pd", "Zs", "Zl", "Zp", "Cc"})
-_SPECIAL: re.Pattern | None = None
-_SPECIAL_OR_ESCAPE: re.Pattern | None = None
+# (the special class, the special class or an escape), built by _special()
+_SPECIALS: tuple[re2._Regexp, re2._Regexp] | None = None
 # planes holding characters of the categories above (BMP, SMP, tags)
 _SPECIAL_PLANES = ((0x80, 0x10000), (0x10000, 0x20000), (0xE0000, 0xE1000))
 
 
-def _special():
+def _special() -> tuple[re2._Regexp, re2._Regexp]:
     """One RE2 class of the non-ASCII format, dash, space and control characters
     (built once per process, ~30 ms; RE2 because Python's re is slow on a class
-    with astral characters)."""
-    global _SPECIAL, _SPECIAL_OR_ESCAPE
-    if _SPECIAL is None:
+    with astral characters), and the same class or an escape."""
+    global _SPECIALS
+    if _SPECIALS is None:
         chars = [chr(cp) for lo, hi in _SPECIAL_PLANES for cp in range(lo, hi)
                  if not 0xD800 <= cp < 0xE000 and unicodedata.category(chr(cp)) in _SPECIAL_CATS]
         cls = "[" + "".join(f"\\x{{{ord(c):x}}}" for c in chars) + "]"
-        _SPECIAL_OR_ESCAPE = re2.compile(cls + "|" + _ESCAPE.pattern)
-        _SPECIAL = re2.compile(cls)
-    return _SPECIAL
+        _SPECIALS = (re2.compile(cls), re2.compile(cls + "|" + _ESCAPE.pattern))
+    return _SPECIALS
 
 
 def _unchanged(text: str, data: bytes) -> bool:
     """True when neither stage would change ``text`` (UTF-8 ``data``): NFKC-normalised, and
     no special character nor escape anywhere (one RE2 pass instead of one per stage)."""
-    _special()
+    special_or_escape = _special()[1]
     return (text.isascii() or unicodedata.is_normalized("NFKC", text)) \
-        and _SPECIAL_OR_ESCAPE.search(data) is None
+        and special_or_escape.search(data) is None
 
 
 def warm_up() -> None:
@@ -163,7 +163,7 @@ def _unicode_stage(text: str, data: bytes | None = None) -> tuple[str, _Map | No
     m = _Map()
     last = 0
     n = 0  # length of the normalised text so far
-    special = _special()
+    special = _special()[0]
     if unicodedata.is_normalized("NFKC", text) and special.search(text if data is None else data) is None:
         return text, None  # nothing to change (the common case, checked in C)
     for run in _NON_ASCII.finditer(text):
@@ -207,7 +207,7 @@ def _pct(run: str) -> list[tuple[str, int]]:
     return out
 
 
-def _escapes(text: str):
+def _escapes(text: str) -> Iterator[re.Match[str]]:
     """``_ESCAPE`` matches, tried only where an escape can start (a fast one-class scan)."""
     for start in _NEEDS_ESCAPES.finditer(text):
         mt = _ESCAPE.match(text, start.start())

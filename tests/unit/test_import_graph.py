@@ -16,7 +16,6 @@ import pytest
 # (the second test fails until you do, so this list can only shrink).
 KNOWN_CYCLE_EDGES = {
     ("aigw.plugin_base", "aigw.relay.server"),  # plugin_base <-> relay.server
-    ("aigw.redact.engine", "aigw.redact.fields"),  # redact.fields <-> redact.engine
 }
 # <<< being restructured by #15
 
