@@ -17,10 +17,10 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 
@@ -139,34 +139,40 @@ def _tightest(rules: tuple[Rule, ...], remaining: list[int], resets: list[float]
 
 # --- single node -----------------------------------------------------------
 
+@dataclass(slots=True)
+class _Entry:
+    ts: float  # reserve time (the limiter's clock)
+    amount: int  # reconciled in place
+
+
 @dataclass
 class _Log:
     window: float
-    entries: OrderedDict[str, list] = field(default_factory=OrderedDict)  # id -> [time, amount]
+    entries: OrderedDict[str, _Entry] = field(default_factory=OrderedDict)  # id -> entry
     total: int = 0
 
     def purge(self, now: float) -> None:
         cutoff = now - self.window
         while self.entries:
-            rid, (ts, amount) = next(iter(self.entries.items()))
-            if ts > cutoff:
+            rid, entry = next(iter(self.entries.items()))
+            if entry.ts > cutoff:
                 break
             del self.entries[rid]
-            self.total -= amount
+            self.total -= entry.amount
 
     def reset_after(self, now: float) -> float:
         if not self.entries:
             return 0.0
-        newest = next(reversed(self.entries.values()))[0]
+        newest = next(reversed(self.entries.values())).ts
         # clamped: (t + window) - t can round to a hair above window
         return min(max(newest + self.window - now, 0.0), self.window)
 
     def wait_for(self, now: float, need: int) -> float:
         freed = 0
-        for ts, amount in self.entries.values():
-            freed += amount
+        for entry in self.entries.values():
+            freed += entry.amount
             if freed >= need:
-                return min(max(ts + self.window - now, 0.001), self.window)
+                return min(max(entry.ts + self.window - now, 0.001), self.window)
         return self.window
 
 
@@ -175,7 +181,7 @@ class MemoryLimiter(_Single):
 
     SWEEP_EVERY = 1000
 
-    def __init__(self, clock=time.monotonic):
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._logs: dict[str, _Log] = {}
         self._lock = threading.Lock()
@@ -207,7 +213,7 @@ class MemoryLimiter(_Single):
             for n, (rules_t, it) in enumerate(checked):
                 logs = [self._log(r, now) for r in rules_t]
                 deny: Decision | None = None  # of the denying rules, the one that frees up last
-                for r, log in zip(rules_t, logs):
+                for r, log in zip(rules_t, logs, strict=True):
                     total = log.total + pending.get(r.key, 0)
                     if it.id in log.entries or total + it.amount <= r.limit:
                         continue
@@ -218,17 +224,17 @@ class MemoryLimiter(_Single):
                                         log.reset_after(now), retry)
                 if deny is not None:
                     raise LimitExceeded(deny, n)  # nothing written: the whole batch is refused
-                for r, log in zip(rules_t, logs):
+                for r, log in zip(rules_t, logs, strict=True):
                     if it.id not in log.entries:
                         pending[r.key] = pending.get(r.key, 0) + it.amount
                 all_logs.append(logs)
             out = []
-            for (rules_t, it), logs in zip(checked, all_logs):
+            for (rules_t, it), logs in zip(checked, all_logs, strict=True):
                 for log in logs:
                     if it.id not in log.entries:
-                        log.entries[it.id] = [now, it.amount]
+                        log.entries[it.id] = _Entry(now, it.amount)
                         log.total += it.amount
-                remaining = [max(r.limit - log.total, 0) for r, log in zip(rules_t, logs)]
+                remaining = [max(r.limit - log.total, 0) for r, log in zip(rules_t, logs, strict=True)]
                 resets = [log.reset_after(now) for log in logs]
                 out.append((Reservation(it.id, rules_t, it.amount),
                             _tightest(rules_t, remaining, resets)))
@@ -246,13 +252,13 @@ class MemoryLimiter(_Single):
                     if actual is None:
                         entry = log.entries.pop(reservation.id, None)
                         if entry is not None:
-                            log.total -= entry[1]
+                            log.total -= entry.amount
                         continue
                     log.purge(now)
                     entry = log.entries.get(reservation.id)
                     if entry is not None:
-                        log.total += actual - entry[1]
-                        entry[1] = actual
+                        log.total += actual - entry.amount
+                        entry.amount = actual
 
     def used(self, rule: Rule) -> int:
         with self._lock:
@@ -289,7 +295,8 @@ class RedisLimiter(_Single):
             base = f"{self.prefix}{r.key}"
             keys += [f"{base}:log", f"{base}:amt", f"{base}:total"]
 
-    def _run(self, keys: list[str], args: list[str | int]):
+    def _run(self, keys: list[str], args: list[str | int]) -> Any:
+        # the script's reply, as Redis sends it: an integer, or a list of integers (by op)
         try:
             return self._script(keys=keys, args=args)
         except (redis.RedisError, OSError) as exc:
@@ -305,7 +312,7 @@ class RedisLimiter(_Single):
             args += [it.id, it.amount, len(rules_t)]
             for r in rules_t:
                 args += [r.limit, r.window * 1000]
-        out = self._run(keys, args) if live else [1]
+        out: list[int] = self._run(keys, args) if live else [1]
         if out[0] == 0:
             _, n, idx, remaining, retry_ms, reset_ms = out
             index, rules_t, _ = live[n - 1]
@@ -340,7 +347,7 @@ class RedisLimiter(_Single):
         return int(self._run(keys, ["used", rule.window * 1000]))
 
 
-_limiters: dict[tuple, Limiter] = {}
+_limiters: dict[tuple[str, tuple[object, ...] | str | None, str | None], Limiter] = {}
 _limiters_lock = threading.Lock()
 
 

@@ -22,13 +22,16 @@ Sentinel keys keep their plain prefix (existing counters stay valid).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Mapping
-
 import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import redis
+from redis._parsers import Encoder
 from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.commands.core import Script
 from redis.connection import BlockingConnectionPool
 from redis.exceptions import RedisClusterException
 from redis.retry import Retry
@@ -37,6 +40,17 @@ from redis.sentinel import Sentinel, SentinelConnectionPool
 __all__ = ["RedisSettings", "connect", "key_prefix", "DEFAULT_URL"]
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+class _Common(TypedDict):
+    """The settings every deployment takes from the ``redis`` record."""
+
+    database: int
+    username: str | None
+    password: str | None
+    ssl: bool
+    ssl_verify: bool
+    timeout: float
 
 
 @dataclass(frozen=True)
@@ -58,7 +72,7 @@ class RedisSettings:
     timeout: float = 0.5  # seconds, connect and per command
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], default_timeout_ms: int = 500) -> "RedisSettings":
+    def from_config(cls, cfg: Mapping[str, Any], default_timeout_ms: int = 500) -> RedisSettings:
         """Settings from a plugin config (``redis`` record, ``redis_url``, ``redis_timeout_ms``)."""
         timeout = (cfg.get("redis_timeout_ms") or default_timeout_ms) / 1000.0
         rec = cfg.get("redis") or {}
@@ -66,10 +80,10 @@ class RedisSettings:
                                for n in rec.get("sentinel_nodes") or [])
         cluster_nodes = tuple((str(n["ip"]), int(n.get("port") or 6379))
                               for n in rec.get("cluster_nodes") or [])
-        common = dict(
-            database=int(rec.get("database") or 0), username=rec.get("username") or None,
-            password=rec.get("password") or None, ssl=bool(rec.get("ssl")),
-            ssl_verify=bool(rec.get("ssl_verify")), timeout=timeout)
+        common: _Common = {
+            "database": int(rec.get("database") or 0), "username": rec.get("username") or None,
+            "password": rec.get("password") or None, "ssl": bool(rec.get("ssl")),
+            "ssl_verify": bool(rec.get("ssl_verify")), "timeout": timeout}
         if cluster_nodes and (sentinel_nodes or rec.get("sentinel_master")):
             raise ValueError("redis: set cluster_nodes or sentinel_*, not both")
         if cluster_nodes:
@@ -90,7 +104,7 @@ class RedisSettings:
                        port=int(rec.get("port") or 6379), **common)
         return cls(mode="standalone", url=cfg.get("redis_url") or DEFAULT_URL, timeout=timeout)
 
-    def key(self) -> tuple:
+    def key(self) -> tuple[object, ...]:
         """Hashable identity (clients are shared per settings)."""
         return tuple(getattr(self, f) for f in self.__dataclass_fields__)
 
@@ -139,25 +153,26 @@ def connect(s: RedisSettings, *, fail_fast: bool = False) -> Any:
     pool = dict(max_connections=POOL_SIZE, timeout=POOL_WAIT)
     if s.mode == "standalone" and s.url:
         return redis.Redis(connection_pool=BlockingConnectionPool.from_url(s.url, **pool, **conn))
-    auth = {"username": s.username, "password": s.password}
     if s.mode == "standalone":
         return redis.Redis(connection_pool=BlockingConnectionPool(
-            host=s.host, port=s.port, db=s.database, **auth, **_tls_connection(s), **pool, **conn))
+            host=s.host, port=s.port, db=s.database, username=s.username, password=s.password,
+            **_tls_connection(s), **pool, **conn))
     if s.mode == "sentinel":
         sentinel_kwargs = {"socket_timeout": s.timeout, "socket_connect_timeout": s.timeout,
                            "username": s.sentinel_username, "password": s.sentinel_password,
                            **_tls(s)}
         sentinel = Sentinel(list(s.sentinel_nodes), sentinel_kwargs=sentinel_kwargs)
         return sentinel.master_for(s.sentinel_master, connection_pool_class=_BlockingSentinelPool,
-                                   db=s.database, **auth, **_tls(s), **pool, **conn)
+                                   db=s.database, username=s.username, password=s.password,
+                                   **_tls(s), **pool, **conn)
     conn.pop("health_check_interval")
 
-    def factory() -> Any:
-        from redis.cluster import ClusterNode, RedisCluster
+    def factory() -> RedisCluster:
         # RedisCluster builds each node's pool itself (no blocking pool to pass): it gets a
         # larger cap instead, so a burst is not refused at 100 connections per node
         return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in s.cluster_nodes],
-                            **auth, **_tls(s), **conn, reinitialize_steps=1,
+                            username=s.username, password=s.password, **_tls(s), **conn,
+                            reinitialize_steps=1,
                             max_connections=8 * POOL_SIZE)
     return LazyCluster(factory)
 
@@ -171,12 +186,12 @@ class LazyCluster:
     ``RedisError``, so it is translated here.
     """
 
-    def __init__(self, factory: Any) -> None:
+    def __init__(self, factory: Callable[[], RedisCluster]) -> None:
         self._factory = factory
-        self._client: Any = None
+        self._client: RedisCluster | None = None
         self._lock = threading.Lock()
 
-    def _get(self) -> Any:
+    def _get(self) -> RedisCluster:
         if self._client is None:
             with self._lock:
                 if self._client is None:
@@ -186,13 +201,13 @@ class LazyCluster:
                         raise redis.ConnectionError(type(exc).__name__) from None
         return self._client
 
-    def get_encoder(self) -> Any:  # Script() needs it before any connection exists
-        from redis.connection import Encoder
+    def get_encoder(self) -> Encoder:  # Script() needs it before any connection exists
         return Encoder("utf-8", "strict", False)
 
-    def register_script(self, script: str) -> Any:
-        from redis.commands.core import Script
-        return Script(self, script)
+    def register_script(self, script: str) -> Script:
+        # Script is annotated for Redis | RedisCluster but only calls get_encoder(), evalsha()
+        # and script_load() on its client (redis/commands/core.py), which this proxy has
+        return Script(self, script)  # type: ignore[arg-type]
 
     def close(self) -> None:
         if self._client is not None:

@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import orjson
 import redis
@@ -83,12 +83,12 @@ def read_spend(client: redis.Redis, prefix: str = "aigw:", consumer: str | None 
         pipe.zrangebyscore(key, f"({cutoff}", "+inf")
     id_lists = pipe.execute() if found else []
     pipe = client.pipeline(transaction=False)
-    for (key, _), ids in zip(found, id_lists):
+    for (key, _), ids in zip(found, id_lists, strict=True):
         if ids:
             pipe.hmget(key[:-4] + ":amt", ids)
     amount_lists = iter(pipe.execute() if any(id_lists) else [])
     out: list[Spend] = []
-    for (_, (counter, scope, subject, period)), ids in zip(found, id_lists):
+    for (_, (counter, scope, subject, period)), ids in zip(found, id_lists, strict=True):
         amounts = next(amount_lists) if ids else []
         vals = [int(a) for a in amounts if a is not None]  # None: released meanwhile
         if vals:
@@ -103,7 +103,7 @@ def _table(rows: Sequence[Spend]) -> str:
                       for s in rows]
     widths = [max(len(r[i]) for r in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) if i < 4 else c.rjust(w) for i, (c, w) in
-                               enumerate(zip(r, widths))).rstrip() for r in lines)
+                               enumerate(zip(r, widths, strict=True))).rstrip() for r in lines)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

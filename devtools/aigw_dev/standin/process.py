@@ -154,7 +154,10 @@ def server_defs(plugins_dir: str, prefix: str, env: dict[str, str]) -> list[Serv
 
 def query_info(sd: ServerDef, env: dict[str, str]) -> PluginInfo:
     """process.lua query_external_plugin_info: run query_cmd, use ``(dump.Plugins or dump)[1]``."""
-    proc = subprocess.run(sd.query_cmd, shell=True, capture_output=True, env=env, timeout=60)
+    # query_cmd is a shell command line: Kong runs it with io.popen (/bin/sh -c), and reads the
+    # output whatever the exit status (kong/runloop/plugin_servers/process.lua 3.9.1, line 51)
+    proc = subprocess.run(sd.query_cmd, shell=True, capture_output=True, env=env,  # noqa: S602
+                          timeout=60, check=False)
     try:
         dump = orjson.loads(proc.stdout)
     except orjson.JSONDecodeError as exc:
@@ -194,7 +197,11 @@ class Supervisor:
                 time.sleep(delay)
             if self._stopping:
                 return
-            self.proc = subprocess.Popen("exec " + self.sd.start_cmd, shell=True, env=worker_env(self.env),
+            # start_cmd is a shell command line: Kong spawns "exec " .. start_command with
+            # ngx.pipe.spawn (process.lua 3.9.1, line 153), which runs a string with /bin/sh -c
+            # (lua-resty-core lib/ngx/pipe.lua, pipe_spawn)
+            self.proc = subprocess.Popen("exec " + self.sd.start_cmd, shell=True,  # noqa: S602
+                                         env=worker_env(self.env),
                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             next_spawn = time.monotonic() + 1
             sys.stderr.write(f"[standin] [pluginserver] started {self.sd.name}, pid {self.proc.pid}\n")
