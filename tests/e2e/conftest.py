@@ -8,7 +8,6 @@ per-test overrides (limits, cache policy...) are applied to plugin configs.
 from __future__ import annotations
 
 import copy
-import socket
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -19,16 +18,12 @@ import yaml
 
 from aigw_dev.dev import DEMO_JWT_SECRET, demo_token, gateway_env
 from aigw_dev.mock.testing import MockProvider
-from aigw_dev.standin.testing import StandIn
+from aigw_dev.standin.testing import StandIn, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = yaml.safe_load((ROOT / "kong" / "kong.yml").read_text())
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def service(doc: dict[str, Any], name: str = "ai") -> dict[str, Any]:

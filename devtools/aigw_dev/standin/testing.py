@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -29,9 +30,20 @@ from .process import forward_aigw_env
 
 
 def free_port() -> int:
+    """A port that is free now, below Linux's ephemeral range (32768-60999 by default): a port
+    the kernel hands out for bind(0) is also the kind it hands to outgoing connections, and one
+    of those could take it in the seconds before the process it is meant for binds it."""
+    for _ in range(200):
+        port = random.randint(15000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 class StandInError(RuntimeError):
