@@ -17,7 +17,8 @@ from __future__ import annotations
 import copy
 import inspect
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 import orjson
 
@@ -26,8 +27,16 @@ from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import OPENAI, GatewayError, error_body
 from ..gateway import limits
 from ..logs import log_failure
-from ..pipeline import (Exchange, Replay, Respond, Stage, StreamBroken, counted_usage, response_stages,
-                        with_prompt)
+from ..pipeline import (
+    Exchange,
+    Replay,
+    Respond,
+    Stage,
+    StreamBroken,
+    counted_usage,
+    response_stages,
+    with_prompt,
+)
 from ..types import Usage
 from .intake import admit, read_body
 from .observe import observe

@@ -24,7 +24,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import gevent
 import orjson
@@ -265,7 +266,7 @@ def _complete(ctx, ex: Exchange, msg: dict[str, Any], canonical: dict[str, Any],
 _FIRST = ("content_block_start", "content_block_delta", "message_delta", "message_stop")
 
 
-def _stream(engine, ex: Exchange, adapter, target, attempt: dict[str, Any], resp) -> "NativeStream":
+def _stream(engine, ex: Exchange, adapter, target, attempt: dict[str, Any], resp) -> NativeStream:
     """Wait for the first content event (failover is still possible), then relay."""
     p = target.provider
     out = NativeStream(engine.ctx, ex, adapter, target, resp)

@@ -14,7 +14,8 @@ import copy
 import dataclasses
 import logging
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import gevent
 import urllib3
@@ -216,7 +217,7 @@ class Attempts:
         return delivered, True
 
     # ---------------------------------------------------------------- stream
-    def _stream(self, adapter, target, attempt: dict[str, Any], resp) -> "ProviderStream":
+    def _stream(self, adapter, target, attempt: dict[str, Any], resp) -> ProviderStream:
         """Wait for the first token (failover is still possible), then hand the stream over."""
         p = target.provider
         decoder = adapter.chat_stream(target.model)
