@@ -89,6 +89,8 @@ class StreamCap:
 
     def __init__(self, cap: int | None, model: str, choices: int = 1):
         self.cap = cap or None
+        self.limit: int | None
+        self.count: Callable[[str], int]
         if self.cap:
             self.limit, self.count = allowed_tokens(self.cap, model)
         else:
