@@ -39,12 +39,12 @@ from ..gateway.egress import RawEgress
 from ..logs import log_failure
 from ..pipeline import Exchange, StreamBroken, counted_usage, with_prompt
 from ..providers.anthropic import API_VERSION, anthropic_usage
-from ..providers.base import Adapter, ProviderProtocolError, summarize_error
+from ..providers.base import ProviderProtocolError, summarize_error
 from ..providers.openai_responses import ADAPTER as RESPONSES_ADAPTER
 from ..providers.openai_responses import OpenAIResponsesAdapter
 from ..routing import Target
 from ..types import ProviderConfig, UpstreamRequest, Usage
-from .failover import Retryable, read_all
+from .failover import AttemptAdapter, Retryable, read_all
 from .output_cap import _prefix_within, allowed_tokens, choice_tokens, delivered_usage
 from .upstream import POOL, finish
 
@@ -56,10 +56,6 @@ FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 _COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
 # the text field of a content_block_delta that the output cap counts and cuts, by delta type
 _CAPPED_DELTA: dict[str | None, str] = {"text_delta": "text", "input_json_delta": "partial_json"}
-
-# what an attempt calls: the provider type's adapter, or OpenAI's Responses API adapter for
-# Responses clients on openai targets (chat only: it has no embeddings side)
-AttemptAdapter = Adapter | OpenAIResponsesAdapter
 
 
 def upstream_adapter(ctx: RequestContext, target: Target) -> OpenAIResponsesAdapter | None:
