@@ -17,7 +17,9 @@ from __future__ import annotations
 import copy
 import inspect
 import time
-from typing import Any, Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+from wsgiref.types import StartResponse
 
 import orjson
 
@@ -26,8 +28,16 @@ from ..context import STORE, Outcome, RequestContext, set_observer
 from ..errors import OPENAI, GatewayError, error_body
 from ..gateway import limits
 from ..logs import log_failure
-from ..pipeline import (Exchange, Replay, Respond, Stage, StreamBroken, counted_usage, response_stages,
-                        with_prompt)
+from ..pipeline import (
+    Exchange,
+    Replay,
+    Respond,
+    Stage,
+    StreamBroken,
+    counted_usage,
+    response_stages,
+    with_prompt,
+)
 from ..types import Usage
 from .intake import admit, read_body
 from .observe import observe
@@ -45,7 +55,7 @@ def _status_line(code: int) -> str:
     return f"{code} {_REASONS.get(code, 'Status')}"
 
 
-def application(environ: dict[str, Any], start_response: Callable) -> Iterable[bytes]:
+def application(environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
     ctx = STORE.claim(environ.get("HTTP_X_AIGW_TICKET"))
     if ctx is None:
         read_body(environ, 0)
@@ -85,7 +95,7 @@ class Engine:
         self._settled = False
 
     # ------------------------------------------------------------------ entry
-    def run(self, start_response: Callable) -> Iterable[bytes]:
+    def run(self, start_response: StartResponse) -> Iterable[bytes]:
         ctx = self.ctx
         try:
             terminal = ctx.terminal
@@ -127,7 +137,7 @@ class Engine:
                 log_failure(s.name or type(s).__name__, "headers", exc)
         return headers
 
-    def _error(self, start_response: Callable, err: GatewayError) -> Iterable[bytes]:
+    def _error(self, start_response: StartResponse, err: GatewayError) -> Iterable[bytes]:
         body = err.encode(self.ctx.error_api)
         self.ex.usage = None
         headers = self._headers([("Content-Type", "application/json"), ("Content-Length", str(len(body)))],
@@ -158,7 +168,7 @@ class Engine:
             s.response(self.ctx, ex)
 
     # ------------------------------------------------------------ non-stream
-    def _respond(self, start_response: Callable) -> Iterable[bytes]:
+    def _respond(self, start_response: StartResponse) -> Iterable[bytes]:
         ex = self.ex
         self._settle(ex.usage)
         self.outcome.status = 200
@@ -169,7 +179,7 @@ class Engine:
         return _Closing(body, self._finish)
 
     # ---------------------------------------------------------------- stream
-    def _stream(self, start_response: Callable, source: Any) -> Iterable[bytes]:
+    def _stream(self, start_response: StartResponse, source: Any) -> Iterable[bytes]:
         headers = self._headers([("Content-Type", "text/event-stream"), ("Cache-Control", "no-cache")])
         start_response("200 OK", headers)
         return _Stream(self._stream_body(source), source, self)
@@ -222,7 +232,7 @@ class Engine:
                 self._finish()
 
     # -------------------------------------------------------------- early answer
-    def _replay(self, start_response: Callable, replay: Replay) -> Iterable[bytes]:
+    def _replay(self, start_response: StartResponse, replay: Replay) -> Iterable[bytes]:
         ctx, ex = self.ctx, self.ex
         ex.replayed = True
         ex.keep_answer = False

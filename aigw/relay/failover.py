@@ -1,9 +1,16 @@
 """How a provider attempt fails, and the small reads every attempt shares."""
 from __future__ import annotations
 
-from typing import Any
-
 import gevent
+import urllib3
+
+from ..providers.base import Adapter
+from ..providers.openai_responses import OpenAIResponsesAdapter
+
+# what an attempt calls: the provider type's adapter, or OpenAI's Responses API adapter for
+# Responses clients on openai targets (aigw.relay.native.upstream_adapter; chat only: it has
+# no embeddings side)
+AttemptAdapter = Adapter | OpenAIResponsesAdapter
 
 
 class Retryable(Exception):
@@ -21,12 +28,12 @@ class SentAndFailed(Exception):
     have processed it, so no other target is tried (that could send it twice)."""
 
 
-def read_all(resp: Any, total_timeout: float) -> bytes:
+def read_all(resp: urllib3.BaseHTTPResponse, total_timeout: float) -> bytes:
     with gevent.Timeout(total_timeout):
         return resp.read()
 
 
-def safe_summary(adapter: Any, status: int, data: bytes) -> str:
+def safe_summary(adapter: AttemptAdapter, status: int, data: bytes) -> str:
     try:
         return adapter.error_summary(status, data)[:200]
     except Exception:

@@ -24,7 +24,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from typing import Any, Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import gevent
 import orjson
@@ -32,6 +33,7 @@ import urllib3
 
 from .. import sse
 from ..cache import assemble_stream
+from ..context import RequestContext
 from ..errors import GatewayError
 from ..gateway.egress import RawEgress
 from ..logs import log_failure
@@ -39,39 +41,46 @@ from ..pipeline import Exchange, StreamBroken, counted_usage, with_prompt
 from ..providers.anthropic import API_VERSION, anthropic_usage
 from ..providers.base import ProviderProtocolError, summarize_error
 from ..providers.openai_responses import ADAPTER as RESPONSES_ADAPTER
-from ..types import UpstreamRequest, Usage
-from .failover import Retryable, read_all
+from ..providers.openai_responses import OpenAIResponsesAdapter
+from ..routing import Target
+from ..types import ProviderConfig, UpstreamRequest, Usage
+from .failover import AttemptAdapter, Retryable, read_all
 from .output_cap import _prefix_within, allowed_tokens, choice_tokens, delivered_usage
 from .upstream import POOL, finish
+
+if TYPE_CHECKING:  # the engine imports the stages that reach this module
+    from .app import Engine
 
 FORWARDED_HEADERS = ("anthropic-version", "anthropic-beta")
 # what the count_tokens endpoint accepts (a Messages body minus the generation settings)
 _COUNT_FIELDS = ("model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers")
+# the text field of a content_block_delta that the output cap counts and cuts, by delta type
+_CAPPED_DELTA: dict[str | None, str] = {"text_delta": "text", "input_json_delta": "partial_json"}
 
 
-def upstream_adapter(ctx, target):
+def upstream_adapter(ctx: RequestContext, target: Target) -> OpenAIResponsesAdapter | None:
     """Responses API clients reach ``openai`` targets on OpenAI's own Responses API."""
     if ctx.api == "responses" and target.provider.type == "openai":
         return RESPONSES_ADAPTER
     return None
 
 
-def passes_through(ctx, target) -> bool:
+def passes_through(ctx: RequestContext, target: Target) -> bool:
     return ctx.api == "anthropic" and target.provider.type == "anthropic"
 
 
-def client_body(ctx) -> dict[str, Any]:
+def client_body(ctx: RequestContext) -> dict[str, Any]:
     """The client's body as ai-redact left it (the raw body when redaction failed open)."""
-    body = ctx.body if isinstance(ctx.body, dict) else orjson.loads(ctx.raw_body)
+    body: dict[str, Any] = ctx.body if isinstance(ctx.body, dict) else orjson.loads(ctx.raw_body)
     return body
 
 
-def _url(provider, path: str) -> str:
+def _url(provider: ProviderConfig, path: str) -> str:
     root = provider.base_url.rstrip("/")
     return (root if root.endswith("/v1") else root + "/v1") + path
 
 
-def _headers(ctx, provider) -> dict[str, str]:
+def _headers(ctx: RequestContext, provider: ProviderConfig) -> dict[str, str]:
     headers = {k.lower(): v for k, v in provider.headers.items()}
     headers["anthropic-version"] = ctx.headers.get("anthropic-version") or \
         headers.get("anthropic-version") or API_VERSION
@@ -95,13 +104,14 @@ def _signed_only(messages: Any) -> Any:
         if isinstance(content, list) and m.get("role") == "assistant" and any(
                 isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature")
                 for b in content):
-            m = {**m, "content": [b for b in content if not (
-                isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))]}
-        out.append(m)
+            out.append({**m, "content": [b for b in content if not (
+                isinstance(b, dict) and b.get("type") == "thinking" and not b.get("signature"))]})
+        else:
+            out.append(m)
     return out
 
 
-def request(ctx, target) -> UpstreamRequest:
+def request(ctx: RequestContext, target: Target) -> UpstreamRequest:
     body = dict(client_body(ctx))
     body["model"] = target.model
     body["messages"] = _signed_only(body.get("messages"))
@@ -132,40 +142,47 @@ class _Cap:
 
     def __init__(self, cap: int | None, model: str):
         self.cap = cap or None
-        self.limit, self.count = allowed_tokens(self.cap, model) if self.cap else (None, None)
+        # (tokens allowed by our count, the counting function); both None without a cap
+        self.limit: int | None = None
+        self.count: Callable[[str], int] | None = None
+        if self.cap:
+            self.limit, self.count = allowed_tokens(self.cap, model)
         self.text = ""
         self.sum = 0
         self.cut = False
 
     def seen(self, text: str) -> None:
         """Output that is relayed whatever the cap (thinking)."""
-        if self.cap and text:
+        if self.count is not None and text:
             self.text += text
             self.sum += self.count(text)
 
     def take(self, text: str) -> tuple[str, bool]:
         """The part of ``text`` within the cap, and whether the cap was hit."""
-        if not self.cap or not text:
+        limit, count = self.limit, self.count
+        if limit is None or count is None or not text:
             return text, False
         if self.cut:
             return "", True
-        n = self.count(text)
-        if self.sum + n <= self.limit:
+        n = count(text)
+        if self.sum + n <= limit:
             self.sum += n
             self.text += text
             return text, False
-        exact = self.count(self.text + text)  # the per-piece sum over-counts: check exactly
-        if exact <= self.limit:
+        exact = count(self.text + text)  # the per-piece sum over-counts: check exactly
+        if exact <= limit:
             self.sum = exact
             self.text += text
             return text, False
-        part = _prefix_within(self.count, self.text, text, self.limit)
+        part = _prefix_within(count, self.text, text, limit)
         self.text += part
-        self.sum = self.limit
+        self.sum = limit
         self.cut = True
         return part, True
 
     def delivered(self) -> int:
+        if self.count is None:  # no cap: nothing was counted (and nothing cut)
+            return 0
         return choice_tokens(self.text, None, self.cap, self.count)
 
 
@@ -217,7 +234,8 @@ def _cap_message(msg: dict[str, Any], cap: int | None, model: str) -> int | None
 
 # ------------------------------------------------------------------ answers
 
-def answer(engine, ex: Exchange, adapter, target, attempt: dict[str, Any], resp):
+def answer(engine: Engine, ex: Exchange, adapter: AttemptAdapter, target: Target, attempt: dict[str, Any],
+           resp: urllib3.BaseHTTPResponse) -> NativeStream | None:
     """The Anthropic target's answer, as it came: a Message (filled into ``ex``) or a
     stream source of its events."""
     ex.wire = "anthropic"
@@ -227,22 +245,23 @@ def answer(engine, ex: Exchange, adapter, target, attempt: dict[str, Any], resp)
     try:
         data = read_all(resp, target.provider.total_timeout)
     except gevent.Timeout:
-        raise Retryable("timeout")
+        raise Retryable("timeout") from None
     except (urllib3.exceptions.HTTPError, OSError):
-        raise Retryable("protocol")
+        raise Retryable("protocol") from None
     try:
         msg = orjson.loads(data)
         if not isinstance(msg, dict) or not isinstance(msg.get("content"), list):
             raise ProviderProtocolError()
         canonical = adapter.chat_response(data, target.model)
     except Exception:
-        raise Retryable("protocol")
+        raise Retryable("protocol") from None
     attempt["result"] = "ok"
     _complete(engine.ctx, ex, msg, canonical, target)
     return None
 
 
-def _complete(ctx, ex: Exchange, msg: dict[str, Any], canonical: dict[str, Any], target) -> None:
+def _complete(ctx: RequestContext, ex: Exchange, msg: dict[str, Any], canonical: dict[str, Any],
+              target: Target) -> None:
     usage = anthropic_usage(msg["usage"]) if isinstance(msg.get("usage"), dict) else None
     if usage is None or (usage.input_tokens == 0 and usage.output_tokens == 0):
         usage = counted_usage(ctx, target.model, _text_of(msg))
@@ -265,7 +284,8 @@ def _complete(ctx, ex: Exchange, msg: dict[str, Any], canonical: dict[str, Any],
 _FIRST = ("content_block_start", "content_block_delta", "message_delta", "message_stop")
 
 
-def _stream(engine, ex: Exchange, adapter, target, attempt: dict[str, Any], resp) -> "NativeStream":
+def _stream(engine: Engine, ex: Exchange, adapter: AttemptAdapter, target: Target, attempt: dict[str, Any],
+            resp: urllib3.BaseHTTPResponse) -> NativeStream:
     """Wait for the first content event (failover is still possible), then relay."""
     p = target.provider
     out = NativeStream(engine.ctx, ex, adapter, target, resp)
@@ -280,9 +300,9 @@ def _stream(engine, ex: Exchange, adapter, target, attempt: dict[str, Any], resp
                 first += out.decode(raw)
     except gevent.Timeout:
         resp.close()
-        raise Retryable("first_token_timeout")
+        raise Retryable("first_token_timeout") from None
     except Exception:
-        raise Retryable("protocol")
+        raise Retryable("protocol") from None
     if not any(_kind(ev) in _FIRST for ev in first):
         raise Retryable("protocol")
     engine.outcome.ttft = time.perf_counter() - engine.t0
@@ -304,7 +324,8 @@ def _kind(ev: sse.Event) -> str | None:
 class NativeStream:
     """The provider's Messages events as ``(event, object)`` items, one by one (capped)."""
 
-    def __init__(self, ctx, ex: Exchange | None, adapter, target, resp=None):
+    def __init__(self, ctx: RequestContext, ex: Exchange | None, adapter: AttemptAdapter, target: Target,
+                 resp: urllib3.BaseHTTPResponse | None = None):
         self.ctx = ctx
         self.ex = ex
         self.target = target
@@ -355,7 +376,7 @@ class NativeStream:
         elif kind == "content_block_delta":
             delta = obj.get("delta") or {}
             idx = obj.get("index", 0)
-            field = {"text_delta": "text", "input_json_delta": "partial_json"}.get(delta.get("type"))
+            field = _CAPPED_DELTA.get(delta.get("type"))
             if delta.get("type") == "thinking_delta" and isinstance(delta.get("thinking"), str):
                 self.cap.seen(delta["thinking"])  # counted, never altered
             elif field and isinstance(delta.get(field), str):
@@ -398,7 +419,7 @@ class NativeStream:
                 yield from self.event(ev)
             with gevent.Timeout(self.target.provider.total_timeout):
                 while not self.finished:
-                    raw = resp.read1(65536)
+                    raw = resp.read1(65536) if resp is not None else b""
                     if not raw:
                         for ev in self.close_decoders():
                             yield from self.event(ev)
@@ -433,7 +454,7 @@ class NativeStream:
 
 # -------------------------------------------------------------- count_tokens
 
-def count_tokens(engine, ex: Exchange) -> None:
+def count_tokens(engine: Engine, ex: Exchange) -> None:
     """Exact count from the first Anthropic target; the gateway's own count otherwise
     (or when that provider fails: a count is an estimate the client can live with)."""
     ctx = engine.ctx

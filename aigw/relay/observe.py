@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 
+from .. import metrics
 from ..context import Outcome, RequestContext
 from ..providers.registry import PROVIDERS
 
@@ -57,15 +58,11 @@ def observe(ctx: RequestContext, outcome: Outcome) -> None:
         event.update(part.log_fields())
     event.update(ctx.log_fields)
     log.info(orjson.dumps(event, default=str).decode())
-    try:
-        from .. import metrics
-        metrics.record_request(
-            model=event["gen_ai.request.model"] or "", response_model=event["gen_ai.response.model"] or "",
-            provider=event["aigw.provider"] or "", consumer=ctx.consumer_name or "",
-            status=outcome.status, duration_s=outcome.duration, ttft_s=outcome.ttft,
-            usage=outcome.usage, cost=outcome.cost_usd, operation=event["gen_ai.operation.name"],
-            reached_provider=outcome.reached_provider)
-        if outcome.cache_status:
-            metrics.record_cache(outcome.cache_status)
-    except ImportError:
-        pass
+    metrics.record_request(
+        model=event["gen_ai.request.model"] or "", response_model=event["gen_ai.response.model"] or "",
+        provider=event["aigw.provider"] or "", consumer=ctx.consumer_name or "",
+        status=outcome.status, duration_s=outcome.duration, ttft_s=outcome.ttft,
+        usage=outcome.usage, cost=outcome.cost_usd, operation=event["gen_ai.operation.name"],
+        reached_provider=outcome.reached_provider)
+    if outcome.cache_status:
+        metrics.record_cache(outcome.cache_status)

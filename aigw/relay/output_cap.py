@@ -21,7 +21,8 @@ its own count is not cut short by our rougher one.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..gateway.limits import output_choices
 from ..tokens.counting import tokenizer_for
@@ -88,6 +89,8 @@ class StreamCap:
 
     def __init__(self, cap: int | None, model: str, choices: int = 1):
         self.cap = cap or None
+        self.limit: int | None
+        self.count: Callable[[str], int]
         if self.cap:
             self.limit, self.count = allowed_tokens(self.cap, model)
         else:
@@ -97,7 +100,7 @@ class StreamCap:
         self.cut = False  # some choice was cut: reconcile to what was delivered
 
     @classmethod
-    def for_request(cls, ctx: Any, model: str) -> "StreamCap | None":
+    def for_request(cls, ctx: Any, model: str) -> StreamCap | None:
         if ctx.api == "embeddings":
             return None
         return cls(ctx.output_cap, model, output_choices(ctx.canonical))

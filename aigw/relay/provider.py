@@ -14,24 +14,31 @@ import copy
 import dataclasses
 import logging
 import time
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import gevent
 import urllib3
 
 from .. import cloud_auth
 from ..cache import assemble_stream
-from ..context import RequestContext
+from ..context import Outcome, RequestContext
 from ..errors import GatewayError
 from ..logs import log_failure
 from ..pipeline import Exchange, StreamBroken, counted_usage, with_prompt
 from ..providers import get_adapter
-from ..providers.base import UpstreamStreamError, request_error_status, stream_error
-from ..types import Usage
+from ..providers.base import StreamDecoder, UpstreamStreamError, request_error_status, stream_error
+from ..providers.openai_responses import OpenAIResponsesAdapter
+from ..routing import Target
+from ..types import ProviderConfig, Usage
 from . import native
-from .failover import Retryable, SentAndFailed, read_all, safe_summary
+from .failover import AttemptAdapter, Retryable, SentAndFailed, read_all, safe_summary
+from .native import NativeStream
 from .output_cap import StreamCap, answer_tokens, cap_response, delivered_usage, upstream_body
 from .upstream import SendFailed, discard, finish, send
+
+if TYPE_CHECKING:  # the engine imports the stages that reach this module
+    from .app import Engine
 
 log = logging.getLogger("aigw")
 
@@ -54,28 +61,29 @@ class ProviderCall:
             raise GatewayError(503, "The gateway could not complete its checks for this request; "
                                     "it was not sent to any model.", code="gateway_incomplete")
 
-    def answer(self, engine: Any, ex: Exchange):
+    def answer(self, engine: Engine, ex: Exchange) -> ProviderStream | NativeStream | None:
         if engine.ctx.api == "count_tokens":
-            return native.count_tokens(engine, ex)
+            native.count_tokens(engine, ex)  # fills ex: no stream
+            return None
         return Attempts(self, engine, ex).run()
 
 
 class Attempts:
     """The failover loop over ``ctx.plan`` for one request."""
 
-    def __init__(self, call: ProviderCall, engine: Any, ex: Exchange):
+    def __init__(self, call: ProviderCall, engine: Engine, ex: Exchange):
         self.call = call
         self.engine = engine
         self.ctx: RequestContext = engine.ctx
         self.ex = ex
         self.outcome = ex.outcome
 
-    def run(self):
+    def run(self) -> ProviderStream | NativeStream | None:
         ctx = self.ctx
         breaker = self.call.breaker
         last: Retryable | None = None
         for target in ctx.plan:
-            adapter = native.upstream_adapter(ctx, target) or get_adapter(target.provider.type)
+            adapter: AttemptAdapter = native.upstream_adapter(ctx, target) or get_adapter(target.provider.type)
             attempt: dict[str, Any] = {"provider": target.provider.name, "model": target.model}
             self.outcome.attempts.append(attempt)
             self.outcome.target = target
@@ -96,7 +104,7 @@ class Attempts:
                 raise GatewayError(
                     502, f"Provider '{target.provider.name}' received the request but the "
                          "connection failed before an answer; it was not retried, so it is "
-                         "never sent twice.", code="upstream_failed")
+                         "never sent twice.", code="upstream_failed") from None
             if breaker is not None:
                 breaker.record_success(target.key)
             return result
@@ -124,14 +132,17 @@ class Attempts:
             return GatewayError(503, msg, code="upstream_unavailable", headers=headers)
         return GatewayError(502, msg, code="upstream_failed")
 
-    def _attempt(self, adapter, target, attempt: dict[str, Any]):
+    def _attempt(self, adapter: AttemptAdapter, target: Target,
+                 attempt: dict[str, Any]) -> ProviderStream | NativeStream | None:
         ctx = self.ctx
         p = target.provider
         same_api = native.passes_through(ctx, target)  # Anthropic -> Anthropic: the client's own body
         if same_api:
             up = native.request(ctx, target)
         elif ctx.api == "embeddings":
-            up = adapter.embeddings_request(ctx.canonical, target.model, p)
+            # upstream_adapter gives the (chat-only) Responses adapter to Responses clients only
+            assert not isinstance(adapter, OpenAIResponsesAdapter)
+            up = adapter.embeddings_request(ctx.canonical or {}, target.model, p)
         else:
             up = adapter.chat_request(upstream_body(ctx.canonical or {}, ctx.output_cap, adapter),
                                       target.model, p, stream=ctx.stream)
@@ -139,7 +150,7 @@ class Attempts:
         try:
             up = cloud_auth.authorize(p, up)  # SigV4 / OAuth token for bedrock and vertex
         except cloud_auth.CredentialsError as exc:
-            raise Retryable("credentials", summary=str(exc))
+            raise Retryable("credentials", summary=str(exc)) from exc
         try:
             resp = send(up.method, up.url, up.body, up.headers, p.connect_timeout, p.first_byte_timeout)
         except SendFailed as f:
@@ -168,21 +179,22 @@ class Attempts:
             data = read_all(resp, p.total_timeout)
         except gevent.Timeout:
             discard(resp)
-            raise Retryable("timeout")
+            raise Retryable("timeout") from None
         except (urllib3.exceptions.HTTPError, OSError):
             raise SentAndFailed() from None  # the answer broke off: the provider had it
         try:
             if ctx.api == "embeddings":
+                assert not isinstance(adapter, OpenAIResponsesAdapter)  # as above
                 out = adapter.embeddings_response(data, target.model)
             else:
                 out = adapter.chat_response(data, target.model)
         except Exception:
-            raise Retryable("protocol")
+            raise Retryable("protocol") from None
         attempt["result"] = "ok"
         self._complete(out, target)
         return None
 
-    def _complete(self, resp: dict[str, Any], target) -> None:
+    def _complete(self, resp: dict[str, Any], target: Target) -> None:
         """A whole canonical answer: its usage (the provider's, else ours), the output cap."""
         ctx = self.ctx
         reported = Usage.from_openai(resp.get("usage"))
@@ -201,7 +213,8 @@ class Attempts:
         self.ex.response = resp
         self.ex.usage = usage
 
-    def _cap_answer(self, resp: dict[str, Any], usage: Usage, target, counted: bool) -> tuple[Usage, bool]:
+    def _cap_answer(self, resp: dict[str, Any], usage: Usage, target: Target,
+                    counted: bool) -> tuple[Usage, bool]:
         """Output cap on a non-streaming answer: cut choices that exceed the reserved output;
         a cut answer is charged what was delivered."""
         out_tokens = cap_response(resp, self.ctx.output_cap, target.model)
@@ -216,7 +229,8 @@ class Attempts:
         return delivered, True
 
     # ---------------------------------------------------------------- stream
-    def _stream(self, adapter, target, attempt: dict[str, Any], resp) -> "ProviderStream":
+    def _stream(self, adapter: AttemptAdapter, target: Target, attempt: dict[str, Any],
+                resp: urllib3.BaseHTTPResponse) -> ProviderStream:
         """Wait for the first token (failover is still possible), then hand the stream over."""
         p = target.provider
         decoder = adapter.chat_stream(target.model)
@@ -234,7 +248,7 @@ class Attempts:
                     first.extend(decoder.feed(raw))
         except gevent.Timeout:
             discard(resp)
-            raise Retryable("first_token_timeout")
+            raise Retryable("first_token_timeout") from None
         except UpstreamStreamError as e:  # an error event before any output
             discard(resp)
             found = stream_error(bytes(head))
@@ -245,7 +259,7 @@ class Attempts:
             raise SentAndFailed() from None  # the provider had the request: no second send
         except Exception:
             discard(resp)
-            raise Retryable("protocol")
+            raise Retryable("protocol") from None
         if not any(_has_token(c) for c in first):
             # the stream ended ([DONE] or EOF) and produced nothing: no token, no finish reason
             finish(resp, decoder.done)
@@ -258,8 +272,8 @@ class Attempts:
         return ProviderStream(self.ctx, self.ex, target, first, decoder, resp)
 
 
-def provider_error(outcome, p, attempt: dict[str, Any], status: int, data: bytes, summary: str,
-                   failover_status: set[int]) -> None:
+def provider_error(outcome: Outcome, p: ProviderConfig, attempt: dict[str, Any], status: int,
+                   data: bytes, summary: str, failover_status: set[int]) -> NoReturn:
     """A provider's error answer: raises Retryable (try the next target) or GatewayError.
 
     An error the request itself caused (a 4xx such as 400/404/413/422, or a 5xx or
@@ -319,8 +333,8 @@ class ChunkAccount:
 class ProviderStream:
     """A provider's canonical chunks after the first token: read, decoded, capped."""
 
-    def __init__(self, ctx: RequestContext, ex: Exchange, target, first: list[dict[str, Any]],
-                 decoder, resp):
+    def __init__(self, ctx: RequestContext, ex: Exchange, target: Target, first: list[dict[str, Any]],
+                 decoder: StreamDecoder, resp: urllib3.BaseHTTPResponse):
         self.ctx = ctx
         self.ex = ex
         self.target = target

@@ -1,13 +1,21 @@
 """Start the relay (and the metrics endpoint) once per plugin-server process."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from email.parser import Parser
+from io import BufferedIOBase
+from typing import cast
 
-from gevent.pywsgi import WSGIHandler, WSGIServer
+from gevent.pywsgi import OldMessage, WSGIHandler, WSGIServer
+from gevent.socket import socket as GeventSocket
 
+from .. import metrics
+from ..errors import ANTHROPIC, OPENAI, GatewayError
 from ..logs import setup_logging
+from .app import application
 
 log = logging.getLogger("aigw")
 
@@ -27,12 +35,8 @@ class HeaderLimit(ValueError):
     """The request head is larger than the relay accepts (431)."""
 
 
-def _parse_headers(fp):
+def _parse_headers(fp: BufferedIOBase) -> OldMessage:
     """Like ``http.client.parse_headers`` without its 100-header cap."""
-    from email.parser import Parser
-
-    from gevent.pywsgi import headers_factory
-
     lines: list[bytes] = []
     total = 0
     while True:
@@ -45,8 +49,8 @@ def _parse_headers(fp):
         if line in (b"\r\n", b"\n", b""):
             break
         lines.append(line)
-    msg_class = type(headers_factory(__import__("io").BytesIO(b"\r\n")))
-    return Parser(_class=msg_class).parsestr(b"".join(lines).decode("iso-8859-1"))
+    # the message class pywsgi's own headers_factory builds on Python 3
+    return Parser(_class=OldMessage).parsestr(b"".join(lines).decode("iso-8859-1"))
 
 
 class OneWriteHandler(WSGIHandler):
@@ -57,14 +61,12 @@ class OneWriteHandler(WSGIHandler):
     Request headers: any number (see ``MAX_HEADER_BYTES``); a malformed or oversized request
     head gets a JSON error in the API's format instead of pywsgi's empty 400."""
 
-    def MessageClass(self, fp, *_):  # noqa: N802 - pywsgi's name
+    def MessageClass(self, fp: BufferedIOBase, *_: object) -> OldMessage:
         msg = _parse_headers(fp)
         msg.status = ""
         return msg
 
-    def _handle_client_error(self, ex):
-        from ..errors import ANTHROPIC, OPENAI, GatewayError
-
+    def _handle_client_error(self, ex: BaseException) -> tuple[str, bytes]:
         api = ANTHROPIC if (getattr(self, "path", "") or "").split("?")[0].rstrip("/").endswith("/messages") \
             else OPENAI
         if isinstance(ex, HeaderLimit):
@@ -78,22 +80,28 @@ class OneWriteHandler(WSGIHandler):
         log.warning("aigw relay refused a request: %s", type(ex).__name__)
         return (str(err.status), head + body)
 
-    def _write_with_headers(self, data):
+    def _write_with_headers(self, data: bytes) -> None:
         if not data or len(data) > 65536:
-            return super()._write_with_headers(data)
+            # a private pywsgi method (gevent 26), not in types-gevent
+            super()._write_with_headers(data)  # type: ignore[misc]
+            return
         self.headers_sent = True
         self.finalize_headers()
+        # after start_response pywsgi holds the status line and the headers latin-1 encoded
+        # (gevent 26 WSGIHandler.start_response); types-gevent declares them as str
+        status = cast(bytes, self.status)
+        headers = cast(list[tuple[bytes, bytes]], self.response_headers)
         towrite = bytearray(b"HTTP/1.1 ")
-        towrite += self.status
+        towrite += status
         towrite += b"\r\n"
-        for header, value in self.response_headers:
+        for header, value in headers:
             towrite += header + b": " + value + b"\r\n"
         towrite += b"\r\n"
         if self.response_use_chunked:
             towrite += b"%x\r\n" % len(data) + data + b"\r\n"
         else:
             towrite += data
-        self._sendall(towrite)
+        self._sendall(towrite)  # type: ignore[attr-defined]  # private pywsgi method, not in types-gevent
 
 
 class NoDelayWSGIServer(WSGIServer):
@@ -102,11 +110,9 @@ class NoDelayWSGIServer(WSGIServer):
     request, and small SSE events queue behind each other. nginx (Kong) runs its
     side with tcp_nodelay on; so does this server."""
 
-    def handle(self, sock, address):
-        try:
+    def handle(self, sock: GeventSocket, address: str) -> None:
+        with contextlib.suppress(OSError):  # not TCP (e.g. a unix socket)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:  # not TCP (e.g. a unix socket)
-            pass
         super().handle(sock, address)
 
 
@@ -122,7 +128,6 @@ def ensure_started() -> None:
     if _server is not None:
         return
     setup_logging()
-    from .app import application
     host, port = relay_address()
     _server = NoDelayWSGIServer((host, port), application, log=None, error_log=None,
                                 handler_class=OneWriteHandler)
@@ -130,6 +135,5 @@ def ensure_started() -> None:
     log.info("aigw relay listening on %s:%d", host, port)
     metrics_port = os.environ.get("AIGW_METRICS_PORT")
     if metrics_port:
-        from .. import metrics
         metrics.start_server(int(metrics_port), os.environ.get("AIGW_METRICS_HOST", "127.0.0.1"))
         log.info("aigw metrics on :%s/metrics", metrics_port)

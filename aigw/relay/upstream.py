@@ -19,12 +19,18 @@ keep failover from sending one request twice:
 """
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING
+
 import gevent
 import urllib3
+from urllib3.connectionpool import HTTPConnectionPool
+
+if TYPE_CHECKING:  # urllib3 declares its connection protocol for type checkers only
+    from urllib3._base_connection import BaseHTTPConnection
 
 
-
-def _unread(conn) -> bool:
+def _unread(conn: BaseHTTPConnection) -> bool:
     """True when ``conn`` still has a response that was not read to its end (http.client keeps
     it until then and refuses the next ``getresponse`` with ``ResponseNotReady('Request-sent')``
     after the request was already sent)."""
@@ -32,14 +38,14 @@ def _unread(conn) -> bool:
     return r is not None and not r.isclosed()
 
 
-class _CleanPutMixin:
+class _CleanPutMixin(HTTPConnectionPool):
     """The pool's own guard of the first rule: a connection put back with its previous response
     unread is closed first (urllib3 reconnects it on the next use), whoever released it."""
 
-    def _put_conn(self, conn):
+    def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
         if conn is not None and _unread(conn):
             conn.close()
-        super()._put_conn(conn)  # type: ignore[misc]
+        super()._put_conn(conn)
 
 
 class CleanHTTPConnectionPool(_CleanPutMixin, urllib3.HTTPConnectionPool):
@@ -68,7 +74,7 @@ class SendFailed(Exception):
 
 
 def send(method: str, url: str, body: bytes | None, headers: dict[str, str],
-         connect_timeout: float, read_timeout: float):
+         connect_timeout: float, read_timeout: float) -> urllib3.BaseHTTPResponse:
     """urlopen with the failure classified; the response body is left unread."""
     timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
     try:
@@ -83,7 +89,7 @@ def send(method: str, url: str, body: bytes | None, headers: dict[str, str],
         raise SendFailed("sent") from None
 
 
-def finish(resp, complete: bool) -> bool:
+def finish(resp: urllib3.BaseHTTPResponse, complete: bool) -> bool:
     """Done with ``resp``: when ``complete`` (the payload was fully decoded), read what is
     left of the body (the chunked terminator, trailing bytes) within a small bound so
     urllib3 returns the connection to the pool; otherwise, or if the end is not reached
@@ -95,18 +101,18 @@ def finish(resp, complete: bool) -> bool:
     return False
 
 
-def discard(resp) -> None:
+def discard(resp: urllib3.BaseHTTPResponse) -> None:
     """Close the connection under ``resp`` (never returned to the pool)."""
-    try:
+    with contextlib.suppress(Exception):
         resp.close()
-    except Exception:
-        pass
 
 
-def _drain(resp) -> bool:
+def _drain(resp: urllib3.BaseHTTPResponse) -> bool:
     seen = 0
     try:
-        with gevent.Timeout(DRAIN_SECONDS, False):
+        # False: the block ends quietly at the deadline (documented by gevent.Timeout;
+        # types-gevent's signature leaves the False form out)
+        with gevent.Timeout(DRAIN_SECONDS, False):  # type: ignore[arg-type]
             while seen <= DRAIN_BYTES:
                 data = resp.read1(DRAIN_BYTES)
                 if not data:
@@ -117,6 +123,6 @@ def _drain(resp) -> bool:
     return False
 
 
-def _at_end(resp) -> bool:
+def _at_end(resp: urllib3.BaseHTTPResponse) -> bool:
     fp = getattr(resp, "_fp", None)
     return fp is None or fp.isclosed()
