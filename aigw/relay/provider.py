@@ -217,7 +217,13 @@ class Attempts:
                     counted: bool) -> tuple[Usage, bool]:
         """Output cap on a non-streaming answer: cut choices that exceed the reserved output;
         a cut answer is charged what was delivered."""
-        out_tokens = cap_response(resp, self.ctx.output_cap, target.model)
+        cap = self.ctx.output_cap
+        if not counted and cap and usage.output_tokens <= cap:
+            # the provider's own count is within what was reserved for one choice, so no choice
+            # went past the cap: nothing to cut and nothing to recount. The usual case, since
+            # providers honour the max output the relay sends (output_cap.upstream_body).
+            return usage, False
+        out_tokens = cap_response(resp, cap, target.model)
         if out_tokens is None:
             if counted:  # our count of the output: per choice, within the cap
                 usage = dataclasses.replace(usage, output_tokens=answer_tokens(resp, self.ctx.output_cap,

@@ -574,3 +574,19 @@ def test_no_usage_provider_that_stopped_at_max_tokens_is_charged_exactly_the_cap
                       json={**body, "stream": True, "stream_options": {"include_usage": True}})
     final = _sse(r.text)[-1]
     assert final["usage"]["completion_tokens"] == 10 and final["usage"]["estimated"] is True
+
+
+def test_an_answer_the_provider_counts_within_the_cap_is_not_cut(gw):
+    """The reserved output is sent upstream as the max output and the provider stopped there by
+    its own count (the mock counts words): the relay relays the whole answer, as the provider
+    billed it, instead of re-cutting it by its own tokenizer (each word here is several
+    tokens by tiktoken's count)."""
+    words = " ".join(["antidisestablishmentarianism"] * 30)
+    r = requests.post(gw.url + "/v1/chat/completions", headers=gw.headers(), timeout=30,
+                      json={"model": "gpt-4o-mini", "max_tokens": 12,
+                            "messages": [{"role": "user", "content": "REPLY:" + words}]})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["usage"]["completion_tokens"] == 12
+    assert body["choices"][0]["message"]["content"].split() == ["antidisestablishmentarianism"] * 12
+    assert body["choices"][0]["finish_reason"] == "length"
