@@ -25,8 +25,9 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import gevent
 
@@ -199,10 +200,10 @@ class RequestContext:
         self.early = None
 
 
-_observer: Callable[["RequestContext", Outcome], None] | None = None
+_observer: Callable[[RequestContext, Outcome], None] | None = None
 
 
-def set_observer(fn: Callable[["RequestContext", Outcome], None]) -> None:
+def set_observer(fn: Callable[[RequestContext, Outcome], None]) -> None:
     """Install the function that logs and meters every finished request."""
     global _observer
     _observer = fn
@@ -215,7 +216,7 @@ def _sign(payload: str) -> str:
 class ContextStore:
     def __init__(self) -> None:
         self._items: dict[str, RequestContext] = {}
-        self._sweeper: gevent.Greenlet | None = None
+        self._sweeper: gevent.Greenlet[[], None] | None = None
 
     def create(self, **kw: Any) -> RequestContext:
         cid = secrets.token_hex(16)

@@ -41,9 +41,8 @@ def client_api(ctx: RequestContext | None) -> str:
 
 def flatten_headers(headers: dict[str, Any] | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    for k, v in (headers or {}).items():
-        if isinstance(v, list):
-            v = v[0] if v else ""
+    for k, raw in (headers or {}).items():
+        v = (raw[0] if raw else "") if isinstance(raw, list) else raw
         out[k.lower()] = v if isinstance(v, str) else str(v)
     return out
 

@@ -12,7 +12,6 @@ from ..schema import ConfigInvalid
 from .common import require_router
 from .limits import Reserver, ScopedLimit, retry_after, rule_label, worst_case_tokens
 
-
 MOVED_PRICES = ("price overrides moved to ai-router's config.prices (same entry format), so that "
                 "cost routing and ai-cost's charges use one price table; move these entries there")
 

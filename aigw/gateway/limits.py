@@ -18,12 +18,21 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..context import Outcome, RequestContext
 from ..errors import GatewayError
-from ..limits import BackendUnavailable, Item, LimitExceeded, Limiter, Reservation, Rule, make_limiter
+from ..limits import (
+    BackendUnavailable,
+    Item,
+    Limiter,
+    LimitExceeded,
+    Reservation,
+    Rule,
+    make_limiter,
+)
 from ..redis_conn import RedisSettings
 
 log = logging.getLogger("aigw")
@@ -96,7 +105,7 @@ class Reserver:
                                     prefix=redis_prefix(),
                                     timeout=cfg.get("redis_timeout_ms", 500) / 1000.0,
                                     settings=RedisSettings.from_config(cfg, 500)) if limits else None
-        self.needs_groups = any(l.scope == "group" for l in limits)
+        self.needs_groups = any(lim.scope == "group" for lim in limits)
 
     def rules(self, ctx: RequestContext) -> list[Rule]:
         out = []

@@ -8,7 +8,14 @@ from ..context import Outcome, RequestContext, Slice
 from ..errors import GatewayError
 from ..pipeline import Exchange, Stage
 from .common import require_router
-from .limits import Reserver, ScopedLimit, ratelimit_headers, retry_after, rule_label, worst_case_tokens
+from .limits import (
+    Reserver,
+    ScopedLimit,
+    ratelimit_headers,
+    retry_after,
+    rule_label,
+    worst_case_tokens,
+)
 
 
 @dataclass(slots=True)
@@ -28,8 +35,9 @@ class TokensStage(Stage):
         super().__init__(cfg)
         self.cfg = cfg
         self.usage_headers = bool(cfg.get("headers", True))
-        limits = [ScopedLimit(l["scope"], int(l["tokens"]), l["window"], frozenset(l.get("match") or ()))
-                  for l in cfg.get("limits") or ()]
+        limits = [ScopedLimit(lim["scope"], int(lim["tokens"]), lim["window"],
+                              frozenset(lim.get("match") or ()))
+                  for lim in cfg.get("limits") or ()]
         self.reserver = Reserver("tok", limits, cfg)
         self.needs_groups = self.reserver.needs_groups
         self.default_max_output = int(cfg.get("default_max_output", 1024))
