@@ -27,9 +27,13 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
+
+if TYPE_CHECKING:  # annotation only: the context needs none of them at run time
+    from .routing import Target
+    from .types import Usage
 
 log = logging.getLogger("aigw")
 
@@ -44,8 +48,8 @@ class Outcome:
     """How a request ended, handed to every finish hook exactly once."""
 
     status: int = 0
-    usage: Any = None             # aigw.types.Usage | None
-    target: Any = None            # aigw.routing.Target | None
+    usage: Usage | None = None
+    target: Target | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     cache_status: str | None = None
     cost_usd: float | None = None
