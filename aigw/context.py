@@ -31,8 +31,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
 
-if TYPE_CHECKING:  # annotation only: the context needs none of them at run time
-    from .routing import Target
+if TYPE_CHECKING:  # annotation only: the context needs none of them at run time (the
+    # pipeline and ai-limits' batch import the context)
+    from .cost.pricing import PriceTable
+    from .gateway.limits import Batch
+    from .pipeline import Replay, Terminal
+    from .routing import ModelSpec, Target
+    from .tokens.counting import Count
     from .types import Usage
 
 log = logging.getLogger("aigw")
@@ -94,24 +99,26 @@ class RequestContext:
     canonical: dict[str, Any] | None = None  # OpenAI-shaped request sent to adapters
     groups: list[str] | None = None
     # the request as routed (set by the routing stage, read by the others)
-    model: Any = None              # aigw.routing.ModelSpec
-    plan: list[Any] = field(default_factory=list)  # aigw.routing.Target, in failover order
+    model: ModelSpec | None = None
+    plan: list[Target] = field(default_factory=list)  # in failover order
     stream: bool = False
     include_usage: bool = False    # the client asked for stream usage
-    prompt_count: Any = None       # aigw.tokens.counting.Count
+    prompt_count: Count | None = None
     max_output: int | None = None
     output_cap: int | None = None  # output tokens per choice reserved by ai-tokens/ai-cost
     data_classes: set[str] = field(default_factory=set)  # sensitive data found (steers routing)
-    prices: Any = None             # aigw.cost.pricing.PriceTable: the route's one table (ai-router's)
+    prices: PriceTable | None = None  # the route's one table (ai-router's)
     log_fields: dict[str, Any] = field(default_factory=dict)  # core fields of the log line (trace ids)
     hooks: list[Callable[[Outcome], None]] = field(default_factory=list)
     # the pipeline: stages whose request side ran (aigw.pipeline.run_request), the terminal
     # step one of them provides, an early answer, and the client API's writer
     stages: list[Any] = field(default_factory=list)
-    limits: Any = None             # aigw.gateway.limits.Batch: reservations until the relay commits
-    terminal: Any = None           # aigw.pipeline.Terminal
-    early: Any = None              # aigw.pipeline.Replay
-    egress: Any = None             # aigw.pipeline.Egress
+    limits: Batch | None = None    # reservations until the relay commits
+    terminal: Terminal | None = None
+    early: Replay | None = None
+    # aigw.pipeline.Egress | None, and anchor aigw.instances.Instance | None below: typed once
+    # the relay, which reads both as always set, type-checks (#15)
+    egress: Any = None
     # plugins whose access handler started but did not finish: if Kong gave up on an
     # event mid-way (real Kong logs an RPC error and continues), the relay refuses
     pending: set[str] = field(default_factory=set)
@@ -158,11 +165,11 @@ class RequestContext:
         return cls in self.slots
 
     # ------------------------------------------------------------------ pipeline
-    def provide(self, terminal: Any) -> None:
+    def provide(self, terminal: Terminal) -> None:
         """The stage that calls the provider offers its terminal step (one per request)."""
         self.terminal = terminal
 
-    def answer_early(self, replay: Any) -> None:
+    def answer_early(self, replay: Replay) -> None:
         """Answer without a provider call (a cache hit): later stages see ``answered``."""
         self.early = replay
 

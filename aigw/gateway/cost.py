@@ -60,7 +60,10 @@ class CostStage(Stage):
         require_router(ctx, "ai-cost")
         if ctx.api in ("models", "count_tokens"):
             return  # counting tokens is free at the providers and here
-        prices: PriceTable = ctx.prices  # the table the router ordered the plan by
+        prices, model = ctx.prices, ctx.model  # the table the router ordered the plan by
+        if prices is None or model is None:  # ai-router sets both before it provides its terminal
+            raise GatewayError(500, "ai-cost found no plan of ai-router's for this request.",
+                               code="gateway_misconfigured")
         st = ctx.slot(CostState)
         st.priced, st.prices = True, prices
 
@@ -74,7 +77,7 @@ class CostStage(Stage):
         for t in ctx.plan:
             w = prices.worst_case(t, prompt, max_out)
             if w is None and self.cfg["unpriced"] == "reject":
-                raise GatewayError(402, f"The model '{ctx.model.name}' has no price on this gateway, and this "
+                raise GatewayError(402, f"The model '{model.name}' has no price on this gateway, and this "
                                         "route enforces spend budgets; ask the operator to price it.",
                                    code="model_not_priced")
             worst.append(w or 0.0)
