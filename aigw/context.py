@@ -116,8 +116,8 @@ class RequestContext:
     limits: Batch | None = None    # reservations until the relay commits
     terminal: Terminal | None = None
     early: Replay | None = None
-    # aigw.pipeline.Egress | None, and anchor aigw.instances.Instance | None below: typed once
-    # the relay, which reads both as always set, type-checks (#15)
+    # aigw.pipeline.Egress | None (and ``anchor`` below, aigw.instances.Instance | None): left
+    # Any until aigw/relay type-checks, which reads both as set (typed, 13 findings there)
     egress: Any = None
     # plugins whose access handler started but did not finish: if Kong gave up on an
     # event mid-way (real Kong logs an RPC error and continues), the relay refuses
