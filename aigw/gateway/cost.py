@@ -60,10 +60,7 @@ class CostStage(Stage):
         require_router(ctx, "ai-cost")
         if ctx.api in ("models", "count_tokens"):
             return  # counting tokens is free at the providers and here
-        prices, model = ctx.prices, ctx.model  # the table the router ordered the plan by
-        if prices is None or model is None:  # ai-router sets both before it provides its terminal
-            raise GatewayError(500, "ai-cost found no plan of ai-router's for this request.",
-                               code="gateway_misconfigured")
+        prices = ctx.prices  # the table the router ordered the plan by
         st = ctx.slot(CostState)
         st.priced, st.prices = True, prices
 
@@ -72,12 +69,16 @@ class CostStage(Stage):
 
         if ctx.answered or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
+        if prices is None:  # ai-router sets it with the plan, before it provides its terminal
+            raise GatewayError(500, "ai-cost found no price table of ai-router's for this request.",
+                               code="gateway_misconfigured")
         prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         worst = []
         for t in ctx.plan:
             w = prices.worst_case(t, prompt, max_out)
             if w is None and self.cfg["unpriced"] == "reject":
-                raise GatewayError(402, f"The model '{model.name}' has no price on this gateway, and this "
+                name = ctx.model.name if ctx.model is not None else t.model
+                raise GatewayError(402, f"The model '{name}' has no price on this gateway, and this "
                                         "route enforces spend budgets; ask the operator to price it.",
                                    code="model_not_priced")
             worst.append(w or 0.0)
