@@ -25,10 +25,20 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gevent
+
+if TYPE_CHECKING:  # annotation only: the context needs none of them at run time (the
+    # pipeline and ai-limits' batch import the context)
+    from .cost.pricing import PriceTable
+    from .gateway.limits import Batch
+    from .pipeline import Replay, Terminal
+    from .routing import ModelSpec, Target
+    from .tokens.counting import Count
+    from .types import Usage
 
 log = logging.getLogger("aigw")
 
@@ -43,8 +53,8 @@ class Outcome:
     """How a request ended, handed to every finish hook exactly once."""
 
     status: int = 0
-    usage: Any = None             # aigw.types.Usage | None
-    target: Any = None            # aigw.routing.Target | None
+    usage: Usage | None = None
+    target: Target | None = None
     attempts: list[dict[str, Any]] = field(default_factory=list)
     cache_status: str | None = None
     cost_usd: float | None = None
@@ -89,24 +99,26 @@ class RequestContext:
     canonical: dict[str, Any] | None = None  # OpenAI-shaped request sent to adapters
     groups: list[str] | None = None
     # the request as routed (set by the routing stage, read by the others)
-    model: Any = None              # aigw.routing.ModelSpec
-    plan: list[Any] = field(default_factory=list)  # aigw.routing.Target, in failover order
+    model: ModelSpec | None = None
+    plan: list[Target] = field(default_factory=list)  # in failover order
     stream: bool = False
     include_usage: bool = False    # the client asked for stream usage
-    prompt_count: Any = None       # aigw.tokens.counting.Count
+    prompt_count: Count | None = None
     max_output: int | None = None
     output_cap: int | None = None  # output tokens per choice reserved by ai-tokens/ai-cost
     data_classes: set[str] = field(default_factory=set)  # sensitive data found (steers routing)
-    prices: Any = None             # aigw.cost.pricing.PriceTable: the route's one table (ai-router's)
+    prices: PriceTable | None = None  # the route's one table (ai-router's)
     log_fields: dict[str, Any] = field(default_factory=dict)  # core fields of the log line (trace ids)
     hooks: list[Callable[[Outcome], None]] = field(default_factory=list)
     # the pipeline: stages whose request side ran (aigw.pipeline.run_request), the terminal
     # step one of them provides, an early answer, and the client API's writer
     stages: list[Any] = field(default_factory=list)
-    limits: Any = None             # aigw.gateway.limits.Batch: reservations until the relay commits
-    terminal: Any = None           # aigw.pipeline.Terminal
-    early: Any = None              # aigw.pipeline.Replay
-    egress: Any = None             # aigw.pipeline.Egress
+    limits: Batch | None = None    # reservations until the relay commits
+    terminal: Terminal | None = None
+    early: Replay | None = None
+    # aigw.pipeline.Egress | None (and ``anchor`` below, aigw.instances.Instance | None): left
+    # Any until aigw/relay type-checks, which reads both as set (typed, 13 findings there)
+    egress: Any = None
     # plugins whose access handler started but did not finish: if Kong gave up on an
     # event mid-way (real Kong logs an RPC error and continues), the relay refuses
     pending: set[str] = field(default_factory=set)
@@ -153,11 +165,11 @@ class RequestContext:
         return cls in self.slots
 
     # ------------------------------------------------------------------ pipeline
-    def provide(self, terminal: Any) -> None:
+    def provide(self, terminal: Terminal) -> None:
         """The stage that calls the provider offers its terminal step (one per request)."""
         self.terminal = terminal
 
-    def answer_early(self, replay: Any) -> None:
+    def answer_early(self, replay: Replay) -> None:
         """Answer without a provider call (a cache hit): later stages see ``answered``."""
         self.early = replay
 
@@ -199,10 +211,10 @@ class RequestContext:
         self.early = None
 
 
-_observer: Callable[["RequestContext", Outcome], None] | None = None
+_observer: Callable[[RequestContext, Outcome], None] | None = None
 
 
-def set_observer(fn: Callable[["RequestContext", Outcome], None]) -> None:
+def set_observer(fn: Callable[[RequestContext, Outcome], None]) -> None:
     """Install the function that logs and meters every finished request."""
     global _observer
     _observer = fn
@@ -215,7 +227,7 @@ def _sign(payload: str) -> str:
 class ContextStore:
     def __init__(self) -> None:
         self._items: dict[str, RequestContext] = {}
-        self._sweeper: gevent.Greenlet | None = None
+        self._sweeper: gevent.Greenlet[[], None] | None = None
 
     def create(self, **kw: Any) -> RequestContext:
         cid = secrets.token_hex(16)

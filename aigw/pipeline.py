@@ -185,9 +185,8 @@ class Egress(Protocol):
 
 
 class Source(Protocol):
-    """An answer on its way: a non-stream ``response`` or a stream of ``items``."""
-
-    egress: Egress
+    """An answer on its way: a stream of ``items`` (the writer is ``ex.egress`` or the
+    request's ``ctx.egress``)."""
 
     def items(self) -> Iterator[Any]: ...
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, TypeAlias
 
 import gevent
 import orjson
 from gevent import GreenletExit
 
 from . import __version__, airecord, schema
-from .context import STORE, TICKET_HEADER, RequestContext
+from .context import STORE, TICKET_HEADER, Outcome, RequestContext
 from .errors import OPENAI, GatewayError
 from .instances import REGISTRY, Instance
 from .logs import log_failure, setup_logging
@@ -35,15 +35,18 @@ __all__ = ["AIPlugin", "kong_plugin", "issue_ticket", "log_failure", "setup_logg
 
 log = logging.getLogger("aigw")
 
+# kong-pdk's PDK object (``kong.request``, ``kong.response``, ...): kong-pdk ships no type
+# information (``ignore_missing_imports`` in pyproject.toml), so the edge takes it as Any
+Kong: TypeAlias = Any
+
 def client_api(ctx: RequestContext | None) -> str:
     return ctx.error_api if ctx is not None else OPENAI
 
 
 def flatten_headers(headers: dict[str, Any] | None) -> dict[str, str]:
     out: dict[str, str] = {}
-    for k, v in (headers or {}).items():
-        if isinstance(v, list):
-            v = v[0] if v else ""
+    for k, raw in (headers or {}).items():
+        v = (raw[0] if raw else "") if isinstance(raw, list) else raw
         out[k.lower()] = v if isinstance(v, str) else str(v)
     return out
 
@@ -57,7 +60,7 @@ MAX_HEADERS = 1000
 _UNCAPPED = (TICKET_HEADER, "x-consumer-groups")
 
 
-def request_headers(kong) -> dict[str, str]:
+def request_headers(kong: Kong) -> dict[str, str]:
     """The request headers (first value of each), complete for what the gateway relies on
     whatever their number: 1 PDK call, plus one per ``_UNCAPPED`` header past 1000 headers."""
     raw = kong.request.get_headers(MAX_HEADERS)
@@ -72,7 +75,7 @@ def request_headers(kong) -> dict[str, str]:
     return headers
 
 
-def issue_ticket(kong, anchor: Instance) -> RequestContext:
+def issue_ticket(kong: Kong, anchor: Instance) -> RequestContext:
     """ai-router's access: the request's context and the ticket that lets it into the relay.
 
     2 PDK calls (get_consumer, set_header), plus 1 when the registry needs the request's route
@@ -89,7 +92,7 @@ def issue_ticket(kong, anchor: Instance) -> RequestContext:
     return ctx
 
 
-def _request_scope(kong, anchor: Instance) -> tuple[str | None, str | None]:
+def _request_scope(kong: Kong, anchor: Instance) -> tuple[str | None, str | None]:
     """The route and service of the request, as far as the registry needs them to pick each
     plugin's config the way Kong's plugin iterator does (kong/runloop/plugins_iterator.lua
     3.9.1 load_configuration_through_combos, 282-292: ctx.route.id, ctx.service.id).
@@ -120,7 +123,7 @@ def _request_scope(kong, anchor: Instance) -> tuple[str | None, str | None]:
     return route_id, service_id
 
 
-def error_response(kong, err: GatewayError, api: str) -> None:
+def error_response(kong: Kong, err: GatewayError, api: str) -> None:
     headers = {"Content-Type": "application/json", **err.headers}
     kong.response.exit(err.status, err.encode(api), headers)
 
@@ -138,6 +141,10 @@ class AIPlugin:
     PRIORITY = 0   # Kong's
     ORDER = 0      # the pipeline's (the relay runs request sides highest first)
     ANCHOR = False
+    # set by the class kong_plugin builds (its setup): the plugin's stage, and the stages its
+    # access runs
+    rt: Stage
+    stages: list[Stage]
 
     def __init__(self, config: dict[str, Any]):
         self.config = schema.validate(self.NAME, config)
@@ -148,10 +155,10 @@ class AIPlugin:
     def setup(self, config: dict[str, Any]) -> None:
         """Build the core objects for this config once per plugin instance."""
 
-    def on_access(self, kong, ctx: RequestContext) -> None:
+    def on_access(self, kong: Kong, ctx: RequestContext) -> None:
         raise NotImplementedError
 
-    def access(self, kong) -> None:
+    def access(self, kong: Kong) -> None:
         try:
             inst = self.__dict__.get("instance")
             if inst is None:  # a subclass whose __init__ did not call ours
@@ -184,7 +191,7 @@ class AIPlugin:
 KONG_LOG_RECORD = os.environ.get("AIGW_KONG_LOG_RECORD", "").lower() in ("1", "true", "yes", "on")
 
 
-def log_ai_record(plugin: str, kong) -> None:
+def log_ai_record(plugin: str, kong: Kong) -> None:
     """Log phase of ai-router with AIGW_KONG_LOG_RECORD on: the outcome record to Kong's log at
     notice (aigw/airecord.py says why not the serializer). 2 PDK calls; the headers are the
     ones Kong saved for the log phase (at most lua_max_req_headers of them: past that the
@@ -207,7 +214,8 @@ def log_ai_record(plugin: str, kong) -> None:
         log_failure(plugin, "log", exc)
 
 
-def kong_plugin(name: str, stage: type[Stage], priority: int | None = None, *, anchor: bool = False):
+def kong_plugin(name: str, stage: type[Stage], priority: int | None = None, *,
+                anchor: bool = False) -> tuple[type[AIPlugin], list[dict[str, Any]], str, int]:
     """Everything a kong-pdk plugin module exports, for one of our plugins:
     ``Plugin, Schema, version, priority = kong_plugin("ai-cost", CostStage)``.
 
@@ -219,15 +227,17 @@ def kong_plugin(name: str, stage: type[Stage], priority: int | None = None, *, a
     AIGW_KONG_LOG_RECORD on, writes the outcome record to Kong's log in its log phase
     (aigw/airecord.py)."""
 
-    def setup(self, config):
+    def setup(self: AIPlugin, config: dict[str, Any]) -> None:
         self.rt = stage(config)
         self.stages = [self.rt]
 
-    def on_access(self, kong, ctx):
+    def on_access(self: AIPlugin, kong: Kong, ctx: RequestContext) -> None:
         run_request(ctx, self.stages)
 
-    def on_access_recording(self, kong, ctx):
-        ctx.on_finish(lambda out: airecord.RECENT.put(ctx.id, airecord.outcome(ctx, out)))
+    def on_access_recording(self: AIPlugin, kong: Kong, ctx: RequestContext) -> None:
+        def record(out: Outcome) -> None:
+            airecord.RECENT.put(ctx.id, airecord.outcome(ctx, out))
+        ctx.on_finish(record)
         run_request(ctx, self.stages)
 
     records = anchor and KONG_LOG_RECORD
@@ -240,6 +250,8 @@ def kong_plugin(name: str, stage: type[Stage], priority: int | None = None, *, a
                              "on_access": on_access_recording if records else on_access,
                              "__doc__": stage.__doc__, "__module__": name}
     if records:
-        attrs["log"] = lambda self, kong: log_ai_record(name, kong)
+        def log(self: AIPlugin, kong: Kong) -> None:
+            log_ai_record(name, kong)
+        attrs["log"] = log
     cls = type("Plugin", (AIPlugin,), attrs)
     return cls, schema.kong_fields(name), __version__, kong_priority

@@ -4,34 +4,61 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..cache import CacheUnavailable, Entry, MemoryStore, Partition, RedisStore, cache_key, cacheable, replay_stream
+from ..cache import (
+    CacheStore,
+    CacheUnavailable,
+    Entry,
+    MemoryStore,
+    Partition,
+    RedisStore,
+    cache_key,
+    cacheable,
+    replay_stream,
+)
 from ..context import Outcome, RequestContext, Slice
 from ..pipeline import Exchange, Replay, Stage
-from .common import off_loop, require_router
 from ..redis_conn import RedisSettings
+from .common import off_loop, require_router
 from .limits import redis_prefix
+
+if TYPE_CHECKING:
+    from ..cache.semantic import SemanticIndex
 
 log = logging.getLogger("aigw")
 
-_STORES: dict[tuple, Any] = {}
-_SEMANTIC: Any = None  # one SemanticIndex per process (it partitions internally)
+_STORES: dict[tuple[Any, ...], CacheStore] = {}
+_SEMANTIC: SemanticIndex | None = None  # one per process (it partitions internally)
+
+# The semantic cache (aigw.cache.semantic, aigw.cache.embed) is imported only by an instance
+# with semantic caching on: it brings numpy and safetensors, ~94 modules and ~0.07 s of CPU at
+# every plugin-server start otherwise (docs/lint.md).
 
 
-def _semantic_index():
+def _semantic_index() -> SemanticIndex:
     global _SEMANTIC
     if _SEMANTIC is None:
-        from ..cache.semantic import SemanticIndex
+        from ..cache.semantic import SemanticIndex  # noqa: PLC0415 (start-up cost: numpy, only with semantic caching)
         _SEMANTIC = SemanticIndex()
     return _SEMANTIC
 
 
-def _store(cfg: dict[str, Any]):
+def _semantic_text(canonical: dict[str, Any], target: str) -> tuple[str | None, str | None]:
+    """The last user turn a semantic lookup matches on, and the scope it must match in."""
+    from ..cache.semantic import (  # noqa: PLC0415 (start-up cost: numpy, only with semantic caching)
+        last_user_text,
+        semantic_scope,
+    )
+    text = last_user_text(canonical)
+    return (text, semantic_scope(canonical, target=target)) if text else (None, None)
+
+
+def _store(cfg: dict[str, Any]) -> CacheStore:
     max_entry = int(cfg.get("max_entry_bytes", 1048576))
     settings = RedisSettings.from_config(cfg, 250)
     key = (cfg.get("policy", "memory"), settings.key(), max_entry)
-    st = _STORES.get(key)
+    st: CacheStore | None = _STORES.get(key)
     if st is None:
         if key[0] == "redis":
             st = RedisStore(prefix=redis_prefix() + "cache:", max_entry_bytes=max_entry,
@@ -83,15 +110,16 @@ class CacheStage(Stage):
         self.semantic = bool(sem.get("enabled"))
         self.threshold = float(sem.get("threshold", 0.95))
         if self.semantic:
-            from ..cache.embed import get_model
+            from ..cache.embed import get_model  # noqa: PLC0415 (start-up cost: numpy, only with semantic caching)
             get_model()  # load once at instance start (fails the config if the model is missing)
 
     def request(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-cache")
-        if ctx.api not in ("chat", "anthropic", "responses") or not ctx.plan:
+        canonical = ctx.canonical
+        if ctx.api not in ("chat", "anthropic", "responses") or not ctx.plan or canonical is None:
             return
         st = ctx.slot(CacheState)
-        ok, reason = cacheable(ctx.canonical, ctx.headers,
+        ok, reason = cacheable(canonical, ctx.headers,
                                allow_nondeterministic=bool(self.cfg.get("allow_nondeterministic")))
         if ctx.api == "anthropic" and isinstance(ctx.body, dict) and ctx.body.get("thinking"):
             ok, reason = False, "thinking"  # a replay could not give back the signed thinking blocks
@@ -103,7 +131,7 @@ class CacheStage(Stage):
         if self.by_group:
             who = "group:" + (sorted(ctx.groups)[0] if ctx.groups else who)
         part = Partition(consumer=who, route=str(self.route), target=ctx.plan[0].key)
-        key = cache_key(part, "chat", ctx.canonical)
+        key = cache_key(part, "chat", canonical)
         st.headers["X-Cache-Key"] = key.rsplit(":", 1)[-1][:32]
         if reason == "refresh":
             st.status = "Refresh"
@@ -115,7 +143,7 @@ class CacheStage(Stage):
                 st.headers["X-Cache-Status"] = "Bypass"
                 return
             if entry is None and self.semantic:
-                entry = self._semantic_lookup(ctx, part, st)
+                entry = self._semantic_lookup(canonical, part, st)
             if entry is not None:
                 st.status = "Hit"
                 ctx.plan = [t for t in ctx.plan if t.key == part.target] or ctx.plan
@@ -127,9 +155,7 @@ class CacheStage(Stage):
                 return
             st.status = "Miss"
         if reason == "refresh" and self.semantic:
-            from ..cache.semantic import last_user_text, semantic_scope
-            st.sem_text = last_user_text(ctx.canonical)
-            st.sem_scope = semantic_scope(ctx.canonical, target=part.target) if st.sem_text else None
+            st.sem_text, st.sem_scope = _semantic_text(canonical, part.target)
         st.headers["X-Cache-Status"] = st.status
         st.key, st.partition = key, part
 
@@ -162,25 +188,25 @@ class CacheStage(Stage):
         except CacheUnavailable:
             log.warning("aigw cache store unavailable; answer not cached")
             return
-        if stored is not False and st.sem_text:
+        if stored is not False and st.sem_text and st.sem_scope is not None:
             try:
                 off_loop(_semantic_index().add, part, st.sem_scope, st.sem_text, key)
             except Exception as exc:
                 log.warning("aigw semantic index add failed: %s", type(exc).__name__)
 
-    def _semantic_lookup(self, ctx: RequestContext, part: Partition, st: CacheState):
+    def _semantic_lookup(self, canonical: dict[str, Any], part: Partition,
+                         st: CacheState) -> Entry | None:
         """Nearest earlier answer for the last user turn, in the same partition and scope
         (same model, system prompt, tools, parameters and earlier turns); on no hit, the
         text and scope a miss is indexed under."""
-        entry, st.sem_text, st.sem_scope = self._semantic_find(ctx, part, st)
+        entry, st.sem_text, st.sem_scope = self._semantic_find(canonical, part, st)
         return entry
 
-    def _semantic_find(self, ctx: RequestContext, part: Partition, st: CacheState):
-        from ..cache.semantic import last_user_text, semantic_scope
-        text = last_user_text(ctx.canonical)
-        if not text:
+    def _semantic_find(self, canonical: dict[str, Any], part: Partition,
+                       st: CacheState) -> tuple[Entry | None, str | None, str | None]:
+        text, scope = _semantic_text(canonical, part.target)
+        if not text or scope is None:
             return None, None, None
-        scope = semantic_scope(ctx.canonical, target=part.target)
         index = _semantic_index()
         try:
             found = off_loop(index.search, part, scope, text, self.threshold)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import gevent
 import orjson
@@ -10,7 +11,6 @@ from ..errors import GatewayError
 from ..ingress.anthropic import to_openai_request
 from ..ingress.openai import validate_chat, validate_embeddings
 from ..pipeline import Respond
-
 
 __all__ = ["Respond", "parse_body", "validate_shape", "anthropic_body", "require_router",
            "off_loop", "maybe_off_loop"]
@@ -25,14 +25,14 @@ def parse_body(ctx: RequestContext) -> Any:
         try:
             ctx.body = orjson.loads(ctx.raw_body)
         except orjson.JSONDecodeError:
-            raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json")
+            raise GatewayError(400, "The request body is not valid JSON.", code="invalid_json") from None
         if not isinstance(ctx.body, dict):
             raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
         validate_shape(ctx.api, ctx.body)
     return ctx.body
 
 
-def validate_shape(api: str, body: dict) -> None:
+def validate_shape(api: str, body: dict[str, Any]) -> None:
     """The request's shape checked once, by the first plugin that reads the body, so a
     client's mistake is a 400 in its API's format before any plugin works on it."""
     try:
@@ -46,7 +46,7 @@ def validate_shape(api: str, body: dict) -> None:
                            code="invalid_request") from None
 
 
-def _validate_shape(api: str, body: dict) -> None:
+def _validate_shape(api: str, body: dict[str, Any]) -> None:
     if api == "chat":
         validate_chat(body)
     elif api == "embeddings":
@@ -57,7 +57,7 @@ def _validate_shape(api: str, body: dict) -> None:
         to_openai_request(anthropic_body(api, body), dropped=[])
 
 
-def anthropic_body(api: str, body: dict) -> dict:
+def anthropic_body(api: str, body: dict[str, Any]) -> dict[str, Any]:
     """A count_tokens body is a Messages body without the generation settings."""
     if api == "count_tokens":
         return {**body, "max_tokens": body.get("max_tokens") or 1, "stream": False}
@@ -74,12 +74,14 @@ def require_router(ctx: RequestContext, plugin: str) -> None:
 # takes ~115 ms of CPU, which on the gevent loop would stall every other request.
 OFF_LOOP_BYTES = 64 * 1024
 
+T = TypeVar("T")
 
-def off_loop(fn, *args):
+
+def off_loop(fn: Callable[..., T], *args: Any) -> T:
     """Run CPU-heavy work (large scans and counts, embeddings) in a real thread of the
     gevent hub's pool, so the loop keeps serving other requests meanwhile."""
     return gevent.get_hub().threadpool.apply(fn, args)
 
 
-def maybe_off_loop(size: int, fn, *args):
+def maybe_off_loop(size: int, fn: Callable[..., T], *args: Any) -> T:
     return off_loop(fn, *args) if size > OFF_LOOP_BYTES else fn(*args)

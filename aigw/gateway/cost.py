@@ -7,11 +7,18 @@ from typing import Any
 from ..context import Outcome, RequestContext, Slice
 from ..cost.pricing import PriceTable, usd_to_micros
 from ..errors import GatewayError
+from ..limits import Decision
 from ..pipeline import Exchange, Stage
 from ..schema import ConfigInvalid
 from .common import require_router
-from .limits import Reserver, ScopedLimit, retry_after, rule_label, worst_case_tokens
-
+from .limits import (
+    Reserver,
+    ScopedLimit,
+    denying_rule,
+    retry_after,
+    rule_label,
+    worst_case_tokens,
+)
 
 MOVED_PRICES = ("price overrides moved to ai-router's config.prices (same entry format), so that "
                 "cost routing and ai-cost's charges use one price table; move these entries there")
@@ -53,7 +60,7 @@ class CostStage(Stage):
         require_router(ctx, "ai-cost")
         if ctx.api in ("models", "count_tokens"):
             return  # counting tokens is free at the providers and here
-        prices: PriceTable = ctx.prices  # the table the router ordered the plan by
+        prices = ctx.prices  # the table the router ordered the plan by
         st = ctx.slot(CostState)
         st.priced, st.prices = True, prices
 
@@ -62,24 +69,29 @@ class CostStage(Stage):
 
         if ctx.answered or not self.reserver.limits:
             return  # hits cost nothing; unbudgeted routes only price
+        if prices is None:  # ai-router sets it with the plan, before it provides its terminal
+            raise GatewayError(500, "ai-cost found no price table of ai-router's for this request.",
+                               code="gateway_misconfigured")
         prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         worst = []
         for t in ctx.plan:
             w = prices.worst_case(t, prompt, max_out)
             if w is None and self.cfg["unpriced"] == "reject":
-                raise GatewayError(402, f"The model '{ctx.model.name}' has no price on this gateway, and this "
+                name = ctx.model.name if ctx.model is not None else t.model
+                raise GatewayError(402, f"The model '{name}' has no price on this gateway, and this "
                                         "route enforces spend budgets; ask the operator to price it.",
                                    code="model_not_priced")
             worst.append(w or 0.0)
         amount = usd_to_micros(max(worst) if worst else 0.0)
 
-        def denied(decision) -> GatewayError:
-            label = rule_label(decision.rule)          # scope:subject:period
+        def denied(decision: Decision) -> GatewayError:
+            rule = denying_rule(decision)
+            label = rule_label(rule)          # scope:subject:period
             scope, period = label.split(":", 1)[0], label.rsplit(":", 1)[1]
-            if amount > decision.rule.limit:
+            if amount > rule.limit:
                 # can never fit: a client error that SDKs do not retry (they retry 408/409/429/5xx)
                 return GatewayError(400, f"This request may cost up to {amount / 1e6:.6f} USD, more than the "
-                                         f"whole {period} budget of {decision.rule.limit / 1e6:.6f} USD for this "
+                                         f"whole {period} budget of {rule.limit / 1e6:.6f} USD for this "
                                          f"{scope}; lower max_tokens, n or the prompt.",
                                     code="budget_exceeds_limit", param="max_tokens")
             return GatewayError(429, "Spend budget exhausted for this "

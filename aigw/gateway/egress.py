@@ -14,6 +14,7 @@ from .. import sse
 from ..context import RequestContext
 from ..errors import ANTHROPIC, OPENAI, error_body
 from ..ingress import anthropic as anthropic_ingress
+from ..ingress import responses as responses_ingress
 from ..pipeline import Exchange
 from ..types import Usage
 from . import responses
@@ -79,12 +80,12 @@ class ResponsesEgress:
 
     def __init__(self, ctx: RequestContext):
         self.ctx = ctx
-        self.encoder: Any = None
+        self.encoder: responses_ingress.StreamEncoder | None = None
 
     def body(self, ctx: RequestContext, resp: dict[str, Any], usage: Usage) -> bytes:
         return orjson.dumps(responses.answer(ctx, resp, usage))
 
-    def _enc(self) -> Any:
+    def _enc(self) -> responses_ingress.StreamEncoder:
         if self.encoder is None:
             self.encoder = responses.encoder(self.ctx)
         return self.encoder

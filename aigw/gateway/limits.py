@@ -18,12 +18,22 @@ import logging
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..context import Outcome, RequestContext
 from ..errors import GatewayError
-from ..limits import BackendUnavailable, Item, LimitExceeded, Limiter, Reservation, Rule, make_limiter
+from ..limits import (
+    BackendUnavailable,
+    Decision,
+    Item,
+    Limiter,
+    LimitExceeded,
+    Reservation,
+    Rule,
+    make_limiter,
+)
 from ..redis_conn import RedisSettings
 
 log = logging.getLogger("aigw")
@@ -96,7 +106,7 @@ class Reserver:
                                     prefix=redis_prefix(),
                                     timeout=cfg.get("redis_timeout_ms", 500) / 1000.0,
                                     settings=RedisSettings.from_config(cfg, 500)) if limits else None
-        self.needs_groups = any(l.scope == "group" for l in limits)
+        self.needs_groups = any(lim.scope == "group" for lim in limits)
 
     def rules(self, ctx: RequestContext) -> list[Rule]:
         out = []
@@ -106,9 +116,9 @@ class Reserver:
                                 window=WINDOWS[lim.window]))
         return out
 
-    def reserve(self, ctx: RequestContext, amount: int, denied: Callable[[Any], GatewayError],
+    def reserve(self, ctx: RequestContext, amount: int, denied: Callable[[Decision], GatewayError],
                 actual: Callable[[Outcome], int | None], per_choice: int = 0,
-                decided: Callable[[Any], None] | None = None) -> None:
+                decided: Callable[[Decision], None] | None = None) -> None:
         """Queue ``amount`` in the request's batch; :func:`commit` reserves it, and on
         finish it is reconciled to ``actual(outcome)`` (None → released).
 
@@ -128,17 +138,18 @@ class Reserver:
         if batch is None:
             batch = ctx.limits = Batch()
             ctx.on_finish(batch.settle)
-        batch.add(_Queued(self, Item(tuple(rules), amount, batch.new_id(f"{ctx.id}:{self.kind}")),
+        batch.add(_Queued(self, self.limiter, Item(tuple(rules), amount, batch.new_id(f"{ctx.id}:{self.kind}")),
                           denied, actual, decided))
 
 
 @dataclass
 class _Queued:
     reserver: Reserver
+    limiter: Limiter                  # the reserver's backend (a reserver without one queues nothing)
     item: Item
-    denied: Callable[[Any], GatewayError]
+    denied: Callable[[Decision], GatewayError]
     actual: Callable[[Outcome], int | None]
-    decided: Callable[[Any], None] | None
+    decided: Callable[[Decision], None] | None
     reservation: Reservation | None = None
     decision: Any = None
 
@@ -175,7 +186,7 @@ class Batch:
         for q in self.queued:
             if only_reserved and q.reservation is None:
                 continue
-            lim = q.reserver.limiter
+            lim = q.limiter
             out.setdefault(id(lim), (lim, []))[1].append(q)
         return list(out.values())
 
@@ -284,12 +295,20 @@ def worst_case_tokens(ctx: RequestContext, default_max_output: int) -> tuple[int
     return prompt, per_choice * output_choices(ctx.canonical), per_choice
 
 
+def denying_rule(decision: Decision) -> Rule:
+    """The rule a refusal names: every denied decision of aigw.limits carries one (only an
+    allowed decision with no rule to report has none)."""
+    if decision.rule is None:
+        raise RuntimeError("a limit refusal without its rule")
+    return decision.rule
+
+
 def rule_label(rule: Rule) -> str:
     """``scope:subject:window`` of a rule key (``<kind>:<counter>:<scope>:<subject>:<window>``)."""
     return rule.key.split(":", 2)[-1]
 
 
-def ratelimit_headers(decision, unit: str = "tokens") -> dict[str, str]:
+def ratelimit_headers(decision: Decision, unit: str = "tokens") -> dict[str, str]:
     """OpenAI-style rate-limit headers for the tightest (or denying) rule."""
     return {
         f"x-ratelimit-limit-{unit}": str(decision.limit),
@@ -298,5 +317,5 @@ def ratelimit_headers(decision, unit: str = "tokens") -> dict[str, str]:
     }
 
 
-def retry_after(decision) -> str:
+def retry_after(decision: Decision) -> str:
     return str(max(1, math.ceil(decision.retry_after)))

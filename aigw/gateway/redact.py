@@ -49,7 +49,7 @@ class RedactState(Slice):
     restore_map: dict[str, str] = field(default_factory=dict)
     escaped_map: dict[str, str] | None = None   # restore_map JSON-escaped (tool arguments)
     failed_open: bool = False
-    restorers: dict[tuple, StreamRestorer] = field(default_factory=dict)
+    restorers: dict[tuple[Any, ...], StreamRestorer] = field(default_factory=dict)
     template: dict[str, Any] | None = None      # id/object/created/model of the stream's chunks
 
     def escaped(self) -> dict[str, str]:
@@ -213,7 +213,7 @@ def restore_message(msg: dict[str, Any], restore_map: dict[str, str]) -> None:
             block["input"] = _restore_leaves(block["input"], restore_map)
 
 
-def _restorer(state: RedactState, key: tuple, json: bool) -> StreamRestorer:
+def _restorer(state: RedactState, key: tuple[Any, ...], json: bool) -> StreamRestorer:
     r = state.restorers.get(key)
     if r is None:
         r = state.restorers[key] = StreamRestorer(state.escaped() if json else state.restore_map)

@@ -15,7 +15,8 @@ from typing import Any
 
 from ..context import RequestContext, Slice
 from ..ingress import responses as ingress
-from ..ingress.responses_state import not_found
+from ..ingress.responses_state import MemoryState, RedisState, not_found
+from ..types import Usage
 
 
 @dataclass(slots=True)
@@ -23,11 +24,11 @@ class ResponsesTurn(Slice):
     """Per-request state of a Responses API call (its slice of the context)."""
 
     shell: ingress.Shell
-    store: Any                       # MemoryState | RedisState | None (store: false)
+    store: MemoryState | RedisState | None  # None: the client said store: false
     consumer: str | None
-    turn: list[dict] = field(default_factory=list)  # client-view conversation incl. this input
+    turn: list[dict[str, Any]] = field(default_factory=list)  # client-view conversation incl. this input
 
-    def save(self, response: dict) -> None:
+    def save(self, response: dict[str, Any]) -> None:
         if self.store is None or response.get("status") not in ("completed", "incomplete"):
             return
         messages = self.turn + ingress.output_messages(response.get("output") or [])
@@ -35,10 +36,11 @@ class ResponsesTurn(Slice):
                                                        "model": response.get("model")})
 
 
-def prepare(ctx: RequestContext, body: dict, store: Any) -> dict:
+def prepare(ctx: RequestContext, body: dict[str, Any],
+            store: MemoryState | RedisState) -> dict[str, Any]:
     """Responses body -> canonical chat request (scanned by ai-redact when it is on)."""
     ingress.check_request(body)
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     prev = body.get("previous_response_id")
     consumer = ctx.consumer_name
     if prev:
@@ -54,7 +56,7 @@ def prepare(ctx: RequestContext, body: dict, store: Any) -> dict:
     return canonical
 
 
-def answer(ctx: RequestContext, resp: dict, usage) -> dict:
+def answer(ctx: RequestContext, resp: dict[str, Any], usage: Usage | None) -> dict[str, Any]:
     """Canonical (restored) chat.completion -> Response object; saved for the next turn."""
     turn = ctx.slots[ResponsesTurn]
     assert isinstance(turn, ResponsesTurn)

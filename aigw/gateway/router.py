@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from ..context import RequestContext
@@ -11,23 +12,25 @@ from ..ingress.anthropic import to_openai_request
 from ..ingress.responses_state import state_store
 from ..pipeline import Exchange, Stage
 from ..relay.provider import ProviderCall
-from ..routing import Needs, RouterConfig, sticky_key
+from ..routing import ModelSpec, Needs, RouterConfig, sticky_key
 from ..tokens import counting
+from ..tokens.counting import Count
 from . import egress
 from .common import Respond, anthropic_body, maybe_off_loop, parse_body
 from .responses import prepare
 
 
-def provider_env_overrides(cfg: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+def provider_env_overrides(cfg: dict[str, Any],
+                           env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Development/test override: ``AIGW_PROVIDER_<NAME>_BASE_URL`` (name upper-cased,
     ``-`` → ``_``) replaces that provider's ``base_url``, so ``make dev`` and the
     tests point the production-shaped kong.yml at local mock providers."""
-    env = os.environ if env is None else env
+    environ: Mapping[str, str] = os.environ if env is None else env
     out = dict(cfg)
     provs = []
     for p in cfg.get("providers") or ():
         name = str(p.get("name", "")).upper().replace("-", "_")
-        url = env.get(f"AIGW_PROVIDER_{name}_BASE_URL")
+        url = environ.get(f"AIGW_PROVIDER_{name}_BASE_URL")
         provs.append({**p, "base_url": url} if url else p)
     out["providers"] = provs
     return out
@@ -68,12 +71,12 @@ class RouterStage(Stage):
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
         cfg = provider_env_overrides(cfg)
-        self.config = RouterConfig.from_dict(cfg)
-        self.breaker = self.config.make_breaker()
-        self.failover_status = set(self.config.retry_on_status)
-        self.max_body = self.config.max_body_bytes
-        self.prices = self.config.prices  # the route's one price table (ai-cost charges by it)
-        self.needs_groups = any(m.allow_groups for m in self.config.models.values())
+        self.routing = RouterConfig.from_dict(cfg)
+        self.breaker = self.routing.make_breaker()
+        self.failover_status = set(self.routing.retry_on_status)
+        self.max_body = self.routing.max_body_bytes
+        self.prices = self.routing.prices  # the route's one price table (ai-cost charges by it)
+        self.needs_groups = any(m.allow_groups for m in self.routing.models.values())
         # plugins that must have completed their decision before the relay forwards
         # cfg is schema-validated (plugin_base): its defaults come from schemas/ai-router.json
         self.required_plugins = frozenset(cfg["required_plugins"])
@@ -103,14 +106,14 @@ class RouterStage(Stage):
         requested = canonical.get("model")
         if requested is not None and not isinstance(requested, str):
             raise GatewayError(400, "'model' must be a string.", code="invalid_model", param="model")
-        spec = self.config.resolve(requested)
+        spec = self.routing.resolve(requested)
         if spec is None:
             if requested:  # the name is not echoed: a client-supplied string may carry anything
                 raise GatewayError(404, "The requested model does not exist or is not served by this "
                                         "gateway; GET /v1/models lists the models you may use.",
                                    code="model_not_found", param="model")
             raise GatewayError(400, "'model' is required.", code="missing_model", param="model")
-        if not self.config.allowed(spec, consumer, groups):
+        if not self.routing.allowed(spec, consumer, groups):
             raise GatewayError(403, f"You are not allowed to use the model '{spec.name}'.",
                                code="model_not_allowed", param="model")
         capability = "embeddings" if ctx.api == "embeddings" else "chat"
@@ -122,7 +125,7 @@ class RouterStage(Stage):
         max_out = max_out if isinstance(max_out, int) and max_out > 0 else None
         needs = Needs(capability=capability, stream=stream, tools=bool(canonical.get("tools")),
                       vision=_has_images(canonical), prompt_tokens=count.tokens, max_output=max_out)
-        plan = self.config.plan(spec, needs, sticky_key=sticky_key(spec, consumer, ctx.headers),
+        plan = self.routing.plan(spec, needs, sticky_key=sticky_key(spec, consumer, ctx.headers),
                                 data_classes=ctx.data_classes, prices=self.prices, breaker=self.breaker)
         err = plan.error()
         if err is not None:
@@ -149,7 +152,7 @@ class RouterStage(Stage):
             # provider's count_tokens endpoint, for Anthropic targets, in the relay)
             raise Respond(200, {"input_tokens": count.tokens}, {"X-AI-Token-Count": "estimated"})
 
-    def _count(self, canonical: dict[str, Any], spec, capability: str):
+    def _count(self, canonical: dict[str, Any], spec: ModelSpec, capability: str) -> Count:
         model = spec.targets[0].model
         if capability == "embeddings":
             return counting.count_embeddings(canonical.get("input", ""), model)
@@ -158,7 +161,7 @@ class RouterStage(Stage):
     def models_list(self, consumer: str | None, groups: list[str]) -> dict[str, Any]:
         now = int(time.time())
         data = []
-        for spec in self.config.visible_models(consumer, groups):
+        for spec in self.routing.visible_models(consumer, groups):
             for name in (spec.name, *spec.aliases):
                 data.append({"id": name, "object": "model", "created": now, "owned_by": "aigw"})
         return {"object": "list", "data": data}

@@ -6,9 +6,18 @@ from typing import Any
 
 from ..context import Outcome, RequestContext, Slice
 from ..errors import GatewayError
+from ..limits import Decision
 from ..pipeline import Exchange, Stage
 from .common import require_router
-from .limits import Reserver, ScopedLimit, ratelimit_headers, retry_after, rule_label, worst_case_tokens
+from .limits import (
+    Reserver,
+    ScopedLimit,
+    denying_rule,
+    ratelimit_headers,
+    retry_after,
+    rule_label,
+    worst_case_tokens,
+)
 
 
 @dataclass(slots=True)
@@ -28,8 +37,9 @@ class TokensStage(Stage):
         super().__init__(cfg)
         self.cfg = cfg
         self.usage_headers = bool(cfg.get("headers", True))
-        limits = [ScopedLimit(l["scope"], int(l["tokens"]), l["window"], frozenset(l.get("match") or ()))
-                  for l in cfg.get("limits") or ()]
+        limits = [ScopedLimit(lim["scope"], int(lim["tokens"]), lim["window"],
+                              frozenset(lim.get("match") or ()))
+                  for lim in cfg.get("limits") or ()]
         self.reserver = Reserver("tok", limits, cfg)
         self.needs_groups = self.reserver.needs_groups
         self.default_max_output = int(cfg.get("default_max_output", 1024))
@@ -41,15 +51,16 @@ class TokensStage(Stage):
         prompt, max_out, per_choice = worst_case_tokens(ctx, self.default_max_output)
         amount = prompt + max_out
 
-        def denied(decision) -> GatewayError:
-            if decision.rule is not None and amount > decision.rule.limit:
+        def denied(decision: Decision) -> GatewayError:
+            rule = denying_rule(decision)
+            if amount > rule.limit:
                 # can never fit: a client error that SDKs do not retry (they retry 408/409/429/5xx)
                 return GatewayError(400, f"This request needs up to {amount} tokens, more than the whole "
-                                         f"limit of {decision.rule.limit} ({rule_label(decision.rule)}); "
+                                         f"limit of {rule.limit} ({rule_label(rule)}); "
                                          "lower max_tokens, n or the prompt.",
                                     code="tokens_exceed_limit", param="max_tokens",
                                     headers=ratelimit_headers(decision))
-            return GatewayError(429, f"Token rate limit reached for this consumer ({rule_label(decision.rule)}); "
+            return GatewayError(429, f"Token rate limit reached for this consumer ({rule_label(rule)}); "
                                      f"this request needs up to {amount} tokens.",
                                 code="rate_limit_exceeded", type_="tokens",
                                 headers={"Retry-After": retry_after(decision), **ratelimit_headers(decision)})
@@ -59,7 +70,7 @@ class TokensStage(Stage):
                 return o.usage.total_tokens  # includes streams the client abandoned
             return None  # failed call, denied, or cache hit: release
 
-        def decided(decision: Any) -> None:  # once the relay committed the batch
+        def decided(decision: Decision) -> None:  # once the relay committed the batch
             ctx.slot(TokensState).headers.update(ratelimit_headers(decision))
 
         self.reserver.reserve(ctx, amount, denied, actual, per_choice, decided)

@@ -347,7 +347,6 @@ class ProviderStream:
         self.first = first
         self.decoder = decoder
         self.resp = resp
-        self.egress = ctx.egress
         self.account = ChunkAccount(ctx, target.model, ex.keep_answer)
         # output count per choice and cap (aigw/relay/output_cap.py)
         self.cap = StreamCap.for_request(ctx, target.model)

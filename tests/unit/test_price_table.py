@@ -47,7 +47,7 @@ def test_ai_cost_charges_by_the_routers_table():
     cost = CostRuntime(schema.validate("ai-cost", {}))
     # the request state ai-cost reads: what ai-router's request side sets
     ctx = STORE.create(api="chat", path="/", headers={}, raw_body=b"", consumer=None)
-    ctx.prices, ctx.plan = router.prices, list(router.config.models["m"].targets)
+    ctx.prices, ctx.plan = router.prices, list(router.routing.models["m"].targets)
     ctx.provide(router.call)
     cost.request(ctx)
     usage = Usage(input_tokens=1000, output_tokens=1000)
