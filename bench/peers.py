@@ -236,7 +236,8 @@ def peers_config(relay_port: int, mock_url: str) -> dict[str, Any]:
     stream.update({"name": "chat-stream", "strategy": "weighted",
                    "targets": [{"provider": "openai", "model": MOCK_STREAM_MODEL, "tags": ["zdr"]}]})
     models.append(stream)
-    plugins["ai-cost"]["config"].setdefault("prices", {})[MOCK_STREAM_MODEL] = {"input": 2.5, "output": 10}
+    # price overrides live in ai-router's one price table (docs/pricing.md)
+    plugins["ai-router"]["config"].setdefault("prices", {})[MOCK_STREAM_MODEL] = {"input": 2.5, "output": 10}
     return doc
 
 
