@@ -49,6 +49,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from . import schema
 from .context import Outcome, RequestContext, Slice
 from .tokens.counting import count_completion_text
 from .types import Usage
@@ -110,7 +111,10 @@ class Stage:
     priority = 0       # higher runs first (Kong's plugin priority)
 
     def __init__(self, config: dict[str, Any]):
-        self.config = config
+        # the plugin's JSON Schema is the one source of its defaults: a stage built from a
+        # partial config (tests, tools) gets them filled, and a wrong one is refused, exactly
+        # as at StartInstance (aigw/plugin_base.py); validating a validated config changes nothing
+        self.config = schema.validate(self.name, config) if self.name else config
 
     def request(self, ctx: RequestContext) -> None:
         """Request side; raise ``GatewayError`` to deny, ``Respond`` to answer at once."""

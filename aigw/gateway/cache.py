@@ -55,9 +55,9 @@ def _semantic_text(canonical: dict[str, Any], target: str) -> tuple[str | None, 
 
 
 def _store(cfg: dict[str, Any]) -> CacheStore:
-    max_entry = int(cfg.get("max_entry_bytes", 1048576))
+    max_entry = int(cfg["max_entry_bytes"])
     settings = RedisSettings.from_config(cfg, 250)
-    key = (cfg.get("policy", "memory"), settings.key(), max_entry)
+    key = (cfg["policy"], settings.key(), max_entry)
     st: CacheStore | None = _STORES.get(key)
     if st is None:
         if key[0] == "redis":
@@ -98,10 +98,10 @@ class CacheStage(Stage):
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
-        self.cfg = cfg
+        self.cfg = cfg = self.config  # schema-validated: defaults from schemas/ai-cache.json
         self.store = _store(cfg)
-        self.ttl = int(cfg.get("ttl", 300))
-        self.by_group = cfg.get("partition_by", "consumer") == "group"
+        self.ttl = int(cfg["ttl"])
+        self.by_group = cfg["partition_by"] == "group"
         self.needs_groups = self.by_group
         # the partition's "route": explicit, else the route this plugin is scoped to,
         # else the plugin entity (a service-wide plugin is one partition per service)

@@ -43,7 +43,7 @@ class CostStage(Stage):
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
-        self.cfg = cfg
+        self.cfg = cfg = self.config  # schema-validated: defaults from schemas/ai-cost.json
         if cfg.get("prices"):
             raise ConfigInvalid("ai-cost", "prices", MOVED_PRICES)
         # cfg is schema-validated (plugin_base): its defaults are filled from schemas/ai-cost.json

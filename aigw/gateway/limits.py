@@ -101,10 +101,11 @@ class Reserver:
         self.kind = kind  # "tok" | "usd"
         self.limits = limits
         self.counter = counter_id(cfg, kind)
-        self.fail_open = bool(cfg.get("fail_open", False))
-        self.limiter = make_limiter(cfg.get("policy", "local"), cfg.get("redis_url"),
+        # cfg is the plugin's schema-validated config (ai-tokens or ai-cost): defaults filled
+        self.fail_open = bool(cfg["fail_open"])
+        self.limiter = make_limiter(cfg["policy"], cfg.get("redis_url"),
                                     prefix=redis_prefix(),
-                                    timeout=cfg.get("redis_timeout_ms", 500) / 1000.0,
+                                    timeout=cfg["redis_timeout_ms"] / 1000.0,
                                     settings=RedisSettings.from_config(cfg, 500)) if limits else None
         self.needs_groups = any(lim.scope == "group" for lim in limits)
 

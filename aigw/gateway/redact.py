@@ -33,7 +33,7 @@ def _engine_config(cfg: dict[str, Any]) -> dict[str, Any]:
     """Fold the plugin's ``default_action`` and per-pattern ``action`` into the
     engine's single ``actions`` map (explicit ``actions`` entries win)."""
     actions = dict(cfg.get("actions") or {})
-    actions.setdefault("default", cfg.get("default_action", "redact"))
+    actions.setdefault("default", cfg["default_action"])
     for p in cfg.get("custom_patterns") or ():
         if p.get("action"):
             actions.setdefault(p["name"], p["action"])
@@ -76,11 +76,11 @@ class RedactStage(Stage):
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
-        self.cfg = cfg
+        self.cfg = cfg = self.config  # schema-validated: defaults from schemas/ai-redact.json
         self.rcfg = RedactConfig.from_dict(_engine_config(cfg))
-        self.fail_open = bool(cfg.get("fail_open", False))
-        self.timeout = cfg.get("timeout_ms", 2000) / 1000.0
-        self.max_bytes = int(cfg.get("max_scan_bytes", 4 * 1024 * 1024))
+        self.fail_open = bool(cfg["fail_open"])
+        self.timeout = cfg["timeout_ms"] / 1000.0
+        self.max_bytes = int(cfg["max_scan_bytes"])
 
     def request(self, ctx: RequestContext) -> None:
         refuse_anonymous(ctx, self.cfg)  # before the body is read (aigw/gateway/router.py)

@@ -35,14 +35,14 @@ class TokensStage(Stage):
 
     def __init__(self, cfg: dict[str, Any]):
         super().__init__(cfg)
-        self.cfg = cfg
-        self.usage_headers = bool(cfg.get("headers", True))
+        self.cfg = cfg = self.config  # schema-validated: defaults from schemas/ai-tokens.json
+        self.usage_headers = bool(cfg["headers"])
         limits = [ScopedLimit(lim["scope"], int(lim["tokens"]), lim["window"],
                               frozenset(lim.get("match") or ()))
                   for lim in cfg.get("limits") or ()]
         self.reserver = Reserver("tok", limits, cfg)
         self.needs_groups = self.reserver.needs_groups
-        self.default_max_output = int(cfg.get("default_max_output", 1024))
+        self.default_max_output = int(cfg["default_max_output"])
 
     def request(self, ctx: RequestContext) -> None:
         require_router(ctx, "ai-tokens")

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import re2
 
+from .. import schema
 from .detect import (
     BUILTIN_ENTITIES,
     SECRET_ENTITIES,
@@ -36,9 +37,11 @@ from .normalize import Normalized, normalize, warm_up
 
 ACTIONS = ("redact", "mask", "hash", "block", "allow")
 APIS = ("chat", "embeddings", "completions", "anthropic")
-DEFAULT_MAX_SCAN_BYTES = 4 * 1024 * 1024
+DEFAULT_MAX_SCAN_BYTES: int = schema.default("ai-redact", "max_scan_bytes")
 # strings (values and keys) one request may hold; more is refused (413), not scanned slowly
-DEFAULT_MAX_SCAN_STRINGS = 200_000
+DEFAULT_MAX_SCAN_STRINGS: int = schema.default("ai-redact", "max_scan_strings")
+# the engine's defaults are ai-redact's, from its JSON Schema (the one source of config defaults)
+_DEFAULT: dict[str, Any] = schema.defaults("ai-redact")
 # data-class keys in ``actions`` are consulted in this order after the entity itself
 _CLASS_ORDER = ("secret", "financial", "pii")
 
@@ -83,12 +86,13 @@ class RedactConfig:
             actions=dict(cfg.get("actions") or {}),
             entities=list(BUILTIN_ENTITIES) if entities is None else list(entities),
             custom_patterns=custom,
-            restore=bool(cfg.get("restore", False)),
+            restore=bool(cfg.get("restore", _DEFAULT["restore"])),
             deny_patterns=list(cfg.get("deny_patterns") or ()),
             allow_patterns=list(cfg.get("allow_patterns") or ()),
-            allow_all_conversation_history=bool(cfg.get("allow_all_conversation_history", False)),
-            match_all_roles=bool(cfg.get("match_all_roles", False)),
-            phone_region=str(cfg.get("phone_region") or "US"),
+            allow_all_conversation_history=bool(cfg.get("allow_all_conversation_history",
+                                                        _DEFAULT["allow_all_conversation_history"])),
+            match_all_roles=bool(cfg.get("match_all_roles", _DEFAULT["match_all_roles"])),
+            phone_region=str(cfg.get("phone_region") or _DEFAULT["phone_region"]),
             hash_salt=str(cfg.get("hash_salt") or ""),
             max_scan_bytes=int(cfg.get("max_scan_bytes") or DEFAULT_MAX_SCAN_BYTES),
             max_scan_strings=int(cfg.get("max_scan_strings") or DEFAULT_MAX_SCAN_STRINGS),
