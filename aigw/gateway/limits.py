@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import schema
 from ..context import Outcome, RequestContext
 from ..errors import GatewayError
 from ..limits import (
@@ -96,12 +97,17 @@ def counter_id(cfg: dict[str, Any], kind: str) -> str:
     return "d." + digest
 
 
+_OWNER = {"tok": "ai-tokens", "usd": "ai-cost"}  # the plugin whose config a reserver reads
+
+
 class Reserver:
     def __init__(self, kind: str, limits: list[ScopedLimit], cfg: dict[str, Any]):
         self.kind = kind  # "tok" | "usd"
         self.limits = limits
         self.counter = counter_id(cfg, kind)
-        # cfg is the plugin's schema-validated config (ai-tokens or ai-cost): defaults filled
+        # the owning plugin's config, its defaults filled from its JSON Schema (a stage's is
+        # validated already; validating again changes nothing)
+        cfg = schema.validate(_OWNER[kind], cfg)
         self.fail_open = bool(cfg["fail_open"])
         self.limiter = make_limiter(cfg["policy"], cfg.get("redis_url"),
                                     prefix=redis_prefix(),
