@@ -398,7 +398,13 @@ def test_plugin_server_respawned_and_instances_restarted():
                 break
             time.sleep(0.05)
         assert r.status_code == 299 and r.json()["tag"] == "t"
-        assert "no plugin instance" in kong.logs()
+        # the new server knows no instance: the stand-in started one again, either after the
+        # server's "no plugin instance" error (mp_rpc.lua handle_event) or because it reset the
+        # plugin's instances when the old server's socket failed (plugin.lua 187-199); which of
+        # the two depends on whether the first request came before the new socket was bound
+        logs = kong.logs()
+        assert "no plugin instance" in logs or "Connection refused" in logs or "No such file" in logs
+        assert len(kong.started_instances()) >= 2
 
 
 def test_get_headers_without_max_returns_at_most_100(env):

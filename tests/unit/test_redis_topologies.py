@@ -18,7 +18,7 @@ import redis
 from aigw.cache import CacheUnavailable, Entry, RedisStore
 from aigw.limits import BackendUnavailable, LimitExceeded, RedisLimiter, Rule
 from aigw.redis_conn import LazyCluster, RedisSettings, connect, key_prefix
-from tests.redis_topology import ClusterSet, SentinelSet
+from tests.redis_topology import ClusterSet, SentinelSet, wait_until
 
 
 def _settings(record: dict, timeout_ms: int = 300) -> RedisSettings:
@@ -190,12 +190,22 @@ class Traffic:
             time.sleep(0.02)
 
 
-def _check_failover(traffic: Traffic, limit: int, failed_over_at: float, used: int) -> None:
+def _check_failover(traffic: Traffic, limit: int, failed_over_at: float, used: int,
+                    window: tuple[float, float]) -> None:
+    """The limiter keeps working across a failover and fails closed only briefly. Redis
+    replication is asynchronous: reservations the old master acknowledged and had not sent
+    to the promoted replica, or took while it was being replaced, are lost, so the limit can
+    be overspent by at most the reservations admitted in that window (docs/redis.md)."""
     admitted_after = [t for t in traffic.admitted if t > failed_over_at]
     assert admitted_after, "no reservation was admitted after the failover"
     assert traffic.denied, "traffic never reached the limit"
-    assert len(traffic.admitted) <= limit, (len(traffic.admitted), limit)
-    assert used == len(traffic.admitted)  # no admitted reservation was lost in the failover
+    lo, hi = window
+    in_window = sum(1 for t in traffic.admitted if lo <= t <= hi)
+    over = len(traffic.admitted) - limit
+    assert over <= in_window, (len(traffic.admitted), limit, in_window)
+    assert used <= len(traffic.admitted)  # lost writes only ever undercount
+    if over <= 0 and in_window == 0:
+        assert used == len(traffic.admitted)
     if traffic.unavailable:  # fail-closed, and only briefly
         assert max(traffic.unavailable) - min(traffic.unavailable) < 15
 
@@ -209,12 +219,18 @@ def test_sentinel_failover_during_traffic(how):
         with Traffic(lim, rule) as traffic:
             traffic.wait_admitted(30)
             old = s.master_port()
+            start = time.monotonic()
             new = s.failover() if how == "sentinel_failover" else s.kill_master()
             done = time.monotonic()
             assert new != old
+            if how == "sentinel_failover":  # the old master takes writes until it is a replica
+                wait_until(lambda: redis.Redis(port=old, socket_timeout=0.5).info("replication")["role"]
+                           in ("slave", "replica"), timeout=30, what="the old master demoted")
+            end = time.monotonic()
             traffic.pause = 0.002  # now drive it to the limit
             traffic.wait_denied()
-        _check_failover(traffic, limit, done, lim.used(rule))
+        # replication lag before the switch (Redis acks replicas every second), and the switch
+        _check_failover(traffic, limit, done, lim.used(rule), (start - 1.5, end + 0.5))
 
 
 def test_cluster_master_killed_during_traffic():
@@ -224,12 +240,13 @@ def test_cluster_master_killed_during_traffic():
         rule = Rule("tok:global:*:minute", limit, 60)
         with Traffic(lim, rule) as traffic:
             traffic.wait_admitted(30)
+            start = time.monotonic()
             c.kill(c.master_of(f"{lim.prefix}{rule.key}:log"))
             c.wait_healthy()
             done = time.monotonic()
             traffic.pause = 0.002
             traffic.wait_denied()
-        _check_failover(traffic, limit, done, lim.used(rule))
+        _check_failover(traffic, limit, done, lim.used(rule), (start - 1.5, done + 0.5))
 
 
 def test_cache_on_sentinel_recovers_after_failover():
