@@ -30,11 +30,19 @@ from .process import forward_aigw_env
 
 
 def free_port() -> int:
-    """A port that is free now, below Linux's ephemeral range (32768-60999 by default): a port
-    the kernel hands out for bind(0) is also the kind it hands to outgoing connections, and one
-    of those could take it in the seconds before the process it is meant for binds it."""
+    """A port that is free now, from a range no other process of the test run draws from.
+
+    Below Linux's ephemeral range (32768-60999 by default): a port the kernel hands out for
+    bind(0) is also the kind it hands to outgoing connections, and one of those could take it
+    before the process it is meant for binds it. Below the Redis topology tests' ports
+    (tests/redis_topology.py: 20000-45000, +10000 for a Cluster's bus). And one slice per
+    pytest-xdist worker (PYTEST_XDIST_WORKER=gw0, gw1, ...), so two workers never draw the same."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    size = 1500
+    lo = 5000 + (index % 10) * size
     for _ in range(200):
-        port = random.randint(15000, 32000)
+        port = random.randint(lo, lo + size - 1)
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
